@@ -1,0 +1,343 @@
+"""The only code that talks to PostgreSQL.
+
+Reads run in read-only transactions with a statement timeout, so an analysis can neither
+write nor hold a connection for ever; the table name is always composed as a quoted
+identifier; and every database error leaves this module as a `StoreError` whose message is
+one sentence a person can act on, with the password redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .schema import DEFAULT_TABLE
+
+log = logging.getLogger(__name__)
+
+APPLICATION_NAME = "perf-analyzer"
+DSN_ENV_VARS = ("PERF_ANALYZER_DSN", "DATA_SOURCE_NAME")
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names: refuse them instead
+
+
+class StoreError(Exception):
+    """A database problem, described in one sentence without secrets."""
+
+
+# --------------------------------------------------------------------------- connection info
+
+
+def resolve_dsn(dsn: str | None = None) -> str:
+    """The DSN to use: the argument, else $PERF_ANALYZER_DSN, else $DATA_SOURCE_NAME (the
+    postgres_exporter convention), each also readable from a file named by `<VAR>_FILE`;
+    an empty string leaves everything to libpq's own PG* variables."""
+    if dsn:
+        return dsn
+    for var in DSN_ENV_VARS:
+        if os.environ.get(var):
+            return os.environ[var]
+        path = os.environ.get(f"{var}_FILE")
+        if path:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    return fh.read().strip()
+            except OSError as exc:
+                raise StoreError(f"cannot read {var}_FILE {path!r}: {exc.strerror}") from None
+    return ""
+
+
+def _password_of(dsn: str) -> str | None:
+    try:
+        return conninfo_to_dict(dsn).get("password") or os.environ.get("PGPASSWORD")
+    except psycopg.Error:
+        match = re.search(r"://[^:/@]*:([^@]*)@", dsn) or re.search(r"password\s*=\s*(\S+)", dsn)
+        return match.group(1) if match else os.environ.get("PGPASSWORD")
+
+
+def redact(text: str, dsn: str) -> str:
+    """`text` with the DSN's password (and any URL credentials) replaced by ***."""
+    password = _password_of(dsn)
+    if password:
+        text = text.replace(password, "***")
+    text = re.sub(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text)
+
+
+def describe_target(dsn: str) -> str:
+    """`user@host:port/dbname`, for messages (never the password)."""
+    try:
+        info = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "the configured database"
+    host = info.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = info.get("port") or os.environ.get("PGPORT") or "5432"
+    user = info.get("user") or os.environ.get("PGUSER") or ""
+    dbname = info.get("dbname") or os.environ.get("PGDATABASE") or user or "postgres"
+    return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
+
+
+# --------------------------------------------------------------------------- table names
+
+
+def table_name_parts(name: str) -> tuple[str, ...]:
+    """(table,) or (schema, table); anything else is refused.
+
+    Every character is allowed inside a part (it is quoted, never pasted), but a part may
+    not be empty, contain NUL or exceed PostgreSQL's 63 bytes (it would silently name a
+    different table)."""
+    if not isinstance(name, str) or not name.strip():
+        raise StoreError("the table name is empty")
+    parts = name.split(".")
+    if len(parts) > 2:
+        raise StoreError(
+            f"table name {name!r} has more than one dot: give `table` or `schema.table`"
+        )
+    for part in parts:
+        if not part:
+            raise StoreError(f"table name {name!r} has an empty schema or table part")
+        if "\x00" in part:
+            raise StoreError("the table name contains a NUL character")
+        if len(part.encode()) > MAX_IDENTIFIER_BYTES:
+            raise StoreError(
+                f"table name part {part[:20]!r}... is longer than PostgreSQL's "
+                f"{MAX_IDENTIFIER_BYTES}-byte limit for names"
+            )
+    return tuple(parts)
+
+
+def parse_table_name(name: str) -> sql.Identifier:
+    """`table` or `schema.table` as a quoted identifier (see `table_name_parts`)."""
+    return sql.Identifier(*table_name_parts(name))
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def translate(exc: psycopg.Error, dsn: str, table: str) -> StoreError:
+    """One sentence for a psycopg error, naming what to do about it."""
+    first_line = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "", dsn)
+    target = describe_target(dsn)
+    if isinstance(exc, errors.UndefinedTable):
+        return StoreError(
+            f'table "{table}" does not exist in {target}; create it with '
+            f"`perf-analyzer db init --table {table}` or pass the right --table"
+        )
+    if isinstance(exc, errors.UndefinedColumn):
+        return StoreError(
+            f'table "{table}" lacks a column the analysis needs ({first_line}); '
+            f"`perf-analyzer db check` lists what differs from the expected schema"
+        )
+    if isinstance(exc, errors.InsufficientPrivilege):
+        return StoreError(f"permission denied on {target}: {first_line}")
+    if isinstance(exc, errors.QueryCanceled):
+        return StoreError(f"a query on {target} was cancelled: {first_line}")
+    if isinstance(exc, errors.ReadOnlySqlTransaction):
+        return StoreError(f"refused to write in a read-only transaction: {first_line}")
+    if isinstance(
+        exc, errors.DatatypeMismatch | errors.UndefinedFunction | errors.InvalidBinaryRepresentation
+    ):
+        return StoreError(
+            f'table "{table}" has a column of an unexpected type ({first_line}); '
+            "`perf-analyzer db check` lists what differs"
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreError(f"cannot reach PostgreSQL at {target}: {first_line}")
+    return StoreError(f"database error on {target}: {first_line}")
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """Connections and transactions for one samples table.
+
+    `source` is a DSN string (a small pool is made), a psycopg `Connection` (used as is,
+    one transaction at a time) or a `psycopg_pool.ConnectionPool`; None resolves the DSN
+    from the environment (`resolve_dsn`)."""
+
+    def __init__(
+        self,
+        source: str | psycopg.Connection[Any] | ConnectionPool | None = None,
+        table: str = DEFAULT_TABLE,
+        *,
+        statement_timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        pool_size: int = 4,
+    ) -> None:
+        self.table_name = table
+        self.table_parts = table_name_parts(table)
+        self.table = sql.Identifier(*self.table_parts)
+        self.statement_timeout = statement_timeout
+        self.connect_timeout = connect_timeout
+        self._lock = threading.Lock()
+        self._borrowed: psycopg.Connection[Any] | None = None
+        self._pool: ConnectionPool | None = None
+        self._owns_pool = False
+        self.dsn = ""
+        if isinstance(source, psycopg.Connection):
+            self._borrowed = source
+        elif isinstance(source, ConnectionPool):
+            self._pool = source
+            self.dsn = source.conninfo
+        else:
+            self.dsn = resolve_dsn(source)
+            self._validate_dsn()
+            self._pool_size = pool_size
+
+    def _validate_dsn(self) -> None:
+        try:
+            conninfo_to_dict(self.dsn)
+        except psycopg.Error as exc:
+            reason = redact(str(exc).strip(), self.dsn)
+            raise StoreError(f"the connection string is not valid: {reason}") from None
+
+    @property
+    def conninfo(self) -> str:
+        """The DSN with our application name and connect timeout."""
+        return make_conninfo(
+            self.dsn,
+            application_name=APPLICATION_NAME,
+            connect_timeout=max(1, round(self.connect_timeout)),
+        )
+
+    @property
+    def target(self) -> str:
+        return describe_target(self.dsn)
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _ensure_pool(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self.conninfo,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    open=False,
+                    name="perf-analyzer",
+                    timeout=self.connect_timeout,
+                    reconnect_timeout=0,  # keep trying for ever: the database may come back
+                )
+                self._pool.open(wait=False)
+                self._owns_pool = True
+            return self._pool
+
+    def _connect_error(self) -> StoreError:
+        """Why a connection cannot be made now (the pool only says it timed out)."""
+        try:
+            psycopg.connect(self.conninfo).close()
+        except psycopg.Error as exc:
+            return translate(exc, self.dsn, self.table_name)
+        return StoreError(f"no free database connection to {self.target} within the timeout")
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._borrowed is not None:
+            with self._lock:
+                yield self._borrowed
+            return
+        pool = self._ensure_pool()
+        try:
+            conn = pool.getconn(timeout=self.connect_timeout)
+        except PoolTimeout:
+            raise self._connect_error() from None
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)  # the pool discards a broken connection and makes a new one
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def read(self, *, timeout: float | None = None) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+        """A dict-row cursor in a READ ONLY transaction bounded by `statement_timeout`."""
+        ms = int(1000 * (timeout if timeout is not None else self.statement_timeout))
+        try:
+            with self.connection() as conn:
+                self._refuse_open_transaction(conn)
+                with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                    cur.execute("SET TRANSACTION READ ONLY")
+                    cur.execute("SELECT set_config('statement_timeout', %s, true)", (str(ms),))
+                    yield cur
+        except psycopg.Error as exc:
+            raise translate(exc, self.dsn, self.table_name) from None
+
+    @contextmanager
+    def write(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor in an ordinary transaction, for `db init`, `synth` and `sample` only.
+
+        It uses its own connection, never one of the exporter's read-only pool."""
+        try:
+            if self._borrowed is not None:
+                with self._lock:
+                    self._refuse_open_transaction(self._borrowed)
+                    with self._borrowed.transaction(), self._borrowed.cursor() as cur:
+                        yield cur
+                return
+            with (
+                psycopg.connect(self.conninfo) as conn,
+                conn.transaction(),
+                conn.cursor() as cur,
+            ):
+                yield cur
+        except psycopg.Error as exc:
+            raise translate(exc, self.dsn, self.table_name) from None
+
+    def _refuse_open_transaction(self, conn: psycopg.Connection[Any]) -> None:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            raise StoreError(
+                "the connection given to perf-analyzer has a transaction open; commit or "
+                "roll it back first (or use an autocommit connection)"
+            )
+
+    def ping(self) -> bool:
+        """True if a round trip to the database succeeds now."""
+        try:
+            with self.read(timeout=self.connect_timeout) as cur:
+                cur.execute("SELECT 1")
+            return True
+        except StoreError:
+            return False
+
+    def copy_in(
+        self,
+        columns: Iterable[str],
+        chunks: Iterable[tuple[bytes, int]],
+        *,
+        progress: Any = None,
+    ) -> int:
+        """Load a PostgreSQL binary COPY stream into the table in one transaction;
+        returns the number of rows. `progress(rows)` is called after each chunk."""
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            self.table, sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        total = 0
+        with self.write() as cur, cur.copy(statement) as copy:
+            for data, rows in chunks:
+                copy.write(data)
+                total += rows
+                if progress is not None:
+                    progress(rows)
+        return total
+
+    def close(self) -> None:
+        if self._pool is not None and self._owns_pool:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
