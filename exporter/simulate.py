@@ -1,0 +1,613 @@
+"""A deterministic simulated fleet with injected findings of known, exact size.
+
+The fleet is the ground truth the analyses are tested against: every node is healthy except
+one finding per node (from node 2 on), each of a size recorded in `Fleet.truth`. Rows are
+produced lazily as PostgreSQL BINARY COPY data, built with numpy structured arrays so a
+50-node, 30-day fleet (about 6.5 M rows) is generated in seconds.
+
+Determinism: node constants come from `default_rng([seed, node])` and the noise of each
+6-hour block from `default_rng([seed, node, 1, block])`, with blocks aligned to absolute
+time, so a node's samples depend neither on the number of nodes nor on memory limits.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .schema import COLUMNS
+
+FINDING_KINDS: tuple[str, ...] = (
+    "cpu_saturation",
+    "memory_exhausted",
+    "overheating",
+    "memory_leak",
+    "cpu_growth",
+    "anomaly_spike",
+    "outage_gap",
+    "stale",
+    "noisy_neighbour",
+    "correlated_metrics",
+    "iowait_high",
+    "network_errors",
+)
+
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+COPY_TRAILER = struct.pack(">h", -1)
+
+BLOCK_SLOTS = 360  # samples per noise block (6 h at 60 s); blocks are aligned to absolute time
+CHUNK_BYTES = 4 << 20  # target size of one copy chunk
+CONTAINER_KINDS = ("app", "sql", "web", "api", "job", "log")  # equal length: fixed-width names
+
+# Noise channels of a node, one standard-normal row each per block.
+_CHANNELS = ("cpu", "iowait", "mem", "load", "temp", "ctx", "dr", "dw", "rx", "tx")
+_CH = {name: i for i, name in enumerate(_CHANNELS)}
+_NODE_CHANNELS = len(_CH)
+
+# Sizes of the injected findings (the truth records them with the exact windows).
+RECENT_S = 20 * 60  # the "last 20 minutes" of the emergency findings
+SATURATED_CPU = 97.0
+EXHAUSTED_MEM_PCT = 3.0
+HOT_C = 88.0
+LEAK_DAYS_TO_ZERO = 20.0
+GROWTH_RATE = 0.8  # percent of CPU per day
+GROWTH_PEAK = 75.0  # noiseless daily CPU peak on the last day
+SPIKE_SIZE = 40.0  # MiB/s added to disk_write_mb_s
+SPIKE_S, SPIKE_END_BEFORE_S = 15 * 60, 2 * 3600
+GAP_FROM_S, GAP_TO_S = 10 * 3600, 7 * 3600  # before end
+STALE_S = 30 * 60
+NOISY_S, NOISY_SHARE, NOISY_NODE_CPU = 60 * 60, 0.70, 92.0
+IOWAIT_HIGH = 35.0
+RX_ERRS, RX_DROPS = 50.0, 20.0
+CORR_TARGET = 0.95
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    """What to simulate; equal specs (with `end` set) give byte-identical streams."""
+
+    nodes: int = 14
+    containers: int = 2  # per node
+    days: float = 30
+    interval: int = 60  # seconds between samples
+    seed: int = 42
+    end: int | None = None  # unix seconds of the last sample slot; None = now floored
+
+
+@dataclass
+class _Node:
+    """Per-node constants, drawn from the node's own generator so they never depend on
+    how many nodes the fleet has; findings adjust a few of them."""
+
+    index: int  # 1-based
+    name: bytes
+    finding: str | None
+    cpu_count: int
+    mem_total: float
+    peak_hour: int
+    cpu_base: float
+    cpu_amp: float
+    used_frac: float
+    mem_amp: float  # fraction of total, daily cycle of used memory
+    mem_sd: float  # fraction of total
+    mem_shift_h: float
+    swap: float
+    iowait_base: float
+    temp_offset: float
+    ctx_per_pct: float
+    io_level: np.ndarray  # disk read, disk write, net rx, net tx MiB/s
+    io_shift_h: float
+    cont_frac: np.ndarray  # share of node CPU per container
+    cont_rss: np.ndarray  # MiB per container
+    growth_rate: float = 0.0
+    leak_slope: float = 0.0  # MiB of available memory lost per day
+    walk: np.ndarray | None = None  # slow random walk added to CPU (one value per slot)
+    corr: tuple[float, float, float] | None = None  # net_rx = a + b * cpu + sd * noise
+
+
+@dataclass
+class Fleet:
+    """A simulated fleet: its ground truth now, its rows on demand (`copy_chunks`)."""
+
+    spec: FleetSpec
+    start: int
+    end: int
+    truth: dict
+    row_count: int
+    _nodes: list[_Node] = field(repr=False)
+    _container_names: np.ndarray = field(repr=False)
+
+    def truth_for(self, kind: str) -> dict | None:
+        """The truth entry of finding `kind`, or None when the fleet was too small for it."""
+        return next((f for f in self.truth["findings"] if f["kind"] == kind), None)
+
+    def copy_chunks(self) -> Iterator[tuple[bytes, int]]:
+        """Yield (BINARY COPY bytes, rows) chunks of a few MB; concatenated they form one
+        complete stream (header first, trailer last) in near time order, like real ingest."""
+        pending: tuple[bytes, int] | None = None
+        first = True
+        for data, rows in self._row_chunks():
+            if first:
+                data, first = COPY_HEADER + data, False
+            if pending is not None:
+                yield pending
+            pending = (data, rows)
+        if pending is None:
+            yield COPY_HEADER + COPY_TRAILER, 0
+        else:
+            yield pending[0] + COPY_TRAILER, pending[1]
+
+    # -- generation -------------------------------------------------------------------
+
+    def _row_chunks(self) -> Iterator[tuple[bytes, int]]:
+        """Per 6-hour block: node rows ordered by (time, node), then container rows."""
+        iv = self.spec.interval
+        block_s = BLOCK_SLOTS * iv
+        names = np.array([n.name for n in self._nodes])
+        node_dt, cont_dt = _row_dtype(names.dtype.itemsize, self._container_names.dtype.itemsize)
+        c = self.spec.containers
+        for k in range(self.start // block_s, self.end // block_s + 1):
+            t, zs = _block_noise(self.spec, self._nodes, k, self.start, self.end)
+            if t.size == 0:
+                continue
+            parts = [_model(n, t, z, zc, self) for n, (z, zc) in zip(self._nodes, zs, strict=True)]
+            present = np.stack([p["present"] for p in parts]).T.ravel()  # (time, node) order
+            b, nn = t.size, len(parts)
+
+            rows = _filled(node_dt, b * nn)
+            rows["sample_time"] = np.repeat(t, nn)
+            rows["node_name"] = np.tile(names, b)
+            rows["node_flag"] = 1
+            for col in _NODE_VALUE_COLUMNS:
+                rows[col] = np.stack([p[col] for p in parts]).T.ravel()
+            yield from _split(rows[present] if not present.all() else rows)
+
+            if c == 0:
+                continue
+            crows = _filled(cont_dt, b * nn * c)
+            crows["sample_time"] = np.repeat(t, nn * c)
+            crows["node_name"] = np.tile(np.repeat(names, c), b)
+            crows["container_name"] = np.tile(self._container_names, b * nn)
+            crows["node_flag"] = 0
+            for col, key in (("cpu_total_pct", "c_cpu"), ("c_rss_mb", "c_rss")):
+                # (node, container, time) -> (time, node, container)
+                crows[col] = np.stack([p[key] for p in parts]).transpose(2, 0, 1).ravel()
+            cpresent = np.repeat(present, c)
+            yield from _split(crows[cpresent] if not cpresent.all() else crows)
+
+
+_NODE_VALUE_COLUMNS = tuple(c.name for c in COLUMNS if c.node and c.sql_type == "double precision")
+
+
+def _row_dtype(node_w: int, cont_w: int) -> tuple[np.dtype, np.dtype]:
+    """Big-endian tuple layouts of node rows and container rows (fixed-width names), so a
+    block of rows is a single `.tobytes()` of valid BINARY COPY data."""
+    fmt = {"bigint": ">i8", "boolean": "u1", "double precision": ">f8"}
+
+    def layout(container: bool) -> np.dtype:
+        fields: list[tuple[str, str]] = [("nfields", ">i2")]
+        for col in COLUMNS:
+            fields.append((f"len_{col.name}", ">i4"))
+            if col.container if container else col.node:
+                width = {"node_name": node_w, "container_name": cont_w}.get(col.name)
+                fields.append((col.name, f"S{width}" if width else fmt[col.sql_type]))
+        return np.dtype(fields)
+
+    return layout(False), layout(True)
+
+
+def _filled(dt: np.dtype, n: int) -> np.ndarray:
+    """`n` rows with the field count and every length word already set (-1 = NULL)."""
+    template = np.zeros(1, dt)
+    template["nfields"] = len(COLUMNS)
+    for col in COLUMNS:
+        template[f"len_{col.name}"] = dt[col.name].itemsize if col.name in dt.names else -1
+    rows = np.empty(n, dt)
+    rows[...] = template
+    return rows
+
+
+def _split(rows: np.ndarray) -> Iterator[tuple[bytes, int]]:
+    """Cut rows into chunks of about CHUNK_BYTES at row boundaries."""
+    step = max(1, CHUNK_BYTES // rows.dtype.itemsize)
+    for i in range(0, rows.size, step):
+        part = rows[i : i + step]
+        yield part.tobytes(), int(part.size)
+
+
+def _block_noise(
+    spec: FleetSpec, nodes: list[_Node], k: int, start: int, end: int
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Slot times of block `k` inside [start, end] and each node's noise for them. Whole
+    blocks are always drawn, then sliced, so a sample's noise depends only on its time."""
+    iv = spec.interval
+    t_all = k * BLOCK_SLOTS * iv + np.arange(BLOCK_SLOTS, dtype=np.int64) * iv
+    keep = (t_all >= start) & (t_all <= end)
+    zs = []
+    for n in nodes:
+        rng = np.random.default_rng([spec.seed, n.index, 1, k])
+        z = rng.standard_normal((_NODE_CHANNELS, BLOCK_SLOTS))[:, keep]
+        zc = rng.standard_normal((2 * spec.containers, BLOCK_SLOTS))[:, keep]
+        zs.append((z, zc))
+    return t_all[keep], zs
+
+
+def _cycle(t: np.ndarray, peak_hour: float) -> np.ndarray:
+    """Daily cosine, 1 at `peak_hour` UTC."""
+    return np.cos(2 * np.pi * ((t % 86400) / 3600.0 - peak_hour) / 24.0)
+
+
+def _cpu_clean(n: _Node, t: np.ndarray, fleet_start: int, interval: int) -> np.ndarray:
+    """Noiseless node CPU: base + daily cycle, 30 % lower on Sat/Sun, plus growth and walk."""
+    weekend = ((t // 86400 + 3) % 7) >= 5  # 1970-01-01 was a Thursday; Monday = 0
+    cpu = np.where(weekend, 0.7, 1.0) * (n.cpu_base + n.cpu_amp * _cycle(t, n.peak_hour))
+    if n.growth_rate:
+        cpu = cpu + n.growth_rate * (t - fleet_start) / 86400.0
+    if n.walk is not None:
+        cpu = cpu + n.walk[(t - fleet_start) // interval]
+    return cpu
+
+
+def _bounded(z: np.ndarray, tol: float) -> np.ndarray:
+    """Noise of sd tol/3 clipped to +-tol: a finding's size holds exactly within tol."""
+    return np.clip(z * tol / 3.0, -tol, tol)
+
+
+def _model(n: _Node, t: np.ndarray, z: np.ndarray, zc: np.ndarray, fleet: Fleet) -> dict:
+    """One node's metrics for slot times `t` given its noise: healthy physics, then the
+    node's finding. With zero noise it gives the noiseless levels the truth records."""
+    end, iv = fleet.end, fleet.spec.interval
+    zz = {name: z[i] for name, i in _CH.items()}
+    days = (t - fleet.start) / 86400.0
+    total = n.mem_total
+
+    cpu_healthy = np.clip(_cpu_clean(n, t, fleet.start, iv) + 2.0 * zz["cpu"], 0.0, 100.0)
+    cpu = cpu_healthy.copy()
+    iowait = np.clip(n.iowait_base + 0.3 * zz["iowait"], 0.2, None)
+    mem_cycle = _cycle(t, n.peak_hour + n.mem_shift_h)
+    avail = (
+        total * (1.0 - n.used_frac)
+        - n.leak_slope * days
+        - total * (n.mem_amp * mem_cycle + n.mem_sd * zz["mem"])
+    )
+    io_cycle = _cycle(t, n.peak_hour + n.io_shift_h)
+    io = {
+        key: np.clip(level * (1.0 + 0.3 * io_cycle + 0.1 * zz[key]), 0.0, None)
+        for key, level in zip(("dr", "dw", "rx", "tx"), n.io_level, strict=True)
+    }
+    if n.corr is not None:
+        a, b, sd = n.corr
+        io["rx"] = np.clip(a + b * cpu + sd * zz["rx"], 0.0, None)
+    zero = np.zeros(t.size)
+    rx_errs, rx_drops = zero, zero
+    temp_noise = 0.5 * zz["temp"]
+    present = np.ones(t.size, dtype=bool)
+
+    kind = n.finding
+    recent = t > end - RECENT_S
+    if kind == "cpu_saturation":
+        cpu = np.where(recent, SATURATED_CPU + _bounded(zz["cpu"], 0.3), cpu)
+    elif kind == "noisy_neighbour":
+        cpu = np.where(t > end - NOISY_S, NOISY_NODE_CPU + _bounded(zz["cpu"], 0.3), cpu)
+    elif kind == "memory_exhausted":
+        level = total * (EXHAUSTED_MEM_PCT + _bounded(zz["mem"], 0.1)) / 100.0
+        avail = np.where(recent, level, avail)
+    elif kind == "iowait_high":
+        iowait = np.where(recent, IOWAIT_HIGH + _bounded(zz["iowait"], 0.5), iowait)
+    elif kind == "anomaly_spike":
+        first, last = _spike_slots(end, iv)
+        io["dw"] = np.where((t >= first) & (t <= last), io["dw"] + SPIKE_SIZE, io["dw"])
+    elif kind == "network_errors":
+        rx_errs, rx_drops = np.where(recent, RX_ERRS, 0.0), np.where(recent, RX_DROPS, 0.0)
+    elif kind == "outage_gap":
+        gap_start, gap_end = _gap_slots(end, iv)
+        present = (t < gap_start) | (t >= gap_end)
+    elif kind == "stale":
+        present = t <= _stale_last(end, iv)
+
+    temp = 45.0 + n.temp_offset + 0.2 * cpu + temp_noise
+    if kind == "overheating":
+        temp = np.where(recent, HOT_C + _bounded(zz["temp"], 0.3), temp)
+
+    c_cpu = n.cont_frac[:, None] * cpu_healthy * (1.0 + 0.03 * zc[: n.cont_frac.size])
+    if kind == "noisy_neighbour" and c_cpu.shape[0]:
+        c_cpu[0] = np.where(t > end - NOISY_S, NOISY_SHARE * cpu, c_cpu[0])
+    c_rss = n.cont_rss[:, None] * (1.0 + 0.01 * zc[n.cont_frac.size :])
+
+    return {
+        "present": present,
+        "cpu_total_pct": cpu,
+        "cpu_iowait_pct": iowait,
+        "mem_available_mb": avail,
+        "mem_total_mb": np.full(t.size, total),
+        "swap_used_mb": np.full(t.size, n.swap),
+        "load_1m": np.clip(cpu / 100.0 * n.cpu_count * 0.9 * (1.0 + 0.03 * zz["load"]), 0, None),
+        "temperature_c": temp,
+        "ctx_switches_s": np.clip(
+            cpu * n.cpu_count * n.ctx_per_pct * (1 + 0.05 * zz["ctx"]), 0, None
+        ),
+        "disk_read_mb_s": io["dr"],
+        "disk_write_mb_s": io["dw"],
+        "net_rx_mb_s": io["rx"],
+        "net_tx_mb_s": io["tx"],
+        "net_rx_errs_s": rx_errs,
+        "net_tx_errs_s": zero,
+        "net_rx_drops_s": rx_drops,
+        "net_tx_drops_s": zero,
+        "c_cpu": c_cpu,
+        "c_rss": c_rss,
+    }
+
+
+# -- fleet construction and truth ------------------------------------------------------
+
+
+def _draw_node(spec: FleetSpec, index: int, name: bytes, finding: str | None) -> _Node:
+    """Healthy constants of node `index` from its own generator (order of draws is fixed)."""
+    rng = np.random.default_rng([spec.seed, index])
+    n = _Node(
+        index=index,
+        name=name,
+        finding=finding,
+        cpu_count=int(rng.choice([4, 8, 16])),
+        mem_total=float(rng.choice([16384, 32768, 65536])),
+        peak_hour=int(rng.integers(0, 24)),
+        cpu_base=float(rng.uniform(20, 35)),
+        cpu_amp=float(rng.uniform(8, 15)),
+        used_frac=float(rng.uniform(0.40, 0.55)),
+        mem_amp=0.02,
+        mem_sd=0.005,
+        mem_shift_h=float(rng.uniform(5, 7)),
+        swap=float(np.round(rng.uniform(0, 256), 1)),
+        iowait_base=float(rng.uniform(1.2, 2.5)),
+        temp_offset=float(rng.uniform(-2, 3)),
+        ctx_per_pct=float(rng.uniform(150, 300)),
+        io_level=rng.uniform([1, 2, 2, 1], [5, 6, 10, 8]),
+        io_shift_h=float(rng.uniform(5, 7)),  # a quarter day off CPU: no spurious correlation
+        cont_frac=np.zeros(0),
+        cont_rss=np.zeros(0),
+    )
+    c = spec.containers
+    if c:
+        crng = np.random.default_rng([spec.seed, index, 2])
+        frac = crng.dirichlet(np.full(c, 3.0)) * crng.uniform(0.5, 0.75)
+        if finding == "noisy_neighbour" and c > 1:  # room for the neighbour's 70 %
+            frac[1:] *= min(1.0, 0.35 / frac[1:].sum())
+        n.cont_frac = frac
+        n.cont_rss = crng.dirichlet(np.full(c, 3.0)) * n.mem_total * crng.uniform(0.15, 0.3)
+    return n
+
+
+def _slot_window(first: int, last: int, interval: int) -> dict:
+    return {"start": first, "end": last, "samples": (last - first) // interval + 1}
+
+
+def _recent_window(fleet_start: int, end: int, seconds: int, interval: int) -> dict:
+    """The slots t with end - seconds < t <= end (clipped to the fleet's start)."""
+    return _slot_window(*_recent(fleet_start, end, seconds, interval), interval)
+
+
+def _recent(fleet_start: int, end: int, seconds: int, interval: int) -> tuple[int, int]:
+    return max(fleet_start, end - ((seconds - 1) // interval) * interval), end
+
+
+def _spike_slots(end: int, interval: int) -> tuple[int, int]:
+    """First and last slot of the disk-write spike: SPIKE_S ending SPIKE_END_BEFORE_S early."""
+    last = end - (SPIKE_END_BEFORE_S // interval) * interval
+    return last - ((SPIKE_S - 1) // interval) * interval, last
+
+
+def _gap_slots(end: int, interval: int) -> tuple[int, int]:
+    """First missing slot and first slot present again of the outage gap."""
+    return end - math.ceil(GAP_FROM_S / interval) * interval, end - math.ceil(
+        GAP_TO_S / interval
+    ) * interval
+
+
+def _stale_last(end: int, interval: int) -> int:
+    """The stale node's last sample: STALE_S (rounded up to a slot) before end."""
+    return end - math.ceil(STALE_S / interval) * interval
+
+
+def _setup_findings(fleet: Fleet, n: _Node) -> dict:
+    """Adjust the node's constants for its finding and return the finding's truth."""
+    spec, start, end, iv = fleet.spec, fleet.start, fleet.end, fleet.spec.interval
+    kind = n.finding
+    truth: dict = {"kind": kind, "node": n.name.decode()}
+    whole = _slot_window(start, end, iv)
+    recent = _recent_window(start, end, RECENT_S, iv)
+    if kind == "cpu_saturation":
+        truth.update(metric="cpu_total_pct", value=SATURATED_CPU, tolerance=0.3, window=recent)
+    elif kind == "memory_exhausted":
+        truth.update(
+            metric="mem_available_mb",
+            value_pct_of_total=EXHAUSTED_MEM_PCT,
+            value=n.mem_total * EXHAUSTED_MEM_PCT / 100.0,
+            tolerance=n.mem_total * 0.1 / 100.0,
+            mem_total_mb=n.mem_total,
+            window=recent,
+        )
+    elif kind == "overheating":
+        truth.update(metric="temperature_c", value=HOT_C, tolerance=0.3, window=recent)
+    elif kind == "iowait_high":
+        truth.update(metric="cpu_iowait_pct", value=IOWAIT_HIGH, tolerance=0.5, window=recent)
+    elif kind == "network_errors":
+        truth.update(metrics={"net_rx_errs_s": RX_ERRS, "net_rx_drops_s": RX_DROPS}, window=recent)
+    elif kind == "memory_leak":
+        span_days = (end - start) / 86400.0
+        n.used_frac, n.mem_amp, n.mem_sd = 0.5, 0.0002, 0.002  # tiny cycle: clean slope
+        n.leak_slope = 0.5 * n.mem_total / (LEAK_DAYS_TO_ZERO + span_days)
+        at_end = n.mem_total * 0.5 - n.leak_slope * span_days
+        truth.update(
+            metric="mem_available_mb",
+            slope_mb_per_day=n.leak_slope,
+            available_at_end_mb=at_end,
+            days_to_zero=at_end / n.leak_slope,
+            mem_total_mb=n.mem_total,
+            window=whole,
+        )
+    elif kind == "cpu_growth":
+        n.growth_rate = GROWTH_RATE
+        peak = _solve_growth_base(n, start, end, iv)
+        truth.update(
+            metric="cpu_total_pct",
+            rate_pct_per_day=GROWTH_RATE,
+            peak_at_end_pct=peak,
+            days_to_100=(100.0 - peak) / GROWTH_RATE,
+            window=whole,
+        )
+    elif kind == "anomaly_spike":
+        first, last = _spike_slots(end, iv)
+        first = max(first, start)
+        t = np.arange(first, last + 1, iv, dtype=np.int64)
+        zc = np.zeros((2 * spec.containers, t.size))
+        clean = _model(n, t, np.zeros((_NODE_CHANNELS, t.size)), zc, fleet)
+        baseline = float(np.mean(clean["disk_write_mb_s"] - SPIKE_SIZE))
+        truth.update(
+            metric="disk_write_mb_s",
+            start=first,
+            end=last,
+            size=SPIKE_SIZE,
+            baseline=baseline,
+            window=_slot_window(first, last, iv),
+        )
+    elif kind == "outage_gap":
+        gap_start, gap_end = _gap_slots(end, iv)
+        slots = np.arange(start, end + 1, iv, dtype=np.int64)
+        missing = (slots >= gap_start) & (slots < gap_end)
+        day = slots > end - 86400
+        truth.update(
+            gap_start=gap_start,
+            gap_end=gap_end,
+            missing_samples=int(missing.sum()),
+            availability_24h=1.0 - float((missing & day).sum()) / float(86400 // iv),
+            window=_slot_window(gap_start, gap_end - iv, iv),
+        )
+    elif kind == "stale":
+        last = _stale_last(end, iv)
+        truth.update(last_sample_time=last, stale_seconds=end - last)
+    elif kind == "noisy_neighbour":
+        truth.update(
+            container=fleet._container_names[0].decode() if spec.containers else None,
+            share_of_node_cpu=NOISY_SHARE,
+            node_cpu_pct=NOISY_NODE_CPU,
+            window=_recent_window(start, end, NOISY_S, iv),
+        )
+    elif kind == "correlated_metrics":
+        slots = (end - start) // iv + 1
+        wrng = np.random.default_rng([spec.seed, n.index, 3])
+        walk = np.cumsum(wrng.standard_normal(slots))
+        x = np.arange(slots)
+        walk -= np.polyval(np.polyfit(x, walk, 1), x) if slots > 1 else walk
+        scale = np.abs(walk).max()
+        n.walk = walk * (10.0 / scale) if scale > 0 else walk
+        # net_rx = a + b * cpu + e; pick sd(e) for Pearson ~0.95 from the expected sd of cpu.
+        b = 0.2
+        sd_cpu = math.sqrt(n.cpu_amp**2 / 2 + float(np.var(n.walk)) + 4.0)
+        sd_e = b * sd_cpu * math.sqrt(1 / CORR_TARGET**2 - 1)
+        n.corr = (float(n.io_level[2]) / 2, b, sd_e)
+        cpu, rx = _node_series(fleet, n, ("cpu_total_pct", "net_rx_mb_s"))
+        truth.update(
+            metric_a="cpu_total_pct",
+            metric_b="net_rx_mb_s",
+            coefficient=float(np.corrcoef(cpu, rx)[0, 1]),
+            window=whole,
+        )
+    return truth
+
+
+def _solve_growth_base(n: _Node, start: int, end: int, iv: int) -> float:
+    """Set the base CPU so the noiseless daily peak on the last day is GROWTH_PEAK; the
+    peak is piecewise linear in the base (weekend factor), so Newton settles in a few steps."""
+    t = np.arange(max(start, end - 86400 + iv), end + 1, iv, dtype=np.int64)
+    weekend = ((t // 86400 + 3) % 7) >= 5
+    peak = 0.0
+    for _ in range(20):
+        cpu = _cpu_clean(n, t, start, iv)
+        i = int(np.argmax(cpu))
+        peak = float(cpu[i])
+        if abs(peak - GROWTH_PEAK) < 1e-9:
+            break
+        n.cpu_base += (GROWTH_PEAK - peak) / (0.7 if weekend[i] else 1.0)
+    return peak
+
+
+def _node_series(fleet: Fleet, n: _Node, columns: tuple[str, ...]) -> list[np.ndarray]:
+    """One node's emitted values of `columns` over the whole fleet window (for the truth)."""
+    iv = fleet.spec.interval
+    block_s = BLOCK_SLOTS * iv
+    out: list[list[np.ndarray]] = [[] for _ in columns]
+    for k in range(fleet.start // block_s, fleet.end // block_s + 1):
+        t, zs = _block_noise(fleet.spec, [n], k, fleet.start, fleet.end)
+        if t.size == 0:
+            continue
+        values = _model(n, t, zs[0][0], zs[0][1], fleet)
+        for acc, col in zip(out, columns, strict=True):
+            acc.append(values[col][values["present"]])
+    return [np.concatenate(acc) for acc in out]
+
+
+def simulate(spec: FleetSpec) -> Fleet:
+    """Build the fleet and its ground truth; rows are generated later by `copy_chunks`."""
+    if spec.nodes < 1 or spec.containers < 0 or spec.interval < 1 or spec.days <= 0:
+        raise ValueError(f"invalid fleet spec: {spec}")
+    iv = spec.interval
+    end = int(time.time()) if spec.end is None else int(spec.end)
+    end -= end % iv
+    slots = max(1, round(spec.days * 86400 / iv))
+    start = end - (slots - 1) * iv
+
+    width = max(2, len(str(spec.nodes)))
+    names = [f"node-{i:0{width}d}".encode() for i in range(1, spec.nodes + 1)]
+    cwidth = len(str(spec.containers))
+    cnames = np.array(
+        [f"{CONTAINER_KINDS[j % 6]}-{j + 1:0{cwidth}d}".encode() for j in range(spec.containers)],
+        dtype=f"S{3 + 1 + cwidth}",
+    )
+    findings = [None, *FINDING_KINDS][: spec.nodes]
+    findings += [None] * (spec.nodes - len(findings))
+    if not spec.containers:  # a noisy neighbour needs a container; that node stays healthy
+        findings = [None if f == "noisy_neighbour" else f for f in findings]
+    nodes = [
+        _draw_node(spec, i, name, kind)
+        for i, (name, kind) in enumerate(zip(names, findings, strict=True), start=1)
+    ]
+
+    fleet = Fleet(spec, start, end, {}, 0, nodes, cnames)
+    finding_truth = [_setup_findings(fleet, n) for n in nodes if n.finding]
+
+    # Only the gap and the stale node miss slots; count them as the model drops them.
+    slot_times = np.arange(start, end + 1, iv, dtype=np.int64)
+    gap_start, gap_end = _gap_slots(end, iv)
+    present = {
+        "outage_gap": int(((slot_times < gap_start) | (slot_times >= gap_end)).sum()),
+        "stale": int((slot_times <= _stale_last(end, iv)).sum()),
+    }
+    fleet.row_count = sum(
+        present.get(n.finding or "", slot_times.size) * (1 + spec.containers) for n in nodes
+    )
+
+    fleet.truth = {
+        "spec": asdict(spec),
+        "start": start,
+        "end": end,
+        "interval": iv,
+        "nodes": {
+            n.name.decode(): {
+                "cpu_count": n.cpu_count,
+                "mem_total_mb": n.mem_total,
+                "peak_hour_utc": n.peak_hour,
+                "containers": [c.decode() for c in cnames],
+                "finding": n.finding,
+            }
+            for n in nodes
+        },
+        "findings": finding_truth,
+        "healthy_nodes": [n.name.decode() for n in nodes if n.finding is None],
+    }
+    return fleet
