@@ -1,0 +1,270 @@
+"""The `perf-analyzer` command: parse, call, render, exit. No logic of its own.
+
+Every failure a user can cause (bad flag, unreachable database, missing table) ends in one
+sentence on stderr and exit status 1 (2 for usage errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from . import __version__
+from .schema import COLUMN_NAMES, DEFAULT_TABLE, check_table, init_table
+from .store import Store, StoreError
+
+log = logging.getLogger("exporter")
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (StoreError, OSError)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"perf-analyzer: {message}", err=True)
+
+
+class FriendlyGroup(click.Group):
+    """Turns expected errors into one line on stderr; unexpected ones too, unless
+    PERF_ANALYZER_DEBUG is set (then the traceback is shown for a bug report)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .embedded import EmbeddedPostgresError
+
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (*EXPECTED_ERRORS, EmbeddedPostgresError) as exc:
+            _fail(str(exc))
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            _fail("interrupted")
+            ctx.exit(130)
+        except Exception as exc:
+            if os.environ.get("PERF_ANALYZER_DEBUG"):
+                raise
+            _fail(
+                f"unexpected error ({type(exc).__name__}: {exc}); "
+                "set PERF_ANALYZER_DEBUG=1 to see the traceback"
+            )
+            ctx.exit(1)
+
+
+def db_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--dsn and --table, shared by every command that reads or writes the table."""
+
+    @click.option(
+        "--table",
+        default=DEFAULT_TABLE,
+        show_default=True,
+        envvar="PERF_ANALYZER_TABLE",
+        help="Samples table, `table` or `schema.table` (always quoted, never pasted into SQL).",
+    )
+    @click.option(
+        "--dsn",
+        default=None,
+        help="libpq connection string or URL. Default: $PERF_ANALYZER_DSN, "
+        "$DATA_SOURCE_NAME (or their *_FILE variants), else libpq's PG* variables.",
+    )
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+@click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="perf-analyzer")
+@click.option(
+    "--log.level",
+    "log_level",
+    type=click.Choice(["debug", "info", "warn", "error"]),
+    default="info",
+    show_default=True,
+)
+def main(log_level: str) -> None:
+    """perf-analyzer: SRE performance analysis of node and container samples kept in
+    PostgreSQL, served to Prometheus."""
+    level = {"warn": logging.WARNING}.get(log_level, getattr(logging, log_level.upper()))
+    logging.basicConfig(level=level, format="ts=%(asctime)s level=%(levelname)s msg=%(message)s")
+    logging.getLogger("psycopg.pool").setLevel(max(level, logging.ERROR))
+
+
+# --------------------------------------------------------------------------- db
+
+
+@main.group()
+def db() -> None:
+    """Create or check the samples table."""
+
+
+@db.command("init")
+@db_options
+def db_init(dsn: str | None, table: str) -> None:
+    """Create the samples table and the indexes the analyses need (idempotent)."""
+    with Store(dsn, table) as store:
+        init_table(store)
+        click.echo(f"table {table} and its indexes are ready in {store.target}")
+
+
+@db.command("check")
+@db_options
+def db_check(dsn: str | None, table: str) -> None:
+    """Compare a table with the expected schema; exit 0 only when the analyses can run."""
+    with Store(dsn, table) as store:
+        report = check_table(store)
+    for finding in report.findings:
+        click.echo(f"{finding.level}: {finding.message}")
+    if report.usable:
+        rows = f" (about {report.rows_estimate:,} rows)" if report.rows_estimate else ""
+        click.echo(f"table {table} is usable{rows}")
+    else:
+        raise SystemExit(1)
+
+
+# --------------------------------------------------------------------------- synth
+
+
+def fleet_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option("--nodes", type=click.IntRange(1, 100_000), default=14, show_default=True),
+            click.option(
+                "--containers",
+                type=click.IntRange(0, 100),
+                default=2,
+                show_default=True,
+                help="Containers per node.",
+            ),
+            click.option("--days", type=click.FloatRange(0.01, 400), default=30, show_default=True),
+            click.option(
+                "--interval",
+                type=click.IntRange(1, 3600),
+                default=60,
+                show_default=True,
+                help="Seconds between samples.",
+            ),
+            click.option("--seed", type=int, default=42, show_default=True),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def load_fleet(store: Store, spec: Any) -> Any:
+    """Simulate `spec` and COPY it into the store's table, with a progress bar on a TTY."""
+    from .simulate import simulate
+
+    fleet = simulate(spec)
+    init_table(store, indexes=False)
+    label = f"loading {fleet.row_count:,} rows"
+    with click.progressbar(length=fleet.row_count, label=label, file=sys.stderr) as bar:
+        store.copy_in(COLUMN_NAMES, fleet.copy_chunks(), progress=bar.update)
+    init_table(store)
+    return fleet
+
+
+@main.command()
+@db_options
+@fleet_options
+@click.option("--end", type=int, default=None, help="Unix time of the last sample (default now).")
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the ground truth (which node carries which finding, and its size) as JSON.",
+)
+def synth(
+    dsn: str | None,
+    table: str,
+    nodes: int,
+    containers: int,
+    days: float,
+    interval: int,
+    seed: int,
+    end: int | None,
+    truth: str | None,
+) -> None:
+    """Write a simulated fleet, with injected findings, into the table."""
+    from .simulate import FleetSpec
+
+    spec = FleetSpec(
+        nodes=nodes, containers=containers, days=days, interval=interval, seed=seed, end=end
+    )
+    with Store(dsn, table) as store:
+        fleet = load_fleet(store, spec)
+    if truth:
+        with open(truth, "w", encoding="utf-8") as fh:
+            json.dump(fleet.truth, fh, indent=2)
+    placed = ", ".join(f"{f['kind']} on {f['node']}" for f in fleet.truth["findings"])
+    click.echo(f"wrote {fleet.row_count:,} rows for {nodes} nodes; findings: {placed or 'none'}")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@main.command()
+@fleet_options
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep the embedded database here between runs (default: a temporary directory).",
+)
+def demo(
+    nodes: int, containers: int, days: float, interval: int, seed: int, data_dir: str | None
+) -> None:
+    """Embedded PostgreSQL, a simulated fleet with every kind of finding, and the exporter."""
+    from .embedded import EmbeddedPostgres
+    from .simulate import FleetSpec
+
+    _sigterm_as_interrupt()
+    if data_dir:
+        os.makedirs(data_dir, exist_ok=True)
+    pg = EmbeddedPostgres(os.path.join(data_dir, "pgdata") if data_dir else None)
+    click.echo("starting embedded PostgreSQL ...", err=True)
+    pg.start()
+    try:
+        with Store(pg.dsn, DEFAULT_TABLE) as store:
+            spec = FleetSpec(
+                nodes=nodes, containers=containers, days=days, interval=interval, seed=seed
+            )
+            fleet = load_fleet(store, spec)
+            _print_demo_summary(pg.dsn, fleet)
+            click.echo("press Ctrl-C to stop", err=True)
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        click.echo("stopping", err=True)
+    finally:
+        pg.stop()
+
+
+def _print_demo_summary(dsn: str, fleet: Any) -> None:
+    click.echo(f"database: {dsn}  table: {DEFAULT_TABLE}")
+    click.echo(
+        f"fleet: {fleet.spec.nodes} nodes, {fleet.row_count:,} samples over "
+        f"{fleet.spec.days:g} days"
+    )
+    for finding in fleet.truth["findings"]:
+        click.echo(f"  {finding['node']}: {finding['kind']}")
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM stops the demo the same clean way Ctrl-C does."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+if __name__ == "__main__":
+    main()
