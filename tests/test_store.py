@@ -133,9 +133,8 @@ def test_redact_covers_urls_and_keywords() -> None:
 
 
 def test_copy_in_loads_binary_stream(fresh_dsn: str) -> None:
-    from exporter.simulate import FleetSpec, simulate
-
     from exporter.schema import COLUMN_NAMES
+    from exporter.simulate import FleetSpec, simulate
 
     fleet = simulate(FleetSpec(nodes=2, containers=1, days=0.1, end=1_700_000_000))
     seen: list[int] = []
