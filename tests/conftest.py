@@ -95,3 +95,40 @@ def require_program(name: str) -> str:
     if os.environ.get("PERF_ANALYZER_REQUIRE_ALL"):
         pytest.fail(f"{name} is required in CI (PERF_ANALYZER_REQUIRE_ALL is set) but missing")
     pytest.skip(f"{name} is not installed")
+
+
+# --------------------------------------------------------------------------- a simulated fleet
+
+FLEET_END = 1_790_000_040  # a fixed past moment (2026-09-21), aligned to the 60 s interval
+
+
+@dataclass
+class FleetDB:
+    dsn: str
+    fleet: object  # exporter.simulate.Fleet
+
+
+@pytest.fixture(scope="session")
+def fleet_db(pg_server: Server) -> Iterator[FleetDB]:
+    """One 14-node, 30-day simulated fleet (every finding placed, 2 healthy nodes), loaded
+    once per session and only ever read: analysis tests share it."""
+    from exporter.cli import load_fleet
+    from exporter.simulate import FleetSpec
+
+    name = pg_server.create_database("fleet")
+    dsn = pg_server.dsn_for(name)
+    with Store(dsn) as store:
+        fleet = load_fleet(store, FleetSpec(nodes=14, containers=2, days=30, end=FLEET_END))
+    try:
+        yield FleetDB(dsn, fleet)
+    finally:
+        pg_server.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def analyzer(fleet_db: FleetDB):
+    """A PerformanceAnalyzer over the shared fleet (its rollups are per test module)."""
+    from exporter import PerformanceAnalyzer
+
+    with PerformanceAnalyzer(fleet_db.dsn) as a:
+        yield a

@@ -1,0 +1,180 @@
+"""Hourly aggregates of every series, kept in this process and brought up to date
+incrementally, so long-window analyses read a few thousand hourly rows instead of millions
+of samples.
+
+The exporter may only have SELECT on the table, so the rollups live here, not in the
+database. Complete hours are read once and kept; the hour in progress (and any hour
+younger than `SETTLE_SECONDS`, to let late samples land) is read fresh on every call.
+Asking for an earlier `now` (a replay) reuses the stored hours before it, reads only the
+partial hour as of `now`, and so sees exactly what it would have seen at that moment.
+
+Duplicate rows are not removed here (de-duplicating a month costs 3x the aggregation
+itself, measured in docs/performance.md): an exact duplicate leaves min and max unchanged
+and moves an hourly mean by a sixtieth of its distance from it. Bounded-window analyses
+(emergency, SLI, contention, correlation) do remove them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+from .analyses.common import CONTAINER_ROW, HOUR, NODE_ROW, clean
+from .schema import CONTAINER_METRICS, NODE_METRICS
+from .store import Store
+
+STATS = ("count", "mean", "sd", "min", "max")  # per metric, over the hour's valid values
+SETTLE_SECONDS = 300
+
+
+@dataclass
+class RollupView:
+    """Hourly rows of one kind of series ("node" or "container") over a window.
+
+    `keys[i]` is (node, container) of series i ("" container for nodes); row r belongs to
+    series `ids[r]`, hour `hours[r]` (start, unix seconds), has `samples[r]` rows, and
+    `stats[r, s, m]` is statistic STATS[s] of metric `metrics[m]` (NaN when no valid value)."""
+
+    metrics: tuple[str, ...]
+    keys: list[tuple[str, str]]
+    ids: np.ndarray
+    hours: np.ndarray
+    samples: np.ndarray
+    stats: np.ndarray
+
+    def stat(self, name: str, metric: str) -> np.ndarray:
+        return self.stats[:, STATS.index(name), self.metrics.index(metric)]
+
+    def series(self) -> Iterator[tuple[tuple[str, str], np.ndarray]]:
+        """(key, row indices sorted by hour) per series present in the view."""
+        order = np.lexsort((self.hours, self.ids))
+        ids = self.ids[order]
+        bounds = np.flatnonzero(np.diff(ids)) + 1
+        for rows in np.split(order, bounds):
+            if rows.size:
+                yield self.keys[self.ids[rows[0]]], rows
+
+
+class _Kind:
+    """Stored complete hours of one kind of series: contiguous range [lo, hi)."""
+
+    def __init__(self, metrics: tuple[str, ...]) -> None:
+        self.metrics = metrics
+        self.lo = self.hi = 0
+        self.ids = np.empty(0, np.int32)
+        self.hours = np.empty(0, np.int64)
+        self.samples = np.empty(0, np.int32)
+        self.stats = np.empty((0, len(STATS), len(metrics)), np.float32)
+
+    def add(
+        self, ids: np.ndarray, hours: np.ndarray, samples: np.ndarray, stats: np.ndarray
+    ) -> None:
+        self.ids = np.concatenate([self.ids, ids])
+        self.hours = np.concatenate([self.hours, hours])
+        self.samples = np.concatenate([self.samples, samples])
+        self.stats = np.concatenate([self.stats, stats])
+
+    def forget_before(self, hour: int) -> None:
+        keep = self.hours >= hour
+        if not keep.all():
+            self.ids, self.hours = self.ids[keep], self.hours[keep]
+            self.samples, self.stats = self.samples[keep], self.stats[keep]
+        self.lo = max(self.lo, hour)
+
+
+class HourlyRollups:
+    """The hourly rollups of one table; thread-safe, one refresh at a time."""
+
+    def __init__(self, store: Store, *, max_days: float = 35) -> None:
+        self.store = store
+        self.max_seconds = int(max_days * 86400)
+        self._keys: dict[tuple[str, str], int] = {}
+        self._kinds = {"node": _Kind(NODE_METRICS), "container": _Kind(CONTAINER_METRICS)}
+        self._lock = threading.Lock()
+        self.rows_read = 0  # hourly rows fetched from the database, for tests and benchmarks
+
+    def view(self, kind: str, start: int, now: int) -> RollupView:
+        """Hourly rows with hour start in [floor(start), now]; the last, partial hour holds
+        the samples up to `now` only."""
+        first = start // HOUR * HOUR
+        settled = min(now // HOUR * HOUR, (int(time.time()) - SETTLE_SECONDS) // HOUR * HOUR)
+        with self._lock:
+            store = self._kinds[kind]
+            self._extend(kind, store, first, max(first, settled))
+            keep = (store.hours >= first) & (store.hours < settled)
+            ids, hours = store.ids[keep], store.hours[keep]
+            samples, stats = store.samples[keep], store.stats[keep]
+            fresh = self._fetch(kind, max(first, settled), now)  # not stored: still changing
+            keys = list(self._keys)
+        return RollupView(
+            store.metrics,
+            keys,
+            np.concatenate([ids, fresh[0]]),
+            np.concatenate([hours, fresh[1]]),
+            np.concatenate([samples, fresh[2]]),
+            np.concatenate([stats, fresh[3]]),
+        )
+
+    def _extend(self, kind: str, store: _Kind, first: int, settled: int) -> None:
+        if store.lo == store.hi:  # empty: start where asked
+            store.lo = store.hi = first
+        if first < store.lo:
+            store.add(*self._fetch(kind, first, store.lo - 1, inclusive_start=True))
+            store.lo = first
+        if settled > store.hi:
+            store.add(*self._fetch(kind, store.hi, settled - 1, inclusive_start=True))
+            store.hi = settled
+        store.forget_before(store.hi - self.max_seconds)
+
+    def _fetch(
+        self, kind: str, start: int, now: int, *, inclusive_start: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Aggregate samples with start <= t <= now (inclusive_start) or start <= t."""
+        metrics = self._kinds[kind].metrics
+        if now < start:
+            return _empty(len(metrics))
+        aggregates = sql.SQL(", ").join(
+            sql.SQL("count({c}), avg({c}), stddev_samp({c}), min({c}), max({c})").format(c=clean(m))
+            for m in metrics
+        )
+        query = sql.SQL(
+            "SELECT node_name, coalesce(container_name, '') AS container,"
+            " floor(sample_time::float8 / 3600)::bigint * 3600 AS hour, count(*) AS n, {aggs}"
+            " FROM {table} WHERE sample_time > %(start)s AND sample_time <= %(now)s"
+            " AND node_name IS NOT NULL AND {which} GROUP BY 1, 2, 3"
+        ).format(
+            aggs=aggregates,
+            table=self.store.table,
+            which=NODE_ROW if kind == "node" else CONTAINER_ROW,
+        )
+        with self.store.read() as cur:
+            cur.row_factory = tuple_row  # thousands of rows: no dicts needed
+            cur.execute(query, {"start": start - 1, "now": now})
+            rows = cur.fetchall()
+        self.rows_read += len(rows)
+        if not rows:
+            return _empty(len(metrics))
+        ids = np.fromiter((self._key_id(r[0], r[1]) for r in rows), np.int32, len(rows))
+        hours = np.fromiter((r[2] for r in rows), np.int64, len(rows))
+        samples = np.fromiter((r[3] for r in rows), np.int32, len(rows))
+        values = np.array([r[4:] for r in rows], dtype=np.float64)  # NULL -> nan
+        stats = values.reshape(len(rows), len(metrics), len(STATS)).transpose(0, 2, 1)
+        return ids, hours, samples, stats.astype(np.float32)
+
+    def _key_id(self, node: str, container: str) -> int:
+        return self._keys.setdefault((node, container), len(self._keys))
+
+
+def _empty(n_metrics: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        np.empty(0, np.int32),
+        np.empty(0, np.int64),
+        np.empty(0, np.int32),
+        np.empty((0, len(STATS), n_metrics), np.float32),
+    )
