@@ -96,23 +96,22 @@ def invalid_count(column: str) -> sql.Composable:
 def window_rows(store: Store, columns: tuple[str, ...] | None = None) -> sql.Composable:
     """The table's rows in (%(start)s, %(now)s], one per (node, container, sample_time).
 
-    Duplicates keep an arbitrary one of their copies (they are copies); rows without a node
-    name or time are dropped. Parameters: start, now."""
+    Of duplicate rows the one with the most valid values is kept (a broken copy never hides
+    a good sample); rows without a node name are dropped. Parameters: start, now."""
+    keys = ("sample_time", "node_name", "container_name", "node_flag")
     cols = (
-        sql.SQL(", ").join(
-            map(
-                sql.Identifier,
-                ("sample_time", "node_name", "container_name", "node_flag", *(columns or ())),
-            )
-        )
+        sql.SQL(", ").join(map(sql.Identifier, (*keys, *columns)))
         if columns is not None
         else sql.SQL("*")
+    )
+    quality = sql.SQL("num_nonnulls({})").format(
+        sql.SQL(", ").join(clean(c) for c in (columns or VALID_RANGES))
     )
     return sql.SQL(
         "(SELECT DISTINCT ON (node_name, container_name, sample_time) {cols} FROM {t}"
         " WHERE sample_time > %(start)s AND sample_time <= %(now)s AND node_name IS NOT NULL"
-        " ORDER BY node_name, container_name, sample_time)"
-    ).format(cols=cols, t=store.table)
+        " ORDER BY node_name, container_name, sample_time, {quality} DESC)"
+    ).format(cols=cols, t=store.table, quality=quality)
 
 
 NODE_ROW = sql.SQL("node_flag IS TRUE")

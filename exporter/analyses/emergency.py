@@ -1,1 +1,220 @@
-"""Placeholder: being written."""
+"""Emergency health check: what is about to break right now, node by node.
+
+One indexed query over the last few minutes of node rows (the window's median of each
+metric, so one odd sample neither raises nor hides a threat) plus the newest sample of
+every node (freshness first: a silent node is the worst threat of all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from ..config import EmergencyConfig, Levels
+from .common import HOUR, NODE_ROW, Context, clean, round_float, window_rows
+from .hosts import cpu_count_of, node_spans
+
+LEVEL = {None: 0, "P3-ADVISORY": 1, "P2-WARNING": 2, "P1-CRITICAL": 3}
+CHECKS = ("cpu", "memory", "temperature", "load", "swap", "iowait", "network_errors", "stale")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    unit: str
+    message: str  # formatted with value
+    action: str
+
+    def levels(self, config: EmergencyConfig) -> Levels:
+        return getattr(config, _LEVEL_FIELD[self.name])
+
+
+_LEVEL_FIELD = {
+    "cpu": "cpu_pct",
+    "memory": "mem_available_pct",
+    "temperature": "temperature_c",
+    "load": "load_per_cpu",
+    "swap": "swap_growth_mb_per_min",
+    "iowait": "iowait_pct",
+    "network_errors": "network_errors_per_s",
+    "stale": "stale_seconds",
+}
+
+CATALOGUE = {
+    c.name: c
+    for c in (
+        Check(
+            "cpu",
+            "%",
+            "CPU usage {v:.1f}% - system unresponsive risk",
+            "Kill or throttle the high-CPU processes immediately",
+        ),
+        Check(
+            "memory",
+            "% free",
+            "Memory {v:.1f}% free - OOM risk",
+            "Free memory immediately or restart the leaking services",
+        ),
+        Check(
+            "temperature",
+            "°C",
+            "Temperature {v:.1f}°C - thermal throttling",
+            "Check the cooling systems immediately",
+        ),
+        Check(
+            "load",
+            "per CPU",
+            "Load {v:.2f} per CPU - run queue saturated",
+            "Find runaway processes or move work off the node",
+        ),
+        Check(
+            "swap",
+            "MiB/min",
+            "Swap growing {v:.1f} MiB/min while memory is low - thrashing",
+            "Stop the memory consumer before the OOM killer does",
+        ),
+        Check(
+            "iowait",
+            "%",
+            "I/O wait {v:.1f}% - storage saturated",
+            "Find the process saturating the disk (iotop) and check the storage",
+        ),
+        Check(
+            "network_errors",
+            "/s",
+            "Network errors and drops {v:.1f}/s - packet loss",
+            "Check the NIC, cable and driver counters (ethtool -S)",
+        ),
+        Check(
+            "stale",
+            "s",
+            "No sample for {v:.0f} s - node down or sampler stopped",
+            "Check that the node is up and its sampler is running",
+        ),
+    )
+}
+
+_NET = ("net_rx_errs_s", "net_tx_errs_s", "net_rx_drops_s", "net_tx_drops_s")
+
+
+def _median(expr: sql.Composable) -> sql.Composable:
+    return sql.SQL("percentile_cont(0.5) WITHIN GROUP (ORDER BY {})").format(expr)
+
+
+def _query(ctx: Context) -> sql.Composed:
+    net_values = [clean(c) for c in _NET]
+    net_sum = sql.SQL(" + ").join(sql.SQL("coalesce({}, 0)").format(v) for v in net_values)
+    net_any = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(v) for v in net_values)
+    return sql.SQL(
+        "SELECT node_name, count(*) AS samples,"
+        " {cpu} AS cpu, count({cpu_v}) AS cpu_n,"
+        " {iowait} AS iowait, count({iowait_v}) AS iowait_n,"
+        " {mem} AS memory, count({avail}) AS memory_n,"
+        " {temp} AS temperature, count({temp_v}) AS temperature_n,"
+        " {load} AS load, count({load_v}) AS load_n,"
+        " regr_slope({swap}, sample_time / 60.0) AS swap, count({swap}) AS swap_n,"
+        " {net} AS network_errors, count(*) FILTER (WHERE {net_any}) AS network_errors_n"
+        " FROM {rows} w WHERE {node} GROUP BY node_name"
+    ).format(
+        cpu=_median(clean("cpu_total_pct")),
+        cpu_v=clean("cpu_total_pct"),
+        iowait=_median(clean("cpu_iowait_pct")),
+        iowait_v=clean("cpu_iowait_pct"),
+        mem=_median(
+            sql.SQL("100.0 * {} / {}").format(clean("mem_available_mb"), clean("mem_total_mb"))
+        ),
+        avail=clean("mem_available_mb"),
+        temp=_median(clean("temperature_c")),
+        temp_v=clean("temperature_c"),
+        load=_median(clean("load_1m")),
+        load_v=clean("load_1m"),
+        swap=clean("swap_used_mb"),
+        net=sql.SQL("percentile_cont(0.5) WITHIN GROUP (ORDER BY {}) FILTER (WHERE {})").format(
+            net_sum, net_any
+        ),
+        net_any=net_any,
+        rows=window_rows(ctx.store),
+        node=NODE_ROW,
+    )
+
+
+def emergency_health_check(ctx: Context, *, now: int) -> dict[str, Any]:
+    """Threats of the last `window_seconds` per node, most severe first."""
+    cfg = ctx.config.emergency
+    start = now - cfg.window_seconds
+    spans = node_spans(ctx, now)
+    spans = {n: s for n, s in spans.items() if now - s[1] <= cfg.forget_after_hours * HOUR}
+    with ctx.store.read() as cur:
+        cur.execute(_query(ctx), {"start": start, "now": now})
+        recent = {r["node_name"]: r for r in cur.fetchall()}
+    cpus = cpu_count_of(ctx, now) if ctx.cpu_count is None else {}
+
+    checks: list[dict[str, Any]] = []
+    for node in sorted(spans):
+        values = _values(recent.get(node), cpus.get(node, ctx.cpu_count), cfg)
+        values["stale"] = (now - spans[node][1], 1)
+        for name in CHECKS:
+            checks.append(_evaluate(node, name, *values.get(name, (None, 0)), cfg))
+
+    threats = sorted(
+        (c for c in checks if c["priority"] != "INFO"),
+        key=lambda c: (-c["level"], c["node_name"], CHECKS.index(c["check"])),
+    )
+    actions = [
+        f"{t['node_name']}: {CATALOGUE[t['check']].action}"
+        for t in threats
+        if t["level"] >= LEVEL["P2-WARNING"]
+    ]
+    worst = max((t["level"] for t in threats), default=0)
+    status = "CRITICAL" if worst == 3 else "WARNING" if worst == 2 else "OK"
+    return {
+        "status": status,
+        "window": {"start": start, "end": now, "seconds": cfg.window_seconds},
+        "nodes": len(spans),
+        "threats": threats,
+        "immediate_actions": actions,
+        "checks": [
+            {k: c[k] for k in ("node_name", "check", "level", "value", "samples")} for c in checks
+        ],
+    }
+
+
+def _values(
+    row: dict[str, Any] | None, cpus: int | None, cfg: EmergencyConfig
+) -> dict[str, tuple[float | None, int]]:
+    """(value, samples) of each check from the window's row; None when unknown."""
+    if row is None:
+        return {}
+    values = {
+        name: (row[name], row[f"{name}_n"])
+        for name in ("cpu", "iowait", "memory", "temperature", "network_errors")
+    }
+    if cpus and row["load"] is not None:
+        values["load"] = (row["load"] / cpus, row["load_n"])
+    memory_low = row["memory"] is not None and cfg.mem_available_pct.priority(row["memory"])
+    if memory_low and row["swap"] is not None:  # swap growth matters only while memory is low
+        values["swap"] = (row["swap"], row["swap_n"])
+    return values
+
+
+def _evaluate(
+    node: str, name: str, value: float | None, samples: int, cfg: EmergencyConfig
+) -> dict[str, Any]:
+    check = CATALOGUE[name]
+    levels = check.levels(cfg)
+    enough = samples >= 1 and value is not None
+    priority = levels.priority(value) if enough else None
+    return {
+        "node_name": node,
+        "container_name": None,
+        "check": name,
+        "priority": priority or "INFO",
+        "level": LEVEL[priority],
+        "value": round_float(value, 3),
+        "threshold": levels.threshold(priority) if priority else None,
+        "unit": check.unit,
+        "samples": samples,
+        "message": f"{node}: {check.message.format(v=value)}" if priority else "",
+    }

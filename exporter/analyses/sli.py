@@ -1,1 +1,190 @@
-"""Placeholder: being written."""
+"""SLI compliance and health grades per node, as the contract defines them.
+
+- availability: the share of the window's sample intervals in which the node reported.
+  The interval is the node's median spacing of samples in the window (60 s if it has too
+  few); the window starts at the node's first sample when the node is younger than the
+  window, so a new node is not "down" before it existed;
+- performance: the share of samples with CPU, I/O wait and load per CPU below their
+  thresholds; capacity: the share with free memory and swap inside theirs. An unknown value
+  never makes a sample bad; invalid values are skipped and counted in `data_quality`;
+- grade: EXCELLENT when all three > 99 %, GOOD > 95 %, ACCEPTABLE > 90 %, else POOR;
+  CRITICAL while the emergency check has a P1 threat on the node.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from psycopg import sql
+
+from ..schema import NODE_METRICS
+from .common import (
+    HOUR,
+    NODE_ROW,
+    Context,
+    clean,
+    invalid_count,
+    round_float,
+    window_rows,
+    window_seconds,
+)
+from .emergency import emergency_health_check
+from .hosts import cpu_count_of, node_spans
+
+DEFAULT_INTERVAL = 60
+
+_SQL = """
+WITH w AS (
+    SELECT * FROM {rows} r WHERE {node_row}
+), steps AS (
+    SELECT node_name, percentile_disc(0.5) WITHIN GROUP (ORDER BY step) AS step
+      FROM (SELECT node_name,
+                   sample_time - lag(sample_time) OVER (PARTITION BY node_name
+                                                        ORDER BY sample_time) AS step
+              FROM w) s
+     WHERE step > 0
+     GROUP BY node_name
+), cpus AS (
+    SELECT * FROM unnest(%(nodes)s::text[], %(cpus)s::float8[]) AS c(node_name, cpus)
+)
+SELECT w.node_name,
+       count(*) AS samples,
+       coalesce(max(steps.step), %(default_interval)s) AS interval,
+       count(DISTINCT floor((%(now)s - w.sample_time)
+                            / coalesce(steps.step, %(default_interval)s)::float8)) AS slots,
+       count(*) FILTER (WHERE {perf_known}) AS perf_n,
+       count(*) FILTER (WHERE {perf_known} AND {perf_good}) AS perf_good,
+       count(*) FILTER (WHERE {cap_known}) AS cap_n,
+       count(*) FILTER (WHERE {cap_known} AND {cap_good}) AS cap_good,
+       {invalid}
+  FROM w LEFT JOIN steps USING (node_name) LEFT JOIN cpus USING (node_name)
+ GROUP BY w.node_name
+"""
+
+
+def _query(ctx: Context) -> sql.Composed:
+    c = ctx.config.sli
+    cpu, iowait = clean("cpu_total_pct"), clean("cpu_iowait_pct")
+    load = sql.SQL("{} / cpus.cpus").format(clean("load_1m"))
+    mem = sql.SQL("100.0 * {} / {}").format(clean("mem_available_mb"), clean("mem_total_mb"))
+    swap = clean("swap_used_mb")
+
+    def ok(expr: sql.Composable, op: str, limit: float) -> sql.Composable:
+        return sql.SQL("coalesce({} {} {}, true)").format(expr, sql.SQL(op), sql.Literal(limit))
+
+    def known(*exprs: sql.Composable) -> sql.Composable:
+        return sql.SQL("({})").format(
+            sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(e) for e in exprs)
+        )
+
+    perf_good = [ok(cpu, "<", c.cpu_pct), ok(iowait, "<", c.iowait_pct)]
+    perf_good.append(ok(load, "<", c.load_per_cpu))
+    cap_good = [ok(mem, ">=", c.mem_available_pct), ok(swap, "<=", c.swap_used_mb)]
+    invalid = [
+        sql.SQL("{} AS {}").format(invalid_count(m), sql.Identifier(f"invalid:{m}"))
+        for m in NODE_METRICS
+    ]
+    return sql.SQL(_SQL).format(
+        rows=window_rows(ctx.store),
+        node_row=NODE_ROW,
+        perf_known=known(cpu, iowait, clean("load_1m")),
+        perf_good=sql.SQL(" AND ").join(perf_good),
+        cap_known=known(mem, swap),
+        cap_good=sql.SQL(" AND ").join(cap_good),
+        invalid=sql.SQL(", ").join(invalid),
+    )
+
+
+def grade(availability: float, performance: float, capacity: float, critical: bool, cfg) -> str:
+    """The contract's grade of three ratios (CRITICAL while a P1 threat is active)."""
+    if critical:
+        return "CRITICAL"
+    worst = min(availability, performance, capacity)
+    if worst > cfg.excellent:
+        return "EXCELLENT"
+    if worst > cfg.good:
+        return "GOOD"
+    if worst > cfg.acceptable:
+        return "ACCEPTABLE"
+    return "POOR"
+
+
+def system_availability_check(ctx: Context, *, hours: float, now: int) -> dict[str, Any]:
+    """Availability, performance and capacity ratios and a grade per node."""
+    cfg = ctx.config.sli
+    seconds = window_seconds(hours, HOUR, "hours")
+    start = now - seconds
+    spans = {n: s for n, s in node_spans(ctx, now).items() if s[1] > start}
+    cpus = {} if ctx.cpu_count else cpu_count_of(ctx, now)
+    nodes = sorted(spans)
+    counts = [float(ctx.cpu_count or cpus.get(n) or "nan") for n in nodes]
+    with ctx.store.read() as cur:
+        cur.execute(
+            _query(ctx),
+            {
+                "start": start,
+                "now": now,
+                "nodes": nodes,
+                "cpus": [None if math.isnan(c) else c for c in counts],
+                "default_interval": DEFAULT_INTERVAL,
+            },
+        )
+        rows = {r["node_name"]: r for r in cur.fetchall()}
+    emergency = emergency_health_check(ctx, now=now)
+    critical = {t["node_name"] for t in emergency["threats"] if t["priority"] == "P1-CRITICAL"}
+
+    result = []
+    for node in nodes:
+        row = rows.get(node)
+        first = spans[node][0]
+        interval = int(row["interval"]) if row else DEFAULT_INTERVAL
+        expected = min(seconds // interval, (now - max(first, start)) // interval + 1)
+        availability = min(1.0, (row["slots"] if row else 0) / max(expected, 1))
+        performance = _ratio(row, "perf")
+        capacity = _ratio(row, "cap")
+        result.append(
+            {
+                "node_name": node,
+                "availability": round_float(availability),
+                "performance": round_float(performance),
+                "capacity": round_float(capacity),
+                "grade": grade(availability, performance, capacity, node in critical, cfg),
+                "samples": row["samples"] if row else 0,
+                "expected_samples": int(expected),
+                "interval_seconds": interval,
+                "cpu_count": ctx.cpu_count or cpus.get(node),
+                "critical_threats": [
+                    t["check"]
+                    for t in emergency["threats"]
+                    if t["node_name"] == node and t["priority"] == "P1-CRITICAL"
+                ],
+                "invalid_values": {
+                    k.split(":", 1)[1]: v
+                    for k, v in (row or {}).items()
+                    if k.startswith("invalid:") and v
+                },
+            }
+        )
+    return {
+        "window": {"start": start, "end": now, "hours": hours},
+        "thresholds": {
+            "performance": {
+                "cpu_pct": cfg.cpu_pct,
+                "iowait_pct": cfg.iowait_pct,
+                "load_per_cpu": cfg.load_per_cpu,
+            },
+            "capacity": {
+                "mem_available_pct": cfg.mem_available_pct,
+                "swap_used_mb": cfg.swap_used_mb,
+            },
+        },
+        "nodes": result,
+    }
+
+
+def _ratio(row: dict[str, Any] | None, prefix: str) -> float:
+    """Good samples over known samples; 1.0 when nothing is known (no evidence of harm)."""
+    if not row or not row[f"{prefix}_n"]:
+        return 1.0
+    return row[f"{prefix}_good"] / row[f"{prefix}_n"]
