@@ -19,12 +19,13 @@ from typing import Any
 import click
 
 from . import __version__
+from .analyses.common import AnalysisError
 from .schema import COLUMN_NAMES, DEFAULT_TABLE, check_table, init_table
 from .store import Store, StoreError
 
 log = logging.getLogger("exporter")
 
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (StoreError, OSError)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (StoreError, AnalysisError, OSError, ValueError)
 
 
 def _fail(message: str) -> None:
@@ -129,6 +130,112 @@ def db_check(dsn: str | None, table: str) -> None:
         click.echo(f"table {table} is usable{rows}")
     else:
         raise SystemExit(1)
+
+
+# --------------------------------------------------------------------------- report
+
+# report NAME -> (analyzer method, its window keyword or None)
+REPORTS: dict[str, tuple[str, str | None]] = {
+    "emergency": ("emergency_health_check", None),
+    "availability": ("system_availability_check", "hours"),
+    "anomalies": ("detect_anomalies", "hours"),
+    "contention": ("resource_contention_analysis", "hours"),
+    "correlation": ("correlation_analysis", "hours"),
+    "capacity": ("capacity_planning_analysis", "days"),
+    "patterns": ("workload_pattern_analysis", "days"),
+    "daily": ("daily_health_report", None),
+    "weekly": ("weekly_performance_summary", None),
+    "alert-config": ("generate_alert_config", None),
+    "summary": ("export_metrics_summary", "hours"),
+}
+
+
+def parse_time(value: str) -> int:
+    """Unix seconds, or an ISO 8601 date/time (UTC unless it says otherwise)."""
+    from datetime import UTC, datetime
+
+    try:
+        return int(float(value))
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither unix seconds nor an ISO 8601 time like 2026-03-01T14:30"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
+
+
+def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        envvar="PERF_ANALYZER_CONFIG",
+        help="YAML file of thresholds and windows (unknown keys are errors).",
+    )(func)
+
+
+def load_settings(config_file: str | None) -> Any:
+    from .config import Config, load_config
+
+    return load_config(config_file) if config_file else Config()
+
+
+@main.command()
+@click.argument("name", type=click.Choice(list(REPORTS)))
+@db_options
+@config_option
+@click.option(
+    "--at", "at", default=None, help="Replay as of this moment (unix seconds or ISO 8601)."
+)
+@click.option("--hours", type=float, default=None, help="Window of hour-based analyses.")
+@click.option("--days", type=float, default=None, help="Window of day-based analyses.")
+@click.option(
+    "--cpu-count",
+    type=click.IntRange(1, 4096),
+    default=None,
+    help="CPUs of every node (default: estimated per node from the data).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option("--no-color", is_flag=True, help="Plain text even on a terminal.")
+def report(
+    name: str,
+    dsn: str | None,
+    table: str,
+    config_file: str | None,
+    at: str | None,
+    hours: float | None,
+    days: float | None,
+    cpu_count: int | None,
+    fmt: str,
+    no_color: bool,
+) -> None:
+    """Run one analysis and print it for a person (text) or a pipe (JSON)."""
+    from .analyzer import PerformanceAnalyzer
+    from .render import to_json, to_text
+
+    config = load_settings(config_file)
+    now = parse_time(at) if at else None
+    method, window = REPORTS[name]
+    kwargs: dict[str, Any] = {"now": now}
+    if window == "hours" and hours is not None:
+        kwargs["hours"] = hours
+    if window == "days" and days is not None:
+        kwargs["days"] = days
+    with PerformanceAnalyzer(Store(dsn, table), cpu_count=cpu_count, config=config) as analyzer:
+        result = getattr(analyzer, method)(**kwargs)
+    if fmt == "json":
+        click.echo(to_json(result))
+    else:
+        colour = not no_color and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        click.echo(to_text(name, result, colour=colour))
 
 
 # --------------------------------------------------------------------------- synth

@@ -66,6 +66,7 @@ class EmergencyConfig:
     swap_growth_mb_per_min: Levels = Levels(1, 10, 50)  # only while memory is below its P3
     network_errors_per_s: Levels = Levels(1, 10, 50)  # errors + drops, both directions
     stale_seconds: Levels = Levels(180, 300, 600)  # age of the newest sample
+    forget_after_hours: float = 24  # a node silent this long is gone (decommissioned)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,13 @@ class SliConfig:
 
 @dataclass(frozen=True)
 class AnomalyConfig:
+    """Seasonal robust anomaly detection (analyses/anomalies.py). A sample is anomalous when
+    it is beyond `score_threshold` robust scales from its baseline AND moved by at least the
+    practical minimum change AND lies outside what the same hour has shown before; it is
+    reported once `persist` of the last `recent_samples` samples agree. Floors per unit:
+    `*_scale_floor` bounds the robust scale from below (flat series never score),
+    `*_min_change` is the smallest change worth reporting."""
+
     window_hours: float = 24
     recent_samples: int = 5  # persistence: `persist` of the last `recent_samples` must agree
     persist: int = 3
@@ -93,22 +101,47 @@ class AnomalyConfig:
     p1_score: float = 10.0
     history_days: float = 28  # hour-of-week needs >= 21 days, hour-of-day >= 7
     changepoint_hours: float = 6  # a shift sustained this long becomes "new normal"
+    hour_of_week_days: float = 21  # history needed for the hour-of-week baseline
+    hour_of_day_days: float = 7  # history needed for the hour-of-day baseline
+    rolling_min_hours: int = 6  # hourly means needed (of the last 24) for the rolling baseline
+    scale_floor_rel: float = 0.02  # robust scale >= this fraction of the baseline level
+    min_change_rel: float = 0.1  # practical change >= this fraction of the baseline level
+    pct_scale_floor: float = 0.5  # percent (CPU, I/O wait)
+    pct_min_change: float = 5.0
+    mb_scale_floor: float = 16.0  # MiB (memory, swap, container RSS)
+    mb_min_change: float = 256.0
+    load_scale_floor: float = 0.1
+    load_min_change: float = 1.0
+    celsius_scale_floor: float = 0.5
+    celsius_min_change: float = 5.0
+    mb_s_scale_floor: float = 0.05  # MiB/s (disk, network)
+    mb_s_min_change: float = 1.0
+    ops_scale_floor: float = 50.0  # context switches per second
+    ops_min_change: float = 2000.0
+    errors_scale_floor: float = 0.25  # network errors and drops per second
+    errors_min_change: float = 1.0
+    zero_rate_max: float = 0.02  # counters nonzero in at most this share of past hours: a
+    # frequency test (any error burst is anomalous) instead of the robust score
 
 
 @dataclass(frozen=True)
 class ContentionConfig:
     window_hours: float = 1
-    cpu_pct: float = 80  # node pressure: CPU above this ...
-    mem_available_pct: float = 15  # ... or free memory below this
-    iowait_pct: float = 20
+    cpu_pct: float = 80  # CPU pressure: node CPU above this ...
+    iowait_pct: float = 20  # ... or I/O wait above this (stalled CPU)
+    mem_available_pct: float = 15  # memory pressure: free memory below this, % of total
+    baseline_hours: float = 6  # shares "before" come from calm samples this far back, too
+    victim_drop: float = 0.02  # a container whose share falls this much is a victim
 
 
 @dataclass(frozen=True)
 class CorrelationConfig:
     window_hours: float = 24
-    min_abs: float = 0.7
-    max_lag_minutes: int = 15
-    min_samples: int = 60
+    min_abs: float = 0.7  # |Pearson| of a strong pair
+    max_lag_minutes: int = 15  # lead/lag search range, both ways
+    lag_min_gain: float = 0.02  # a lag is reported when it beats lag 0 by this much
+    min_samples: int = 60  # fewer paired samples: the pair is not judged
+    profile_days: float = 7  # history of the hour-of-day profile removed before deseasonalising
 
 
 @dataclass(frozen=True)
@@ -120,7 +153,9 @@ class CapacityConfig:
     swap_limit_mb: float = 8192
     min_days: int = 3  # fewer daily peaks: insufficient_data
     min_r2: float = 0.3  # weaker fits: no_significant_trend
-    drop_restart_pct: float = 20  # a fall of the daily peak this large restarts the fit
+    drop_restart_pct: float = 20  # a fall of the daily peak by this % of the limit, held
+    # for 3 days (a weekend dip is not), restarts the fit: cleanup, restart, resize
+    min_day_hours: int = 12  # a UTC day with fewer hours of data gives no daily peak
 
 
 @dataclass(frozen=True)
@@ -129,12 +164,18 @@ class PatternConfig:
     daily_seasonality_min: float = 0.3
     weekly_seasonality_min: float = 0.3
     bursty_cv: float = 0.5  # coefficient of variation of hourly means above which: bursty
+    weekly_margin: float = 0.15  # weekly-cycle: lag-168 h beats lag-24 h by this much
+    weekly_history_days: float = 14  # weekly seasonality reads max(days, this) of history
+    min_hours: int = 48  # fewer hourly means in the window: the node is insufficient_data
 
 
 @dataclass(frozen=True)
 class AlertConfig:
     history_days: float = 14
-    p1_robust_scales: float = 6.0
+    p1_robust_scales: float = 6.0  # P1 = median + this many robust sd (1.4826 MAD)
+    floor_ratio: float = 0.5  # sanity floor: this share of the static emergency level
+    min_samples: int = 1440  # fewer history samples (a day at 60 s): no learned threshold
+    max_exact_rows: int = 2_000_000  # history larger than this is read via TABLESAMPLE
 
 
 @dataclass(frozen=True)

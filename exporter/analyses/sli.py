@@ -110,8 +110,11 @@ def grade(availability: float, performance: float, capacity: float, critical: bo
     return "POOR"
 
 
-def system_availability_check(ctx: Context, *, hours: float, now: int) -> dict[str, Any]:
-    """Availability, performance and capacity ratios and a grade per node."""
+def system_availability_check(
+    ctx: Context, *, hours: float, now: int, emergency: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Availability, performance and capacity ratios and a grade per node; `emergency` is
+    the emergency check at the same `now` when the caller already has it."""
     cfg = ctx.config.sli
     seconds = window_seconds(hours, HOUR, "hours")
     start = now - seconds
@@ -131,7 +134,7 @@ def system_availability_check(ctx: Context, *, hours: float, now: int) -> dict[s
             },
         )
         rows = {r["node_name"]: r for r in cur.fetchall()}
-    emergency = emergency_health_check(ctx, now=now)
+    emergency = emergency or emergency_health_check(ctx, now=now)
     critical = {t["node_name"] for t in emergency["threats"] if t["priority"] == "P1-CRITICAL"}
 
     result = []
