@@ -156,6 +156,9 @@ class CapacityConfig:
     drop_restart_pct: float = 20  # a fall of the daily peak by this % of the limit, held
     # for 3 days (a weekend dip is not), restarts the fit: cleanup, restart, resize
     min_day_hours: int = 12  # a UTC day with fewer hours of data gives no daily peak
+    # already_exhausted: the last 24 h's busiest hour reached this share of the limit (an
+    # hour's mean of samples capped at 100 % never quite reaches 100 %)
+    exhausted_ratio: float = 0.99
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,10 @@ class PatternConfig:
     daily_seasonality_min: float = 0.3
     weekly_seasonality_min: float = 0.3
     bursty_cv: float = 0.5  # coefficient of variation of hourly means above which: bursty
-    weekly_margin: float = 0.15  # weekly-cycle: lag-168 h beats lag-24 h by this much
+    # weekly-cycle: lag-168 h autocorrelation beats lag-24 h by this much, i.e. the
+    # day-of-week differences dominate the daily cycle (a pure weekend step gives ~0.7, a
+    # daily cycle with 30 % quieter weekends 0.1-0.35)
+    weekly_margin: float = 0.4
     weekly_history_days: float = 14  # weekly seasonality reads max(days, this) of history
     min_hours: int = 48  # fewer hourly means in the window: the node is insufficient_data
 

@@ -1,1 +1,400 @@
-"""Placeholder: being written."""
+"""Capacity planning: when does each node's daily peak reach its limit?
+
+Method, per node and resource (CPU %, memory used MiB, swap MiB), from the hourly rollups:
+
+- Daily peak = the busiest hour of a UTC day: the largest hourly mean (CPU, memory used =
+  mem_total - mem_available) or hourly max (swap). A *sustained* peak: one busy minute does
+  not make a day's peak, a busy hour does. Only complete UTC days inside the window with at
+  least `min_day_hours` hours of data count; the current, partial day is left out (its
+  busiest hour may be still to come), but the forecast is projected from `now`.
+- Each peak is placed at the time of its busiest hour (not the day's midpoint), so a leak
+  whose peak is always the day's last hour is not forecast half a day late.
+- Least squares of the peaks on time. With two weeks of peaks or more, day-of-week terms
+  are added when they improve the adjusted R² (weekends are quieter), and the forecast
+  follows the busiest day of the week: exhaustion is when that day reaches the limit.
+  `r2` is then the share of the day-of-week-adjusted variance the trend explains.
+- The fit restarts after a drop (the peak falls by more than `drop_restart_pct` of the limit
+  and stays down for three days: a cleanup, restart or resize; a weekend dip comes back up)
+  and after a change of mem_total (a resize).
+- A trend counts when r2 >= `min_r2` and its t statistic passes the two-sided 95 % level.
+  days_to_exhaustion = (limit - fitted busiest-day peak at now) / slope, never negative;
+  its interval is where the 95 % prediction band of a single daily peak crosses the limit
+  (pessimistic: upper band; optimistic: lower band; None when it never does within 10
+  horizons). The t quantile is tabulated (no scipy).
+- "already_exhausted": the busiest complete hour of the last 24 h reached `exhausted_ratio`
+  of the limit (it wins over insufficient_data: it needs no history).
+
+Container rows are skipped: the table carries no container memory limit to exhaust.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config import CapacityConfig
+from ..rollups import HourlyRollups, RollupView
+from .common import DAY, HOUR, Context, round_float, window_seconds
+
+Advice = Callable[[float, float], str]
+RESOURCES = ("cpu", "memory", "swap")
+UNITS = {"cpu": "percent", "memory": "MiB", "swap": "MiB"}
+PEAK_DEFINITION = "busiest hour of each complete UTC day (hourly mean; swap: hourly max)"
+DROP_PERSIST_DAYS = 3  # a drop must hold this many days (or to the end) to restart the fit
+SEARCH_HORIZONS = 10  # the interval's optimistic end is searched up to 10 horizons ahead
+
+# Two-sided 95 % Student t quantiles (0.975) for 1..30 degrees of freedom.
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def t975(dof: int) -> float:
+    """The 0.975 quantile of Student's t: the table, then the Cornish-Fisher expansion
+    (error < 1e-4 beyond 30 degrees of freedom)."""
+    if dof < 1:
+        return math.inf
+    if dof <= len(_T975):
+        return _T975[dof - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+
+
+def capacity_planning_analysis(
+    ctx: Context,
+    *,
+    days: float,
+    now: int,
+    cpu_recommendation: Advice,
+    memory_recommendation: Advice,
+) -> dict[str, Any]:
+    """Forecast per node and resource; see the module docstring for the method."""
+    cfg = ctx.config.capacity
+    start = now - window_seconds(days, DAY, "days")
+    first_day = -(-start // DAY) * DAY  # the first UTC day wholly inside the window
+    end_day = now // DAY * DAY  # days before it are complete
+    last_hour = now // HOUR * HOUR  # hours before it are complete
+    rollups = ctx.cache("rollups", lambda: HourlyRollups(ctx.store))
+    view = rollups.view("node", start, now)
+    advice = {"cpu": cpu_recommendation, "memory": memory_recommendation, "swap": _swap_advice}
+    forecasts = []
+    for (node, _), rows in view.series():
+        rows = rows[view.hours[rows] < last_hour]
+        for resource in RESOURCES:
+            series = _hourly(view, rows, resource, cfg)
+            if series is None:
+                continue
+            days_ = _daily_peaks(series, first_day, end_day, cfg.min_day_hours)
+            current = _current_peak(series, max(start, last_hour - DAY), last_hour)
+            row = _forecast(series, days_, current, now, cfg)
+            row["recommendation"] = _recommend(row, advice[resource], resource)
+            forecasts.append({"node_name": node, "container_name": None, **row})
+    window = {
+        "start": start,
+        "end": now,
+        "days": round_float(days),
+        "first_day": first_day,
+        "end_day": end_day,
+        "peak_definition": PEAK_DEFINITION,
+    }
+    return {"window": window, "forecasts": forecasts}
+
+
+# --------------------------------------------------------------------------- series
+
+
+@dataclass
+class Hourly:
+    """One node's complete hours of one resource: value, limit and samples per hour."""
+
+    resource: str
+    hours: np.ndarray
+    values: np.ndarray
+    limits: np.ndarray  # the resource's limit in the value's unit, per hour
+    samples: np.ndarray
+
+
+def _hourly(
+    view: RollupView, rows: np.ndarray, resource: str, cfg: CapacityConfig
+) -> Hourly | None:
+    """The hourly values of `resource` (None when the node has none valid)."""
+    if resource == "cpu":
+        values = view.stat("mean", "cpu_total_pct")[rows].astype(float)
+        limits = np.full(values.size, float(cfg.cpu_limit_pct))
+    elif resource == "memory":
+        total = view.stat("mean", "mem_total_mb")[rows].astype(float)
+        values = total - view.stat("mean", "mem_available_mb")[rows].astype(float)
+        limits = total * cfg.mem_limit_pct / 100.0
+    else:
+        values = view.stat("max", "swap_used_mb")[rows].astype(float)
+        limits = np.full(values.size, float(cfg.swap_limit_mb))
+    ok = np.isfinite(values) & np.isfinite(limits) & (limits > 0)
+    if not ok.any():
+        return None
+    sel = rows[ok]
+    return Hourly(resource, view.hours[sel], values[ok], limits[ok], view.samples[sel])
+
+
+@dataclass
+class Days:
+    """Daily peaks: day start, time of the busiest hour (its middle), value, limit, samples."""
+
+    starts: np.ndarray
+    times: np.ndarray
+    peaks: np.ndarray
+    limits: np.ndarray
+    samples: np.ndarray
+
+
+def _daily_peaks(s: Hourly, first_day: int, end_day: int, min_hours: int) -> Days:
+    day = s.hours // DAY * DAY
+    keep = (day >= first_day) & (day < end_day)
+    starts, times, peaks, limits, samples = [], [], [], [], []
+    for d in np.unique(day[keep]):
+        idx = np.flatnonzero(day == d)
+        if idx.size < min_hours:
+            continue
+        top = idx[np.argmax(s.values[idx])]
+        starts.append(int(d))
+        times.append(int(s.hours[top]) + HOUR // 2)
+        peaks.append(float(s.values[top]))
+        limits.append(float(np.median(s.limits[idx])))
+        samples.append(int(s.samples[idx].sum()))
+    return Days(
+        np.array(starts, dtype=np.int64),
+        np.array(times, dtype=np.int64),
+        np.array(peaks, dtype=float),
+        np.array(limits, dtype=float),
+        np.array(samples, dtype=np.int64),
+    )
+
+
+def _current_peak(s: Hourly, start: int, end: int) -> tuple[float, float, int] | None:
+    """(value, limit, hour) of the busiest complete hour of the last 24 h in the window."""
+    idx = np.flatnonzero((s.hours >= start) & (s.hours < end))
+    if not idx.size:
+        return None
+    top = idx[np.argmax(s.values[idx])]
+    return float(s.values[top]), float(s.limits[top]), int(s.hours[top])
+
+
+def restart_index(peaks: np.ndarray, limits: np.ndarray, drop_pct: float) -> int:
+    """Index of the first day after the last drop or resize (0 when none).
+
+    A drop: the peak falls by more than `drop_pct` of the limit below the day before and
+    stays down for DROP_PERSIST_DAYS days (so a drop is confirmed three days after it, and a
+    two-day weekend dip never is). A resize: the limit changes by more than 1 %."""
+    start = 0
+    for i in range(1, peaks.size):
+        threshold = drop_pct / 100.0 * limits[i - 1]
+        after = peaks[i : i + DROP_PERSIST_DAYS]
+        held = after.size == DROP_PERSIST_DAYS  # a weekend dip at the end is not yet a drop
+        dropped = held and peaks[i - 1] - after.max() > threshold
+        resized = abs(limits[i] - limits[i - 1]) > 0.01 * limits[i - 1]
+        if dropped or resized:
+            start = i
+    return start
+
+
+# --------------------------------------------------------------------------- the fit
+
+
+@dataclass
+class Fit:
+    """Least squares of daily peaks on days since now, with optional day-of-week terms."""
+
+    beta: np.ndarray
+    xtx_inv: np.ndarray
+    sigma: float
+    dof: int
+    r2: float | None
+    worst: np.ndarray  # the design row's dummies of the busiest day of the week
+    weekly: bool
+    sse: float
+
+    @property
+    def slope(self) -> float:
+        return float(self.beta[1])
+
+    @property
+    def slope_t(self) -> float | None:
+        se = self.sigma * math.sqrt(max(self.xtx_inv[1, 1], 0.0))
+        if se > 0:
+            return self.slope / se
+        return None if self.slope == 0 else math.copysign(1e9, self.slope)
+
+    def predict(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fitted busiest-day peak `d` days after now and its 95 % prediction half-width."""
+        d = np.atleast_1d(np.asarray(d, dtype=float))
+        x0 = np.column_stack([np.ones(d.size), d, np.tile(self.worst, (d.size, 1))])
+        quad = np.einsum("ij,jk,ik->i", x0, self.xtx_inv, x0)
+        half = t975(self.dof) * self.sigma * np.sqrt(1.0 + np.maximum(quad, 0.0))
+        return x0 @ self.beta, half
+
+
+def fit_trend(x: np.ndarray, y: np.ndarray, dows: np.ndarray) -> Fit | None:
+    """The better (adjusted R²) of a plain line and a line with day-of-week terms; the
+    latter only with two weeks of peaks. None with fewer than three points."""
+    if x.size < 3:
+        return None
+    best = _lsq(x, y, dows, weekly=False)
+    if x.max() - x.min() >= 13 and np.unique(dows).size == 7:
+        weekly = _lsq(x, y, dows, weekly=True)
+        if weekly is not None and best is not None and _adj_r2(weekly, y) > _adj_r2(best, y):
+            best = weekly
+    return best
+
+
+def _design(x: np.ndarray, dows: np.ndarray, weekly: bool) -> tuple[np.ndarray, list[int]]:
+    levels = sorted(set(dows.tolist()))[1:] if weekly else []
+    dummies = [(dows == k).astype(float) for k in levels]
+    return np.column_stack([np.ones(x.size), x, *dummies]), levels
+
+
+def _lsq(x: np.ndarray, y: np.ndarray, dows: np.ndarray, *, weekly: bool) -> Fit | None:
+    X, levels = _design(x, dows, weekly)
+    dof = x.size - X.shape[1]
+    if dof < 1:
+        return None
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    sse = float(np.sum((y - X @ beta) ** 2))
+    reduced = np.delete(X, 1, axis=1)  # the same model without the trend
+    rbeta, *_ = np.linalg.lstsq(reduced, y, rcond=None)
+    sse0 = float(np.sum((y - reduced @ rbeta) ** 2))
+    r2 = max(0.0, 1.0 - sse / sse0) if sse0 > 1e-12 * max(1.0, float(np.sum(y**2))) else None
+    effects = np.concatenate([[0.0], beta[2:]])
+    worst = np.zeros(len(levels))
+    top = int(np.argmax(effects))
+    if top > 0:
+        worst[top - 1] = 1.0
+    return Fit(beta, np.linalg.pinv(X.T @ X), math.sqrt(sse / dof), dof, r2, worst, weekly, sse)
+
+
+def _adj_r2(fit: Fit, y: np.ndarray) -> float:
+    sst = float(np.sum((y - y.mean()) ** 2))
+    if sst <= 0:
+        return 0.0
+    n, p = y.size, y.size - fit.dof
+    return 1.0 - (fit.sse / (n - p)) / (sst / (n - 1))
+
+
+def crossing(fit: Fit, limit: float, band: int, horizon: float) -> float | None:
+    """First day >= 0 on which the fitted peak (band 0), its upper (+1) or lower (-1)
+    prediction bound reaches `limit`; None when not within SEARCH_HORIZONS horizons."""
+    grid = np.linspace(0.0, SEARCH_HORIZONS * horizon, 4001)
+    value, half = fit.predict(grid)
+    above = np.flatnonzero(value + band * half >= limit)
+    if not above.size:
+        return None
+    i = int(above[0])
+    if i == 0:
+        return 0.0
+    lo, hi = grid[i - 1], grid[i]
+    for _ in range(50):  # bisection inside the bracketing grid step
+        mid = (lo + hi) / 2
+        v, h = fit.predict(np.array([mid]))
+        lo, hi = (lo, mid) if v[0] + band * h[0] >= limit else (mid, hi)
+    return float(hi)
+
+
+# --------------------------------------------------------------------------- the forecast
+
+
+def _forecast(
+    s: Hourly, days: Days, current: tuple[float, float, int] | None, now: int, cfg: CapacityConfig
+) -> dict[str, Any]:
+    first = restart_index(days.peaks, days.limits, cfg.drop_restart_pct) if days.peaks.size else 0
+    used = slice(first, None)
+    x = (days.times[used] - now) / DAY
+    y = days.peaks[used]
+    dows = (days.starts[used] // DAY + 3) % 7  # Monday = 0 (1970-01-01 was a Thursday)
+    limit = current[1] if current else (float(days.limits[-1]) if days.limits.size else None)
+    fit = fit_trend(x, y, dows) if y.size >= max(3, cfg.min_days) else None
+
+    peak = current[0] if current else None
+    slope = fit.slope if fit else None
+    status, d, interval = _status(fit, peak, limit, y.size, cfg)
+    evidence = {
+        "value": round_float(peak),
+        "threshold": round_float(limit),
+        "limit": round_float(limit),
+        "current_peak_time": current[2] if current else None,
+        "r2": round_float(fit.r2) if fit else None,
+        "slope_t": round_float(fit.slope_t) if fit and fit.r2 is not None else None,
+        "residual_sd": round_float(fit.sigma) if fit else None,
+        "weekly_adjusted": bool(fit.weekly) if fit else False,
+        "days_used": int(y.size),
+        "days_available": int(days.peaks.size),
+        "fit_start": int(days.starts[first]) if days.starts.size else None,
+        "fit_end": int(days.starts[-1] + DAY) if days.starts.size else None,
+        "restarted": bool(first > 0),
+        "samples": int(days.samples[used].sum()),
+        "daily_peaks": [round_float(v, 3) for v in y],
+    }
+    row: dict[str, Any] = {
+        "resource_type": s.resource,
+        "unit": UNITS[s.resource],
+        "current_peak": round_float(peak, 3),
+        "current_peak_ratio": round_float(peak / limit if peak is not None and limit else None),
+        "trend_per_day": round_float(slope),
+        "trend_ratio_per_day": round_float(slope / limit if slope is not None and limit else None),
+        "days_to_exhaustion": round_float(d, 3),
+        "days_to_exhaustion_interval": interval,
+        "exhaustion_time": int(now + d * DAY) if d is not None else None,
+        "status": status,
+        "evidence": evidence,
+    }
+    if s.resource == "memory" and peak is not None and current:
+        total = current[1] * 100.0 / cfg.mem_limit_pct if cfg.mem_limit_pct else None
+        row["min_free_mb"] = round_float(total - peak if total else None, 3)
+    return row
+
+
+def _status(
+    fit: Fit | None, peak: float | None, limit: float | None, n: int, cfg: CapacityConfig
+) -> tuple[str, float | None, list[float | None] | None]:
+    """(status, days_to_exhaustion, [pessimistic, optimistic]) of one forecast."""
+    if peak is not None and limit and peak >= cfg.exhausted_ratio * limit:
+        return "already_exhausted", None, None
+    if fit is None or limit is None or n < cfg.min_days:
+        return "insufficient_data", None, None
+    t = fit.slope_t
+    if fit.r2 is None or fit.r2 < cfg.min_r2 or t is None or abs(t) < t975(fit.dof):
+        return "no_significant_trend", None, None
+    if fit.slope < 0:
+        return "decreasing", None, None
+    value_now = float(fit.predict(np.array([0.0]))[0][0])
+    d = max(0.0, (limit - value_now) / fit.slope)
+    if not math.isfinite(d) or d > cfg.horizon_days:
+        return "beyond_horizon", None, None
+    pessimistic = crossing(fit, limit, +1, cfg.horizon_days)
+    optimistic = crossing(fit, limit, -1, cfg.horizon_days)
+    interval = [round_float(pessimistic, 3), round_float(optimistic, 3)]
+    return "exhaustion", d, interval
+
+
+def _recommend(row: dict[str, Any], advice: Advice, resource: str) -> str:
+    """The analyzer's (overridable) advice, given the peak in percent of the limit and the
+    trend in points per day (0 when the trend is not significant)."""
+    ratio = row["current_peak_ratio"]
+    if ratio is None:
+        days = row["evidence"]["days_used"]
+        return f"Not enough data for a {resource} forecast ({days} complete days)"
+    significant = row["status"] in ("exhaustion", "decreasing", "beyond_horizon")
+    trend = row["trend_ratio_per_day"] if significant and row["trend_ratio_per_day"] else 0.0
+    return advice(100.0 * ratio, 100.0 * trend)
+
+
+def _swap_advice(current_pct: float, trend: float) -> str:
+    """Swap has no overridable hook in the original API: plain advice here."""
+    if current_pct >= 90:
+        return "Act now: swap is nearly full; add memory or find the consumer"
+    if trend > 0.5:
+        return "Investigate: swap use grows steadily (memory pressure)"
+    return "No action: swap headroom is sufficient"

@@ -1,0 +1,297 @@
+"""Capacity planning against the simulated fleet's injected trends and rows of known values."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from psycopg import sql
+
+from exporter import PerformanceAnalyzer
+from exporter.analyses.capacity import restart_index, t975
+from exporter.schema import init_table
+from exporter.store import Store, StoreError
+
+DAY = 86400
+END = 1_790_000_040  # a Monday, 14:14 UTC
+TOTAL = 16384.0
+STATUSES = {
+    "exhaustion",
+    "already_exhausted",
+    "no_significant_trend",
+    "decreasing",
+    "beyond_horizon",
+    "insufficient_data",
+}
+
+
+def forecast(result: dict, node: str, resource: str) -> dict:
+    rows = [
+        f for f in result["forecasts"] if f["node_name"] == node and f["resource_type"] == resource
+    ]
+    assert len(rows) == 1, (node, resource, result["forecasts"])
+    return rows[0]
+
+
+# --------------------------------------------------------------------------- the fleet
+
+
+@pytest.fixture(scope="module")
+def fleet_result(analyzer, fleet_db) -> dict:
+    return analyzer.capacity_planning_analysis(days=30, now=fleet_db.fleet.end)
+
+
+def test_memory_leak_days_to_exhaustion_matches_truth(fleet_result, fleet_db) -> None:
+    truth = fleet_db.fleet.truth_for("memory_leak")
+    f = forecast(fleet_result, truth["node"], "memory")
+    assert f["status"] == "exhaustion"
+    assert f["days_to_exhaustion"] == pytest.approx(truth["days_to_zero"], rel=0.10)
+    assert f["trend_per_day"] == pytest.approx(truth["slope_mb_per_day"], rel=0.10)
+    lo, hi = f["days_to_exhaustion_interval"]
+    assert 0 <= lo <= f["days_to_exhaustion"] <= hi
+    used_at_end = truth["mem_total_mb"] - truth["available_at_end_mb"]
+    assert f["current_peak"] == pytest.approx(used_at_end, rel=0.02)  # MiB used
+    assert f["min_free_mb"] == pytest.approx(truth["available_at_end_mb"], rel=0.05)
+    assert f["evidence"]["r2"] > 0.9
+    assert f["evidence"]["days_used"] >= 28
+
+
+def test_cpu_growth_trend_and_days_match_truth(fleet_result, fleet_db) -> None:
+    truth = fleet_db.fleet.truth_for("cpu_growth")
+    f = forecast(fleet_result, truth["node"], "cpu")
+    assert f["status"] == "exhaustion"
+    assert f["trend_per_day"] == pytest.approx(truth["rate_pct_per_day"], rel=0.10)
+    assert f["trend_ratio_per_day"] == pytest.approx(truth["rate_pct_per_day"] / 100, rel=0.10)
+    # The truth projects the last 24 h's peak (Sunday evening's lower peak plus Monday
+    # morning); the forecast follows the busiest weekday, a little earlier.
+    assert f["days_to_exhaustion"] == pytest.approx(truth["days_to_100"], rel=0.10)
+    assert f["evidence"]["weekly_adjusted"] is True
+    assert f["current_peak"] == pytest.approx(truth["peak_at_end_pct"], abs=3)
+
+
+def test_replay_moves_the_leak_forecast_back(analyzer, fleet_db) -> None:
+    """Five days earlier the same leak was five days further from exhaustion."""
+    truth = fleet_db.fleet.truth_for("memory_leak")
+    earlier = analyzer.capacity_planning_analysis(days=20, now=fleet_db.fleet.end - 5 * DAY)
+    f = forecast(earlier, truth["node"], "memory")
+    assert f["days_to_exhaustion"] == pytest.approx(truth["days_to_zero"] + 5, rel=0.10)
+
+
+@pytest.mark.parametrize("node", ["node-01", "node-14"])
+def test_healthy_nodes_do_not_exhaust_within_a_year(fleet_result, node) -> None:
+    for resource in ("cpu", "memory", "swap"):
+        f = forecast(fleet_result, node, resource)
+        assert f["status"] in {"no_significant_trend", "decreasing", "beyond_horizon"}, f
+        assert f["days_to_exhaustion"] is None
+        assert f["days_to_exhaustion_interval"] is None
+
+
+def test_every_forecast_is_well_formed_and_json_safe(fleet_result, fleet_db) -> None:
+    json.dumps(fleet_result, allow_nan=False)
+    nodes = {f["node_name"] for f in fleet_result["forecasts"]}
+    assert nodes == set(fleet_db.fleet.truth["nodes"])
+    exhausting = set()
+    for f in fleet_result["forecasts"]:
+        assert f["status"] in STATUSES
+        assert isinstance(f["recommendation"], str) and f["recommendation"]
+        d = f["days_to_exhaustion"]
+        assert (d is not None) == (f["status"] == "exhaustion")
+        if d is not None:
+            exhausting.add((f["node_name"], f["resource_type"]))
+            assert 0 <= d <= 365
+            assert all(v is None or 0 <= v < 1e6 for v in f["days_to_exhaustion_interval"])
+        assert {"r2", "days_used", "fit_start", "limit", "value", "samples"} <= set(f["evidence"])
+    assert exhausting == {("node-05", "memory"), ("node-06", "cpu")}
+
+
+def test_recommendations_come_from_overridable_methods(analyzer, fleet_db) -> None:
+    calls = []
+
+    class Custom(PerformanceAnalyzer):
+        def _get_cpu_recommendation(self, current_avg: float, trend: float) -> str:
+            calls.append((current_avg, trend))
+            return f"custom cpu {current_avg:.1f} {trend:+.2f}"
+
+    with Custom(fleet_db.dsn) as custom:
+        custom.ctx.caches["rollups"] = analyzer.rollups  # same table: reuse the hours read
+        result = custom.capacity_planning_analysis(days=30, now=fleet_db.fleet.end)
+    f = forecast(result, "node-06", "cpu")
+    assert f["recommendation"] == f"custom cpu {f['current_peak']:.1f} {f['trend_per_day']:+.2f}"
+    assert len(calls) == 14
+    memory = forecast(result, "node-05", "memory")
+    assert memory["recommendation"] == analyzer._get_memory_recommendation(
+        100 * memory["current_peak_ratio"], 100 * memory["trend_ratio_per_day"]
+    )
+
+
+# --------------------------------------------------------------------------- own rows
+
+
+def _insert(dsn: str, table: str, nodes: dict[str, dict[str, np.ndarray]]) -> None:
+    """Node rows of known values: per node, arrays t, cpu, avail, total, swap."""
+    with Store(dsn, table) as store:
+        init_table(store)
+        cols = ("sample_time", "node_name", "node_flag", "cpu_total_pct", "mem_available_mb")
+        cols += ("mem_total_mb", "swap_used_mb")
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            store.table, sql.SQL(", ").join(map(sql.Identifier, cols))
+        )
+        with store.write() as cur, cur.copy(statement) as copy:
+            for name, s in nodes.items():
+                for row in zip(s["t"], s["cpu"], s["avail"], s["total"], s["swap"], strict=True):
+                    t, *values = row
+                    copy.write_row((int(t), name, True, *(float(v) for v in values)))
+
+
+def _series(days: float, used_frac, cpu, *, step: int = 600, seed: int = 1, end: int = END):
+    """`days` of samples ending at `end`; used_frac and cpu are functions of days elapsed."""
+    t = np.arange(end - int(days * DAY) + step, end + 1, step, dtype=np.int64)
+    d = (t - t[0]) / DAY
+    rng = np.random.default_rng(seed)
+    used = used_frac(d) + 0.002 * rng.standard_normal(t.size)
+    return {
+        "t": t,
+        "cpu": np.clip(cpu(d, t) + 1.0 * rng.standard_normal(t.size), 0, 100),
+        "avail": TOTAL * (1 - used),
+        "total": np.full(t.size, TOTAL),
+        "swap": np.full(t.size, 64.0),
+    }
+
+
+DROP_AT_DAY = 14.25  # days after the start of the "restart" node's data
+
+
+def _restart_used(d: np.ndarray) -> np.ndarray:
+    """A leak (2 %/day), a restart, then a slower leak (1 %/day of total)."""
+    return np.where(d < DROP_AT_DAY, 0.40 + 0.02 * d, 0.30 + 0.01 * (d - DROP_AT_DAY))
+
+
+def _weekday(t: np.ndarray) -> np.ndarray:
+    return (t // DAY + 3) % 7
+
+
+@pytest.fixture(scope="module")
+def own(dsn: str) -> dict:
+    flat_cpu = lambda d, t: np.full(d.size, 20.0)  # noqa: E731
+    restart = _series(26, _restart_used, flat_cpu)
+    dips = _series(
+        28,
+        lambda d: np.full(d.size, 0.5),
+        # growth of 0.5 %/day, 25 points lower every Saturday and Sunday
+        lambda d, t: 30 + 0.5 * d - 25.0 * (_weekday(t) >= 5),
+        seed=2,
+    )
+    full = _series(5, lambda d: np.full(d.size, 1.0), lambda d, t: np.full(d.size, 100.0))
+    full["avail"] = np.zeros(full["t"].size)
+    newbie = _series(1, lambda d: np.full(d.size, 0.5), flat_cpu, seed=3)
+    dirty = {k: v.copy() for k, v in restart.items()}
+    bad = np.array([math.nan, math.inf, -math.inf, -5.0, 1e12])
+    junk_t = restart["t"][::97][: bad.size * 20] + 7  # extra rows of invalid values only
+    junk = {
+        "t": junk_t,
+        "cpu": np.resize(bad, junk_t.size),
+        "avail": np.resize(bad, junk_t.size),
+        "total": np.resize(bad[::-1], junk_t.size),
+        "swap": np.resize(bad, junk_t.size),
+    }
+    dirty = {k: np.concatenate([dirty[k], junk[k]]) for k in dirty}
+    _insert(
+        dsn,
+        "cap_own",
+        {"restart": restart, "dirty": dirty, "dips": dips, "full": full, "newbie": newbie},
+    )
+    start = int(restart["t"][0])
+    with PerformanceAnalyzer(dsn, "cap_own") as a:
+        result = a.capacity_planning_analysis(days=30, now=END)
+    json.dumps(result, allow_nan=False)
+    return {"result": result, "restart": restart, "drop_time": start + int(DROP_AT_DAY * DAY)}
+
+
+def test_fit_restarts_after_a_drop(own) -> None:
+    f = forecast(own["result"], "restart", "memory")
+    drop_day = own["drop_time"] // DAY * DAY
+    assert f["evidence"]["restarted"] is True
+    assert f["evidence"]["fit_start"] == drop_day + DAY  # the first day wholly after it
+    assert f["status"] == "exhaustion"
+    assert f["trend_per_day"] == pytest.approx(0.01 * TOTAL, rel=0.05)  # the second leak
+    used_now = 0.30 + 0.01 * ((END - own["drop_time"]) / DAY)
+    assert f["days_to_exhaustion"] == pytest.approx((1 - used_now) / 0.01, rel=0.05)
+
+
+def test_weekend_dips_do_not_restart_the_fit(own) -> None:
+    f = forecast(own["result"], "dips", "cpu")
+    assert f["evidence"]["restarted"] is False
+    assert f["evidence"]["weekly_adjusted"] is True
+    assert f["trend_per_day"] == pytest.approx(0.5, rel=0.10)
+    assert f["status"] == "exhaustion"
+    # from the busiest weekday's level, about 30 + 0.5 * 28 = 44 % now
+    assert f["days_to_exhaustion"] == pytest.approx((100 - 44) / 0.5, rel=0.10)
+
+
+def test_one_day_of_data_is_insufficient(own) -> None:
+    for resource in ("cpu", "memory", "swap"):
+        f = forecast(own["result"], "newbie", resource)
+        assert f["status"] == "insufficient_data"
+        assert f["days_to_exhaustion"] is None
+        assert f["current_peak"] is not None  # the last 24 h are still reported
+
+
+def test_already_exhausted(own) -> None:
+    for resource in ("cpu", "memory"):
+        f = forecast(own["result"], "full", resource)
+        assert f["status"] == "already_exhausted"
+        assert f["current_peak_ratio"] == pytest.approx(1.0, abs=0.01)
+        assert f["days_to_exhaustion"] is None
+
+
+def test_invalid_values_are_ignored(own) -> None:
+    for resource in ("cpu", "memory", "swap"):
+        clean, dirty = (forecast(own["result"], n, resource) for n in ("restart", "dirty"))
+        for key in ("status", "current_peak", "trend_per_day", "days_to_exhaustion"):
+            assert dirty[key] == clean[key], (resource, key)
+
+
+def test_answer_ignores_rows_after_now(dsn: str, own) -> None:
+    """A replay at `now` equals the answer of a table that ends at `now`."""
+    now = END - 3 * DAY - 1234
+    s = own["restart"]
+    cut = {k: v[s["t"] <= now] for k, v in s.items()}
+    _insert(dsn, "cap_cut", {"restart": cut})
+    with PerformanceAnalyzer(dsn, "cap_own") as a, PerformanceAnalyzer(dsn, "cap_cut") as b:
+        full = a.capacity_planning_analysis(days=20, now=now)
+        ended = b.capacity_planning_analysis(days=20, now=now)
+    mine = [f for f in full["forecasts"] if f["node_name"] == "restart"]
+    assert mine == ended["forecasts"]
+    assert forecast(ended, "restart", "memory")["status"] == "exhaustion"
+
+
+def test_empty_table_and_missing_table(dsn: str) -> None:
+    with Store(dsn, "cap_empty") as store:
+        init_table(store)
+    with PerformanceAnalyzer(dsn, "cap_empty") as a:
+        assert a.capacity_planning_analysis(now=END)["forecasts"] == []
+    with PerformanceAnalyzer(dsn, "cap_missing") as a, pytest.raises(StoreError):
+        a.capacity_planning_analysis(now=END)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_restart_index_needs_a_held_drop() -> None:
+    limits = np.full(8, 100.0)
+    assert restart_index(np.array([50, 52, 54, 20, 22, 24, 26, 28.0]), limits, 20) == 3
+    # a two-day dip that comes back, and a dip in the last two days: no restart
+    assert restart_index(np.array([50, 52, 20, 22, 56, 58, 30, 31.0]), limits, 20) == 0
+    # a resize restarts at once
+    resized = np.array([100, 100, 100, 100, 100, 200, 200, 200.0])
+    assert restart_index(np.full(8, 50.0), resized, 20) == 5
+
+
+def test_t_quantile() -> None:
+    assert t975(1) == pytest.approx(12.706)
+    assert t975(30) == pytest.approx(2.042, abs=1e-3)
+    assert t975(31) == pytest.approx(2.0395, abs=1e-3)
+    assert t975(120) == pytest.approx(1.9799, abs=1e-3)
+    assert t975(10**6) == pytest.approx(1.96, abs=1e-3)
