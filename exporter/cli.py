@@ -316,6 +316,35 @@ def synth(
     click.echo(f"wrote {fleet.row_count:,} rows for {nodes} nodes; findings: {placed or 'none'}")
 
 
+# --------------------------------------------------------------------------- sample
+
+
+@main.command()
+@db_options
+@click.option(
+    "--interval",
+    type=click.FloatRange(1, 3600),
+    default=60,
+    show_default=True,
+    help="Seconds between samples.",
+)
+@click.option("--count", type=click.IntRange(1), default=None, help="Stop after this many.")
+@click.option("--node-name", default=None, help="Name of this node (default: the host name).")
+def sample(
+    dsn: str | None, table: str, interval: float, count: int | None, node_name: str | None
+) -> None:
+    """Sample this host (and the containers it can see) into the table every --interval.
+
+    Rows that cannot be written while the database is down are kept (up to an hour) and
+    written when it is back."""
+    from .sampler import run
+
+    _sigterm_as_interrupt()
+    with Store(dsn, table) as store:
+        written = run(store, interval=interval, count=count, node_name=node_name)
+    click.echo(f"wrote {written} rows", err=True)
+
+
 # --------------------------------------------------------------------------- demo
 
 

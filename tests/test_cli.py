@@ -86,3 +86,17 @@ def test_db_init_check_and_synth(dsn: str, tmp_path) -> None:
 def test_help_works(command: str) -> None:
     result = run(command, "--help")
     assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_sample_writes_this_host(fresh_dsn):
+    assert run("db", "init", "--dsn", fresh_dsn).returncode == 0
+    result = run(
+        "sample", "--dsn", fresh_dsn, "--interval", "1", "--count", "2", "--node-name", "this-host"
+    )
+    assert result.returncode == 0, result.stderr
+    with psycopg.connect(fresh_dsn) as conn:
+        rows = conn.execute(
+            "SELECT count(*), min(cpu_total_pct), max(mem_total_mb) FROM monitor_samples_ring"
+            " WHERE node_name = 'this-host' AND node_flag"
+        ).fetchone()
+    assert rows[0] == 2 and 0 <= rows[1] <= 100 and rows[2] > 0

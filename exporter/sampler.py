@@ -1,0 +1,635 @@
+"""Samples this Linux host (and the containers it can see) into the samples table.
+
+Everything is read from /proc and /sys (no psutil), with both roots injectable so tests can
+point them at a fake tree. Rates and CPU shares need two readings: `HostSampler.read()`
+takes a raw `Snapshot` of counters and `HostSampler.rows()` turns two snapshots into table
+rows. A counter that went backwards (wrap, reset, device swapped) yields NULL for that
+value, never a negative rate.
+
+`run()` is the loop behind `perf-analyzer sample`: it reads on wall-clock multiples of the
+interval (so the nodes of a fleet sample in step) and keeps rows the database refused in a
+bounded queue (`PendingRows`), retried every interval, so an outage loses no samples unless
+it outlasts the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from .schema import COLUMN_NAMES
+from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's own size
+CONTAINER_ID_LEN = 12  # as `docker ps` shows them
+
+# /proc/stat "cpu" fields: user nice system idle iowait irq softirq steal (guest and
+# guest_nice are already counted inside user and nice, so they are left out of the total).
+_CPU_FIELDS = 8
+_IDLE, _IOWAIT = 3, 4
+
+# Block devices that are not disks (loop, RAM disks, compressed-RAM swap) and devices
+# stacked on disks (device-mapper, md RAID), counted only when nothing else is there.
+_VIRTUAL_DISK = re.compile(r"^(loop|ram|zram|nbd)\d")
+_STACKED_DISK = re.compile(r"^(dm-|md)\d")
+# Partitions, by name, for a /proc without a /sys/block to ask.
+_PARTITION = re.compile(r"^((sd|hd|vd|xvd)[a-z]+\d+|(nvme\d+n\d+|mmcblk\d+|nbd\d+)p\d+)$")
+
+# Container scopes of the systemd cgroup driver: docker-<id>.scope, libpod-<id>.scope
+# (podman), cri-containerd-<id>.scope and crio-<id>.scope (kubernetes). The hex id right
+# after the prefix keeps conmon scopes (libpod-conmon-<id>.scope) out.
+_SCOPE = re.compile(r"^(docker|libpod|cri-containerd|crio)-([0-9a-f]{12,})\.scope$")
+# The cgroupfs driver names the group by the bare 64-hex id (/docker/<id>, /kubepods/...).
+_BARE_ID = re.compile(r"^[0-9a-f]{64}$")
+_CGROUP_MAX_DEPTH = 8  # kubepods.slice/kubepods-burstable.slice/<pod>.slice/<scope> is 4
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+@dataclass(frozen=True)
+class ContainerCounters:
+    name: str
+    usage_usec: int | None  # cpu.stat usage_usec, cumulative
+    rss_bytes: int | None  # memory.stat anon (or memory.current), a gauge
+
+
+@dataclass(frozen=True)
+class NetCounters:
+    rx_bytes: int
+    rx_errs: int
+    rx_drops: int
+    tx_bytes: int
+    tx_errs: int
+    tx_drops: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Raw counters and gauges of one moment; rates come from two of them."""
+
+    wall: float  # unix seconds, becomes sample_time
+    mono: float  # monotonic seconds, for the interval between two snapshots
+    cpu: tuple[int, ...] | None  # aggregate /proc/stat jiffies, _CPU_FIELDS of them
+    ncpu: int  # CPUs listed in /proc/stat
+    ctxt: int | None
+    meminfo: dict[str, int]  # kB
+    load_1m: float | None
+    temperature_c: float | None
+    disks: dict[str, tuple[int, int]]  # device -> (sectors read, sectors written)
+    nets: dict[str, NetCounters]
+    containers: dict[str, ContainerCounters] = field(default_factory=dict)  # by cgroup path
+
+
+# --------------------------------------------------------------------------- /proc readers
+
+
+def _read_text(path: Path) -> str | None:
+    """A file's text, or None when it is absent or unreadable: a missing source is a NULL
+    column, never a failed sample."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def parse_stat(text: str | None) -> tuple[tuple[int, ...] | None, int, int | None]:
+    """(aggregate cpu jiffies, number of CPUs, context switches) from /proc/stat."""
+    cpu: tuple[int, ...] | None = None
+    ncpu = 0
+    ctxt: int | None = None
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if parts[0] == "cpu":
+                values = [int(v) for v in parts[1 : 1 + _CPU_FIELDS]]
+                cpu = tuple(values + [0] * (_CPU_FIELDS - len(values)))  # old kernels: fewer
+            elif parts[0].startswith("cpu") and parts[0][3:].isdigit():
+                ncpu += 1
+            elif parts[0] == "ctxt":
+                ctxt = int(parts[1])
+        except (ValueError, IndexError):
+            continue
+    return cpu, ncpu, ctxt
+
+
+def parse_meminfo(text: str | None) -> dict[str, int]:
+    """/proc/meminfo as {field: kB}."""
+    out: dict[str, int] = {}
+    for line in (text or "").splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            out[key.strip()] = int(parts[0])
+    return out
+
+
+def parse_loadavg(text: str | None) -> float | None:
+    try:
+        return float((text or "").split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def parse_diskstats(text: str | None) -> dict[str, tuple[int, int]]:
+    """Every device of /proc/diskstats as {name: (sectors read, sectors written)}."""
+    out: dict[str, tuple[int, int]] = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) < 10:
+            continue
+        try:
+            out[parts[2]] = (int(parts[5]), int(parts[9]))
+        except ValueError:
+            continue
+    return out
+
+
+def parse_net_dev(text: str | None) -> dict[str, NetCounters]:
+    """Every interface of /proc/net/dev (the two header lines have no colon-number form)."""
+    out: dict[str, NetCounters] = {}
+    for line in (text or "").splitlines():
+        name, sep, rest = line.partition(":")
+        parts = rest.split()
+        if not sep or len(parts) < 12:
+            continue
+        try:
+            v = [int(p) for p in parts[:12]]
+        except ValueError:
+            continue
+        out[name.strip()] = NetCounters(v[0], v[2], v[3], v[8], v[10], v[11])
+    return out
+
+
+def read_temperature(sys_root: Path) -> float | None:
+    """The hottest thermal zone in °C; None when the host exposes none (most VMs)."""
+    hottest: float | None = None
+    for zone in sorted((sys_root / "class" / "thermal").glob("thermal_zone*")):
+        text = _read_text(zone / "temp")
+        try:
+            celsius = int((text or "").strip()) / 1000.0
+        except ValueError:
+            continue  # some zones answer EIO or ENODATA while their sensor sleeps
+        if -60.0 < celsius < 200.0 and (hottest is None or celsius > hottest):
+            hottest = celsius  # outside that range is a driver's "no reading" value
+    return hottest
+
+
+def select_disks(names: Iterable[str], sys_root: Path) -> list[str]:
+    """Whole disks only, so a byte is counted once: partitions repeat their disk's I/O,
+    loop/ram/zram are not disks, and dm-/md are stacked on disks (used only when no
+    plain disk is visible, as in some containers and VMs)."""
+    block = sys_root / "block"
+    listed = set(os.listdir(block)) if block.is_dir() else None  # /sys/block: whole disks
+
+    def whole(name: str) -> bool:
+        if listed is not None:
+            return name.replace("/", "!") in listed
+        return not _PARTITION.match(name)
+
+    candidates = [n for n in names if whole(n) and not _VIRTUAL_DISK.match(n)]
+    plain = [n for n in candidates if not _STACKED_DISK.match(n)]
+    return sorted(plain or candidates)
+
+
+def select_interfaces(names: Iterable[str], sys_root: Path) -> list[str]:
+    """Interfaces other than lo; virtual ones (bridges, veth, tunnels, listed under
+    /sys/devices/virtual/net) only when no physical one is visible, because a container's
+    traffic crosses its veth, the bridge and the NIC and would be counted three times."""
+    virtual_dir = sys_root / "devices" / "virtual" / "net"
+    virtual = set(os.listdir(virtual_dir)) if virtual_dir.is_dir() else set()
+    candidates = [n for n in names if n != "lo"]
+    physical = [n for n in candidates if n not in virtual]
+    return sorted(physical or candidates)
+
+
+# --------------------------------------------------------------------------- cgroups
+
+
+def cgroup_root(sys_root: Path) -> Path | None:
+    """The cgroup v2 hierarchy: /sys/fs/cgroup itself, or its `unified` part on a hybrid
+    host; None on a pure v1 host (containers are then not sampled)."""
+    base = sys_root / "fs" / "cgroup"
+    for root in (base, base / "unified"):
+        if (root / "cgroup.controllers").exists():
+            return root
+    return None
+
+
+def find_container_groups(root: Path) -> Iterator[tuple[str, str, str]]:
+    """(cgroup path relative to root, runtime, container id) of every container group.
+
+    The walk stops at a container: its sub-groups (if the container made any) are already
+    included in its own hierarchical counters."""
+
+    def walk(directory: Path, depth: int, parent: str) -> Iterator[tuple[str, str, str]]:
+        try:
+            entries = sorted(e.name for e in os.scandir(directory) if e.is_dir())
+        except OSError:
+            return
+        for name in entries:
+            match = _SCOPE.match(name)
+            path = directory / name
+            if match:
+                yield str(path.relative_to(root)), match.group(1), match.group(2)
+            elif _BARE_ID.match(name):
+                runtime = "docker" if parent == "docker" else "container"
+                yield str(path.relative_to(root)), runtime, name
+            elif depth < _CGROUP_MAX_DEPTH:
+                yield from walk(path, depth + 1, name)
+
+    yield from walk(root, 1, "")
+
+
+def _stat_field(text: str | None, key: str) -> int | None:
+    """One `key value` line of a cgroup stat file."""
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == key:
+            try:
+                return int(parts[1])
+            except ValueError:
+                return None
+    return None
+
+
+def read_rss(group: Path, v1_memory: Path | None) -> int | None:
+    """Anonymous memory of a group in bytes: what the processes themselves hold, without
+    the page cache that memory.current also counts (and the kernel can reclaim)."""
+    anon = _stat_field(_read_text(group / "memory.stat"), "anon")
+    if anon is not None:
+        return anon
+    current = _read_text(group / "memory.current")
+    if current is not None and current.strip().isdigit():
+        return int(current.strip())
+    if v1_memory is not None:  # hybrid host: memory is still a v1 controller
+        text = _read_text(v1_memory / "memory.stat")
+        return _stat_field(text, "total_rss") or _stat_field(text, "rss")
+    return None
+
+
+def docker_name(docker_root: Path, container_id: str) -> str | None:
+    """The name docker shows (`docker ps`), when its state directory is readable."""
+    text = _read_text(docker_root / "containers" / container_id / "config.v2.json")
+    if not text:
+        return None
+    try:
+        name = json.loads(text).get("Name")
+    except (ValueError, AttributeError):
+        return None
+    return (name.lstrip("/") or None) if isinstance(name, str) else None
+
+
+# --------------------------------------------------------------------------- deltas
+
+
+def _delta(new: float | None, old: float | None) -> float | None:
+    """new - old for a cumulative counter; None when either is missing or it went back."""
+    if new is None or old is None or new < old:
+        return None
+    return new - old
+
+
+def _per_second(amount: float | None, seconds: float, scale: float = 1.0) -> float | None:
+    return None if amount is None or seconds <= 0 else amount * scale / seconds
+
+
+def _rate(new: float | None, old: float | None, seconds: float, scale: float = 1.0) -> float | None:
+    """Per-second rate of a cumulative counter (None if it went back)."""
+    return _per_second(_delta(new, old), seconds, scale)
+
+
+def _sum_deltas(pairs: Iterable[tuple[int, int]]) -> float | None:
+    """Sum of per-device deltas; one device going back makes the whole sum unknown, since
+    a partial sum would read as a sudden drop in traffic."""
+    total = 0.0
+    for new, old in pairs:
+        d = _delta(new, old)
+        if d is None:
+            return None
+        total += d
+    return total
+
+
+def cpu_percentages(
+    new: tuple[int, ...] | None, old: tuple[int, ...] | None
+) -> tuple[float | None, float | None]:
+    """(busy %, iowait %) of all CPUs between two /proc/stat readings, busy being
+    total - idle - iowait.
+
+    Any field stepping back (a reset, or iowait on some NO_HZ kernels) also skews the total
+    both shares are taken of, so then neither is known."""
+    if new is None or old is None:
+        return None, None
+    deltas = [n - o for n, o in zip(new, old, strict=True)]
+    total = sum(deltas)
+    if total <= 0 or min(deltas) < 0:
+        return None, None
+    busy = total - deltas[_IDLE] - deltas[_IOWAIT]
+    return 100.0 * busy / total, 100.0 * deltas[_IOWAIT] / total
+
+
+# --------------------------------------------------------------------------- the sampler
+
+
+class HostSampler:
+    """Reads this host's counters; `rows()` turns two readings into table rows."""
+
+    def __init__(
+        self,
+        node_name: str | None = None,
+        proc: Path = Path("/proc"),
+        sys: Path = Path("/sys"),
+        *,
+        docker_root: Path = Path("/var/lib/docker"),
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node_name = node_name or socket.gethostname()
+        self.proc = Path(proc)
+        self.sys = Path(sys)
+        self.docker_root = Path(docker_root)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._names: dict[str, str] = {}  # container id -> readable name, read once
+        self._previous: Snapshot | None = None
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read(self) -> Snapshot:
+        """All counters now. Gauges (memory, load, temperature) are read here too, so a
+        row describes the end of its interval."""
+        mono, wall = self._clock(), self._wall_clock()
+        cpu, ncpu, ctxt = parse_stat(_read_text(self.proc / "stat"))
+        disks = parse_diskstats(_read_text(self.proc / "diskstats"))
+        nets = parse_net_dev(_read_text(self.proc / "net" / "dev"))
+        return Snapshot(
+            wall=wall,
+            mono=mono,
+            cpu=cpu,
+            ncpu=ncpu or os.cpu_count() or 1,
+            ctxt=ctxt,
+            meminfo=parse_meminfo(_read_text(self.proc / "meminfo")),
+            load_1m=parse_loadavg(_read_text(self.proc / "loadavg")),
+            temperature_c=read_temperature(self.sys),
+            disks={d: disks[d] for d in select_disks(disks, self.sys)},
+            nets={n: nets[n] for n in select_interfaces(nets, self.sys)},
+            containers=self._read_containers(),
+        )
+
+    def _read_containers(self) -> dict[str, ContainerCounters]:
+        root = cgroup_root(self.sys)
+        if root is None:
+            return {}
+        v1_memory = self.sys / "fs" / "cgroup" / "memory" if root.name == "unified" else None
+        out: dict[str, ContainerCounters] = {}
+        seen: set[str] = set()
+        for rel, runtime, cid in find_container_groups(root):
+            seen.add(cid)
+            group = root / rel
+            out[rel] = ContainerCounters(
+                name=self._container_name(runtime, cid),
+                usage_usec=_stat_field(_read_text(group / "cpu.stat"), "usage_usec"),
+                rss_bytes=read_rss(group, v1_memory / rel if v1_memory else None),
+            )
+        self._names = {k: v for k, v in self._names.items() if k in seen}  # forget the gone
+        return out
+
+    def _container_name(self, runtime: str, cid: str) -> str:
+        """docker's own name when readable, else the short id `docker ps` would show."""
+        if cid not in self._names:
+            name = docker_name(self.docker_root, cid) if runtime == "docker" else None
+            self._names[cid] = name or cid[:CONTAINER_ID_LEN]
+        return self._names[cid]
+
+    # -- rows -----------------------------------------------------------------------------
+
+    def rows(self, previous: Snapshot, current: Snapshot) -> list[dict[str, Any]]:
+        """The node row and one row per container seen in both snapshots."""
+        seconds = current.mono - previous.mono
+        sample_time = int(current.wall)
+        rows = [self._node_row(previous, current, seconds, sample_time)]
+        for key, now in sorted(current.containers.items()):
+            before = previous.containers.get(key)
+            if before is not None:
+                rows.append(self._container_row(before, now, current, seconds, sample_time))
+        return rows
+
+    def _node_row(
+        self, prev: Snapshot, cur: Snapshot, seconds: float, sample_time: int
+    ) -> dict[str, Any]:
+        busy, iowait = cpu_percentages(cur.cpu, prev.cpu)
+        mem = cur.meminfo
+        swap_total, swap_free = mem.get("SwapTotal"), mem.get("SwapFree")
+        disks = [d for d in cur.disks if d in prev.disks]
+        nets = [n for n in cur.nets if n in prev.nets]
+
+        def disk_rate(i: int) -> float | None:
+            d = _sum_deltas((cur.disks[k][i], prev.disks[k][i]) for k in disks)
+            return _per_second(d, seconds, SECTOR_BYTES / MIB)
+
+        def net_rate(attr: str, scale: float = 1.0) -> float | None:
+            pairs = ((getattr(cur.nets[k], attr), getattr(prev.nets[k], attr)) for k in nets)
+            return _per_second(_sum_deltas(pairs), seconds, scale)
+
+        row: dict[str, Any] = {
+            "sample_time": sample_time,
+            "node_name": self.node_name,
+            "container_name": None,
+            "node_flag": True,
+            "cpu_total_pct": busy,
+            "cpu_iowait_pct": iowait,
+            "mem_available_mb": _kib_to_mib(mem.get("MemAvailable")),
+            "mem_total_mb": _kib_to_mib(mem.get("MemTotal")),
+            "swap_used_mb": (
+                _kib_to_mib(swap_total - swap_free)
+                if swap_total is not None and swap_free is not None and swap_total >= swap_free
+                else None
+            ),
+            "load_1m": cur.load_1m,
+            "temperature_c": cur.temperature_c,
+            "ctx_switches_s": _rate(cur.ctxt, prev.ctxt, seconds),
+            "disk_read_mb_s": disk_rate(0) if disks else None,
+            "disk_write_mb_s": disk_rate(1) if disks else None,
+            "net_rx_mb_s": net_rate("rx_bytes", 1 / MIB) if nets else None,
+            "net_tx_mb_s": net_rate("tx_bytes", 1 / MIB) if nets else None,
+            "net_rx_errs_s": net_rate("rx_errs") if nets else None,
+            "net_tx_errs_s": net_rate("tx_errs") if nets else None,
+            "net_rx_drops_s": net_rate("rx_drops") if nets else None,
+            "net_tx_drops_s": net_rate("tx_drops") if nets else None,
+        }
+        return row
+
+    def _container_row(
+        self,
+        before: ContainerCounters,
+        now: ContainerCounters,
+        current: Snapshot,
+        seconds: float,
+        sample_time: int,
+    ) -> dict[str, Any]:
+        # usage_usec / (interval in µs × CPUs): the share of the whole node, as node rows.
+        cpu = _rate(now.usage_usec, before.usage_usec, seconds * 1e6 * current.ncpu, 100.0)
+        return {
+            "sample_time": sample_time,
+            "node_name": self.node_name,
+            "container_name": now.name,
+            "node_flag": False,
+            "cpu_total_pct": cpu,
+            "c_rss_mb": None if now.rss_bytes is None else now.rss_bytes / MIB,
+        }
+
+    def sample(self) -> list[dict[str, Any]]:
+        """Rows since the previous call; the first call only primes the counters ([])."""
+        current = self.read()
+        previous, self._previous = self._previous, current
+        return [] if previous is None else self.rows(previous, current)
+
+
+def _kib_to_mib(kib: int | None) -> float | None:
+    return None if kib is None else kib / 1024.0
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_rows(store: Store, rows: list[dict[str, Any]]) -> int:
+    """Insert rows in one transaction; returns how many. The column list is the union of
+    the rows' keys (node and container rows differ), missing values are NULL."""
+    if not rows:
+        return 0
+    keys = set().union(*(r.keys() for r in rows))
+    unknown = keys - set(COLUMN_NAMES)
+    if unknown:
+        raise ValueError(f"not columns of the samples table: {', '.join(sorted(unknown))}")
+    columns = [c for c in COLUMN_NAMES if c in keys]  # the table's order, stable SQL text
+    statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        store.table,
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+    )
+    with store.write() as cur:
+        cur.executemany(statement, [tuple(r.get(c) for c in columns) for r in rows])
+    return len(rows)
+
+
+class PendingRows:
+    """Rows not yet in the database, oldest first, bounded by age and count so a long
+    outage costs the oldest samples (counted in `dropped` and logged), not the process."""
+
+    def __init__(self, max_age: float = 3600.0, max_rows: int = 100_000) -> None:
+        self.max_age = max_age
+        self.max_rows = max_rows
+        self.rows: deque[dict[str, Any]] = deque()
+        self.dropped = 0
+        self.failing = False  # the last flush failed (log the recovery once)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, rows: Iterable[dict[str, Any]], now: float | None = None) -> None:
+        self.rows.extend(rows)
+        self._trim(time.time() if now is None else now)
+
+    def _trim(self, now: float) -> None:
+        dropped = 0
+        while self.rows and (
+            len(self.rows) > self.max_rows or self.rows[0]["sample_time"] < now - self.max_age
+        ):
+            self.rows.popleft()
+            dropped += 1
+        if dropped:
+            self.dropped += dropped
+            log.warning(
+                "dropped %d unsent samples older than %.0f s or beyond %d queued (%d in all)",
+                dropped,
+                self.max_age,
+                self.max_rows,
+                self.dropped,
+            )
+
+    def flush(self, store: Store) -> int:
+        """Write everything queued; on a database error log one line, keep the rows for the
+        next call and return 0."""
+        if not self.rows:
+            return 0
+        batch = list(self.rows)
+        try:
+            written = write_rows(store, batch)
+        except StoreError as exc:
+            log.warning("samples not written, %d kept for retry: %s", len(batch), exc)
+            self.failing = True
+            return 0
+        for _ in range(written):
+            self.rows.popleft()
+        if self.failing:
+            log.info("database reachable again: wrote %d queued samples", written)
+            self.failing = False
+        return written
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def next_tick(now: float, interval: float, min_wait: float = 0.0) -> float:
+    """The first wall-clock multiple of `interval` at least `min_wait` after `now`."""
+    return (math.floor((now + min_wait) / interval) + 1) * interval
+
+
+def run(
+    store: Store,
+    *,
+    interval: float,
+    count: int | None,
+    node_name: str | None = None,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+    sampler: HostSampler | None = None,
+    pending: PendingRows | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Sample every `interval` seconds into the table, `count` times (None: until Ctrl-C);
+    returns the rows written. Database errors are logged and the rows retried next time."""
+    if not interval > 0:
+        raise ValueError("the interval must be a positive number of seconds")
+    sampler = sampler or HostSampler(node_name)
+    pending = pending if pending is not None else PendingRows()
+    written = done = 0
+    try:
+        previous = sampler.read()
+        # The first delta spans at least a second (or half an interval), not a sliver.
+        deadline = next_tick(time.time(), interval, min(interval / 2, 1.0))
+        while count is None or done < count:
+            sleep(max(0.0, deadline - time.time()))
+            current = sampler.read()
+            rows = sampler.rows(previous, current)
+            previous, done = current, done + 1
+            if on_rows is not None:
+                on_rows(rows)
+            pending.add(rows, now=current.wall)
+            written += pending.flush(store)
+            deadline += interval
+            if deadline <= time.time():  # a slow write overran ticks: skip them
+                deadline = next_tick(time.time(), interval)
+    except KeyboardInterrupt:
+        log.info("interrupted: writing the %d queued samples", len(pending))
+        written += pending.flush(store)
+    if len(pending):
+        log.warning("stopping with %d samples not written", len(pending))
+    return written
