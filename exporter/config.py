@@ -181,7 +181,7 @@ class AlertConfig:
     p1_robust_scales: float = 6.0  # P1 = median + this many robust sd (1.4826 MAD)
     floor_ratio: float = 0.5  # sanity floor: this share of the static emergency level
     min_samples: int = 1440  # fewer history samples (a day at 60 s): no learned threshold
-    max_exact_rows: int = 2_000_000  # history larger than this is read via TABLESAMPLE
+    max_exact_rows: int = 500_000  # history larger than this is read via TABLESAMPLE
 
 
 @dataclass(frozen=True)
