@@ -142,6 +142,7 @@ class CorrelationConfig:
     lag_min_gain: float = 0.02  # a lag is reported when it beats lag 0 by this much
     min_samples: int = 60  # fewer paired samples: the pair is not judged
     profile_days: float = 7  # history of the hour-of-day profile removed before deseasonalising
+    evidence_hours: float = 24  # rank and lag evidence read at most this much of the window
 
 
 @dataclass(frozen=True)

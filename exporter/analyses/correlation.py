@@ -51,15 +51,19 @@ def correlation_analysis(ctx: Context, *, hours: float, now: int) -> dict[str, A
         nodes = sorted({s["node_name"] for s in strong})
         pairs = sorted({(s["metric_a"], s["metric_b"]) for s in strong})
         profile = _hour_profiles(ctx, nodes, pairs, now)
+        # Ranks and lags sort every sample: bounded to the last `evidence_hours` so a long
+        # window stays inside the statement timeout (the coefficient uses the whole window).
+        recent = {"start": max(start, now - int(cfg.evidence_hours * HOUR)), "now": now}
         with ctx.store.read() as cur:
-            extra = _evidence(cur, ctx, nodes, pairs, profile, params)
-            lags = _lags(cur, ctx, nodes, pairs, params, cfg.max_lag_minutes)
+            extra = _evidence(cur, ctx, nodes, pairs, profile, recent)
+            lags = _lags(cur, ctx, nodes, pairs, recent, cfg.max_lag_minutes)
         for s in strong:
             key = (s["node_name"], s["metric_a"], s["metric_b"])
             s.update(extra.get(key, {"deseasonalised_coefficient": None, "spearman": None}))
             s.update(_best_lag(lags.get(key, {}), cfg.lag_min_gain, cfg.max_lag_minutes))
             s["interpretation"] = _interpret(s, cfg.min_abs)
             s["window"] = window
+            s["evidence_window"] = {"start": recent["start"], "end": now}
     strong.sort(key=lambda s: (s["node_name"], -abs(s["coefficient"]), s["metric_a"]))
     return {
         "window": window,
