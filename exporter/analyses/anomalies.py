@@ -1,1 +1,728 @@
-"""Placeholder: being written."""
+"""Anomalies: samples far from their own series' seasonal baseline, reported once per episode.
+
+Baselines come from the hourly rollups, never from raw history. For every node/container
+series, metric and hour h the baseline is the median of past hourly means at the same hour
+of week (lags of 1..4 weeks, once 3 weeks of history exist), else of day (lags of 1..7 days,
+once 7 days exist), else of the last 24 hours. Its scale combines the within-hour spread
+(median hourly sd) and the between-day spread (1.4826 * MAD of the hourly means, at least the
+series' typical one), floored per unit and as a share of the level, so flat series never
+score. A raw sample x is a candidate when all three hold:
+
+- robust score z = (x - baseline) / scale beyond `score_threshold`;
+- |x - baseline| at least the practical minimum change of the metric;
+- x outside the envelope the same hour showed before (second-largest hourly max and
+  second-smallest hourly min over the lags), so a weekend dip seen last week is not news.
+
+The candidates are selected in SQL (bounds per series and hour are sent as arrays), so only
+unusual samples of the window leave the database. A candidate counts once `persist` of the
+last `recent_samples` samples deviate the same way; consecutive ones form one episode,
+reported once with its peak. Network error and drop counters that were ~never nonzero
+(`zero_rate_max` of past hours) get a frequency test instead: any sustained burst is news.
+
+Level shifts: when hourly means stay beyond their bounds for `changepoint_hours` in a row,
+the series has a new normal since the start of that run. It is reported once, as
+`kind: "level_shift"` with `since`, by the window in which it became known; later hours are
+scored against the old seasonal profile moved by the shift, so it never alarms again.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+from ..config import AnomalyConfig
+from ..rollups import HourlyRollups, RollupView
+from .common import (
+    CONTAINER_ROW,
+    DAY,
+    HOUR,
+    NODE_ROW,
+    Context,
+    clean,
+    invalid_count,
+    round_float,
+    window_rows,
+    window_seconds,
+)
+
+# Unit class of each metric: selects its scale floor and minimum change in AnomalyConfig.
+UNITS: dict[str, str] = {
+    "cpu_total_pct": "pct",
+    "cpu_iowait_pct": "pct",
+    "mem_available_mb": "mb",
+    "swap_used_mb": "mb",
+    "c_rss_mb": "mb",
+    "load_1m": "load",
+    "temperature_c": "celsius",
+    "ctx_switches_s": "ops",
+    "disk_read_mb_s": "mb_s",
+    "disk_write_mb_s": "mb_s",
+    "net_rx_mb_s": "mb_s",
+    "net_tx_mb_s": "mb_s",
+    "net_rx_errs_s": "errors",
+    "net_tx_errs_s": "errors",
+    "net_rx_drops_s": "errors",
+    "net_tx_drops_s": "errors",
+}
+COUNTERS = frozenset(m for m, u in UNITS.items() if u == "errors")
+
+# Baseline kinds, in the order the fallback prefers them (0 = no baseline).
+NONE, ROLLING, HOUR_OF_DAY, HOUR_OF_WEEK, ZERO = 0, 1, 2, 3, 4
+KIND_NAMES = {
+    ROLLING: "rolling_24h",
+    HOUR_OF_DAY: "hour_of_day",
+    HOUR_OF_WEEK: "hour_of_week",
+    ZERO: "zero_frequency",
+}
+MAD_SCALE = 1.4826
+# A value within the envelope of its lagged hours, widened by this share of the minimum
+# change, was seen before: a weekend dip that last weekend also showed is not news.
+ENVELOPE_MARGIN = 0.5
+BATCH = 16  # series per numpy batch: bounds memory at a few tens of MB for any fleet
+
+
+def detect_anomalies(ctx: Context, *, hours: float, now: int) -> dict[str, Any]:
+    """Anomalies found in (now - hours, now], the current score of every series and metric
+    evaluated, and what the data lacked."""
+    span = window_seconds(hours, HOUR, "hours")
+    cfg: AnomalyConfig = ctx.config.anomalies
+    start = now - span
+    history_start = min(start, now - int(cfg.history_days * DAY))
+    rollups: HourlyRollups = ctx.cache(
+        "rollups", lambda: HourlyRollups(ctx.store, max_days=cfg.history_days + 1)
+    )
+    result: dict[str, Any] = {
+        "window": {"start": start, "end": now, "hours": round_float(span / HOUR)},
+        "anomalies": [],
+        "scores": [],
+        "data_quality": {"series": 0, "evaluated": 0, "without_baseline": 0},
+    }
+    kinds: dict[str, int] = {}
+    invalid: dict[str, int] = {}
+    for kind in ("node", "container"):
+        view = rollups.view(kind, history_start, now)
+        model = _fit_kind(kind, view, cfg, history_start, start, now)
+        if model is None:
+            continue
+        candidates = _candidates(ctx, kind, model, start, now)
+        found, scores = _evaluate(model, candidates, cfg, start, now)
+        result["anomalies"].extend(found)
+        result["scores"].extend(scores)
+        quality = result["data_quality"]
+        quality["series"] += len(model.keys)
+        quality["evaluated"] += len(scores)
+        quality["without_baseline"] += int(model.kinds_now.size - len(scores))
+        for code in model.kinds_now.ravel():
+            if code != NONE:
+                kinds[KIND_NAMES[int(code)]] = kinds.get(KIND_NAMES[int(code)], 0) + 1
+        for metric, count in _invalid_counts(ctx, kind, model.metrics, start, now).items():
+            invalid[metric] = invalid.get(metric, 0) + count
+    result["anomalies"].sort(key=lambda a: (-abs(a["score"] or 0), a["node_name"], a["metric"]))
+    quality = result["data_quality"]
+    quality["baseline_kinds"] = kinds
+    quality["invalid_values"] = {m: n for m, n in invalid.items() if n}
+    quality["status"] = "ok" if quality["evaluated"] else "insufficient_data"
+    return result
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+@dataclass
+class _Fit:
+    """Per (series, hour, metric): baseline, sample scale, sample bounds, hourly bounds and
+    the kind of baseline (0 = none)."""
+
+    base: np.ndarray
+    scale: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    hour_scale: np.ndarray
+    hour_lo: np.ndarray
+    hour_hi: np.ndarray
+    kind: np.ndarray
+
+
+@dataclass
+class _Model:
+    """Baselines of one kind of series ("node"/"container") over the hour grid."""
+
+    kind: str
+    keys: list[tuple[str, str]]
+    metrics: tuple[str, ...]
+    first_hour: int
+    fit: _Fit
+    interval: np.ndarray  # (S,) seconds between samples, from the rollups' hourly counts
+    shifts: list[dict[str, Any]] = field(default_factory=list)
+    kinds_now: np.ndarray = field(default_factory=lambda: np.empty(0, np.int8))
+
+    def hour_index(self, t: int) -> int:
+        return (t // HOUR * HOUR - self.first_hour) // HOUR
+
+
+def _fit_kind(
+    kind: str, view: RollupView, cfg: AnomalyConfig, history_start: int, start: int, now: int
+) -> _Model | None:
+    """Dense hourly grids of the view's series, their baselines and their level shifts."""
+    series = list(view.series())
+    if not series:
+        return None
+    present = ~np.isnan(view.stats[:, _STAT["mean"], :]).all(axis=0)  # columns with data
+    metrics = tuple(m for i, m in enumerate(view.metrics) if m in UNITS and present[i])
+    if not metrics:
+        return None
+    first = history_start // HOUR * HOUR
+    n_hours = (now // HOUR * HOUR - first) // HOUR + 1
+    cols = [view.metrics.index(m) for m in metrics]
+    shape = (len(series), n_hours, len(metrics))
+    grids = {name: np.full(shape, np.nan) for name in ("mean", "sd", "min", "max")}
+    counts = np.zeros(shape[:2])
+    for s, (_, rows) in enumerate(series):
+        h = (view.hours[rows] - first) // HOUR
+        ok = (h >= 0) & (h < n_hours)
+        rows, h = rows[ok], h[ok]
+        counts[s, h] = view.samples[rows]
+        for name in grids:
+            grids[name][s, h] = view.stats[rows][:, _STAT[name]][:, cols]
+    floors = _floors(cfg, metrics)
+    fits = [
+        _fit({k: g[i : i + BATCH] for k, g in grids.items()}, floors, cfg)
+        for i in range(0, len(series), BATCH)
+    ]
+    fit = _Fit(*(np.concatenate([getattr(f, n) for f in fits]) for n in _Fit.__dataclass_fields__))
+    window_first = max(0, (start // HOUR * HOUR - first) // HOUR)
+    _zero_inflated(fit, grids, metrics, cfg, window_first, floors)
+    model = _Model(
+        kind,
+        [key for key, _ in series],
+        metrics,
+        first,
+        fit,
+        _intervals(counts),
+    )
+    model.shifts = _level_shifts(model, grids, floors, cfg, now)
+    model.kinds_now = fit.kind[:, -1, :]
+    return model
+
+
+_STAT = {"count": 0, "mean": 1, "sd": 2, "min": 3, "max": 4}
+
+
+def _floors(cfg: AnomalyConfig, metrics: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Per metric: absolute scale floor and minimum change, from the metric's unit."""
+    return {
+        "scale": np.array([getattr(cfg, f"{UNITS[m]}_scale_floor") for m in metrics]),
+        "change": np.array([getattr(cfg, f"{UNITS[m]}_min_change") for m in metrics]),
+    }
+
+
+def _intervals(counts: np.ndarray) -> np.ndarray:
+    """Seconds between samples per series: an hour over its median hourly sample count."""
+    filled = np.where(counts > 0, counts, np.nan)
+    per_hour = _nanmedian(np.where(np.isnan(filled).all(1, keepdims=True), 1, filled), axis=1)
+    return np.clip(HOUR / np.maximum(per_hour, 1), 1, HOUR)
+
+
+def _fit(grids: dict[str, np.ndarray], floors: dict[str, np.ndarray], cfg: AnomalyConfig) -> _Fit:
+    """Baselines of a batch (series, hour, metric): each hour chooses the richest kind its
+    history allows, falling back when too few lagged hours are present."""
+    mean = grids["mean"]
+    n_hours = mean.shape[1]
+    valid = ~np.isnan(mean)
+    seen = np.maximum.accumulate(valid, axis=1)
+    first = np.where(seen.any(1), np.argmax(valid, axis=1), n_hours)[:, None, :]
+    age = np.arange(n_hours)[None, :, None] - first  # hours since the first valid one
+    options = (
+        (HOUR_OF_WEEK, 168 * np.arange(1, 5), 3, cfg.hour_of_week_days * 24),
+        (HOUR_OF_DAY, 24 * np.arange(1, 8), 4, cfg.hour_of_day_days * 24),
+        (ROLLING, np.arange(1, 25), max(1, cfg.rolling_min_hours), 0),
+    )
+    out = {k: np.full(mean.shape, np.nan) for k in ("base", "within", "between", "lo", "hi")}
+    out["mlo"], out["mhi"] = np.full(mean.shape, np.nan), np.full(mean.shape, np.nan)
+    kind = np.zeros(mean.shape, np.int8)
+    for code, lags, min_valid, min_age in options:
+        at = np.flatnonzero(((kind == NONE) & (age >= min_age)).any(axis=(0, 2)))
+        if at.size == 0:
+            continue  # only the hours still without a baseline are computed
+        stats = _lagged(grids, at, lags, min_valid)
+        take = (kind[:, at] == NONE) & (age[:, at] >= min_age) & ~np.isnan(stats["base"])
+        for k in out:
+            out[k][:, at] = np.where(take, stats[k], out[k][:, at])
+        kind[:, at] = np.where(take, code, kind[:, at])
+    base = out["base"]
+    floor = np.maximum(cfg.scale_floor_rel * np.abs(base), floors["scale"])
+    scale = np.fmax(np.sqrt(np.nan_to_num(out["within"]) ** 2 + out["between"] ** 2), floor)
+    hour_scale = np.fmax(out["between"], floor)
+    change = np.maximum(cfg.min_change_rel * np.abs(base), floors["change"])
+    thr = cfg.score_threshold
+    margin = ENVELOPE_MARGIN * change
+    return _Fit(
+        base=base,
+        scale=scale,
+        lo=np.fmin(np.minimum(base - thr * scale, base - change), out["lo"] - margin),
+        hi=np.fmax(np.maximum(base + thr * scale, base + change), out["hi"] + margin),
+        hour_scale=hour_scale,
+        hour_lo=np.fmin(np.minimum(base - thr * hour_scale, base - change), out["mlo"] - margin),
+        hour_hi=np.fmax(np.maximum(base + thr * hour_scale, base + change), out["mhi"] + margin),
+        kind=kind,
+    )
+
+
+def _lagged(grids: dict[str, np.ndarray], at: np.ndarray, lags: np.ndarray, min_valid: int) -> dict:
+    """Robust statistics of the hours `lags` before each hour of `at`: median of means,
+    pooled 1.4826*MAD, median sd, envelopes (extremes of min/max and of means)."""
+    idx = at[:, None] - lags[None, :]
+    outside = idx < 0
+
+    def gather(name: str) -> np.ndarray:
+        g = grids[name][:, np.clip(idx, 0, None), :]  # (S, H, K, M)
+        g[:, outside, :] = np.nan
+        return np.sort(g, axis=2)  # NaN last
+
+    means = gather("mean")
+    n = (~np.isnan(means)).sum(axis=2)
+    enough = n >= min_valid
+    base = _median_sorted(means, n)
+    spread = MAD_SCALE * _median_sorted(np.sort(np.abs(means - base[:, :, None, :]), 2), n)
+    typical = _nanmedian(np.where(enough, spread, np.nan), axis=1, keepdims=True)
+    sds = gather("sd")
+    lows, highs = gather("min"), gather("max")
+    second = np.where(n >= 8, 1, 0)  # long lag sets (rolling) ignore one past extreme
+    out = {
+        "base": base,
+        "between": np.fmax(spread, typical),
+        "within": _median_sorted(sds, (~np.isnan(sds)).sum(axis=2)),
+        "lo": _pick(lows, second),
+        "hi": _pick(highs, (~np.isnan(highs)).sum(axis=2) - 1 - second),
+        "mlo": _pick(means, second),
+        "mhi": _pick(means, n - 1 - second),
+    }
+    return {k: np.where(enough, v, np.nan) for k, v in out.items()}
+
+
+def _nanmedian(a: np.ndarray, **kwargs: Any) -> Any:
+    """np.nanmedian without the warning for all-NaN slices (they give NaN, as wanted)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(a, **kwargs)
+
+
+def _pick(sorted_: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Element `pos` (per cell) along the lag axis of a sorted gather; NaN when absent."""
+    pos = np.clip(pos, 0, sorted_.shape[2] - 1)
+    return np.take_along_axis(sorted_, pos[:, :, None, :], axis=2)[:, :, 0, :]
+
+
+def _median_sorted(sorted_: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Median along the lag axis of a NaN-last sorted gather with `n` valid values."""
+    lower = _pick(sorted_, (n - 1) // 2)
+    upper = _pick(sorted_, n // 2)
+    return np.where(n > 0, (lower + upper) / 2, np.nan)
+
+
+def _zero_inflated(
+    fit: _Fit,
+    grids: dict[str, np.ndarray],
+    metrics: tuple[str, ...],
+    cfg: AnomalyConfig,
+    window_first: int,
+    floors: dict[str, np.ndarray],
+) -> None:
+    """Counters that were (almost) never nonzero before the window: baseline 0, and any
+    sustained burst above the minimum change is anomalous (a frequency test)."""
+    for m, metric in enumerate(metrics):
+        if metric not in COUNTERS:
+            continue
+        past = grids["max"][:, :window_first, m]
+        hours = (~np.isnan(past)).sum(axis=1)
+        with np.errstate(all="ignore"):
+            rate = (past > 0).sum(axis=1) / hours
+        rare = (hours >= max(1, cfg.rolling_min_hours)) & (rate <= cfg.zero_rate_max)
+        scale = floors["scale"][m]
+        hi = max(cfg.score_threshold * scale, floors["change"][m])
+        for name, value in (
+            ("base", 0.0),
+            ("scale", scale),
+            ("hour_scale", scale),
+            ("hi", hi),
+            ("hour_hi", hi),
+            ("lo", np.nan),
+            ("hour_lo", np.nan),
+            ("kind", ZERO),
+        ):
+            getattr(fit, name)[rare, :, m] = value
+
+
+# --------------------------------------------------------------------------- level shifts
+
+
+def _level_shifts(
+    model: _Model,
+    grids: dict[str, np.ndarray],
+    floors: dict[str, np.ndarray],
+    cfg: AnomalyConfig,
+    now: int,
+) -> list[dict[str, Any]]:
+    """Runs of `changepoint_hours` hourly means beyond their bounds, the same way: each is
+    a new normal. Later hours are refitted on history moved by the shift."""
+    run_hours = max(1, math.ceil(cfg.changepoint_hours))
+    fit = model.fit
+    signs = _hour_signs(fit, grids["mean"])
+    hit = _has_run(signs, run_hours)
+    shifts = []
+    for s, m in zip(*np.nonzero(hit), strict=True):
+        shifts.extend(_shifts_of(model, grids, floors, cfg, int(s), int(m), run_hours, now))
+    return shifts
+
+
+def _hour_signs(fit: _Fit, mean: np.ndarray) -> np.ndarray:
+    """+1 / -1 where an hourly mean is above / below its hourly bounds, else 0."""
+    ordinary = (fit.kind != NONE) & (fit.kind != ZERO)
+    with np.errstate(invalid="ignore"):
+        up = ordinary & (mean > fit.hour_hi)
+        down = ordinary & (mean < fit.hour_lo)
+    return up.astype(np.int8) - down.astype(np.int8)
+
+
+def _has_run(signs: np.ndarray, length: int) -> np.ndarray:
+    """(S, M) True where some run of `length` equal nonzero signs exists along hours."""
+    hit = np.zeros((signs.shape[0], signs.shape[2]), bool)
+    if signs.shape[1] < length:
+        return hit
+    for sign in (1, -1):
+        total = np.cumsum(signs == sign, axis=1, dtype=np.int32)
+        total = np.concatenate([np.zeros_like(total[:, :1]), total], axis=1)
+        hit |= ((total[:, length:] - total[:, :-length]) >= length).any(axis=1)
+    return hit
+
+
+def _first_run(signs: np.ndarray, length: int, start: int) -> int | None:
+    """Index of the first hour >= start that opens a run of `length` equal nonzero signs."""
+    run, prev = 0, 0
+    for h in range(start, signs.size):
+        cur = int(signs[h])
+        run = run + 1 if cur != 0 and cur == prev else int(cur != 0)
+        prev = cur
+        if run >= length:
+            return h - length + 1
+    return None
+
+
+def _shifts_of(
+    model: _Model,
+    grids: dict[str, np.ndarray],
+    floors: dict[str, np.ndarray],
+    cfg: AnomalyConfig,
+    s: int,
+    m: int,
+    run_hours: int,
+    now: int,
+) -> list[dict[str, Any]]:
+    """Walk the change points of series s, metric m in time order; after each, refit the
+    hours from `since + run_hours` on, with the history before `since` moved by the shift."""
+    fit = model.fit
+    one = {k: g[s : s + 1, :, m : m + 1].copy() for k, g in grids.items()}
+    one_floors = {k: v[m : m + 1] for k, v in floors.items()}
+    signs = _hour_signs(_slice(fit, s, m), one["mean"])[0, :, 0]
+    shifts, pos = [], 0
+    while (r := _first_run(signs, run_hours, pos)) is not None:
+        end = r + run_hours
+        moved = one["mean"][0, r:end, 0] - fit.base[s, r:end, m]
+        offset = float(_nanmedian(moved))
+        shifts.append(
+            {
+                "series": s,
+                "metric": m,
+                "hour": model.first_hour + r * HOUR,
+                "known": min(now, model.first_hour + (end - 1) * HOUR),
+                "absorbed_until": model.first_hour + end * HOUR,
+                "value": float(_nanmedian(one["mean"][0, r:end, 0])),
+                "baseline": float(_nanmedian(fit.base[s, r:end, m])),
+                "score": float(_nanmedian(moved / fit.hour_scale[s, r:end, m])),
+                "kind": int(fit.kind[s, r, m]),
+            }
+        )
+        for name in ("mean", "min", "max"):
+            one[name][0, :r, 0] += offset
+        refit = _fit(one, one_floors, cfg)
+        for name in _Fit.__dataclass_fields__:
+            getattr(fit, name)[s, end:, m] = getattr(refit, name)[0, end:, 0]
+        signs[end:] = _hour_signs(_slice(fit, s, m), one["mean"])[0, end:, 0]
+        pos = end
+    return shifts
+
+
+def _slice(fit: _Fit, s: int, m: int) -> _Fit:
+    return _Fit(*(getattr(fit, n)[s : s + 1, :, m : m + 1] for n in _Fit.__dataclass_fields__))
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+def _candidates(
+    ctx: Context, kind: str, model: _Model, start: int, now: int
+) -> list[tuple[str, str, int, tuple]]:
+    """Window samples beyond their hour's bounds (values of the other metrics NULL): the
+    bounds go to PostgreSQL as arrays, only unusual samples come back."""
+    cfg = ctx.config.anomalies
+    lookback = int(cfg.recent_samples * float(model.interval.max()))
+    first = max(0, model.hour_index(start - lookback))
+    last = model.hour_index(now)
+    fit = model.fit
+    hours = np.arange(first, last + 1)
+    n_series, n_hours = len(model.keys), hours.size
+    params: dict[str, Any] = {
+        "start": start - lookback,
+        "now": now,
+        "nodes": [k[0] for k in model.keys for _ in range(n_hours)],
+        "conts": [k[1] for k in model.keys for _ in range(n_hours)],
+        "hours": [model.first_hour + int(h) * HOUR for _ in range(n_series) for h in hours],
+    }
+    for m in range(len(model.metrics)):
+        params[f"lo{m}"] = _nullable(fit.lo[:, first : last + 1, m])
+        params[f"hi{m}"] = _nullable(fit.hi[:, first : last + 1, m])
+    with ctx.store.read() as cur:
+        cur.row_factory = tuple_row
+        queries = ctx.cache("anomaly_queries", dict)  # composing costs more than running
+        key = (kind, model.metrics)
+        if key not in queries:
+            queries[key] = _candidate_query(ctx, kind, model.metrics).as_string(cur)
+        cur.execute(queries[key], params)
+        return cur.fetchall()
+
+
+def _nullable(a: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in a.ravel()]
+
+
+def _candidate_query(ctx: Context, kind: str, metrics: tuple[str, ...]) -> sql.Composed:
+    arrays = [sql.SQL("%(nodes)s::text[], %(conts)s::text[], %(hours)s::bigint[]")]
+    names = [sql.SQL("node_name, container, hour")]
+    values, beyond = [], []
+    for m, metric in enumerate(metrics):
+        arrays.append(
+            sql.SQL("{}::float8[], {}::float8[]").format(
+                sql.Placeholder(f"lo{m}"), sql.Placeholder(f"hi{m}")
+            )
+        )
+        names.append(sql.SQL("{}, {}").format(sql.Identifier(f"lo{m}"), sql.Identifier(f"hi{m}")))
+        test = sql.SQL("({v} < b.{lo} OR {v} > b.{hi})").format(
+            v=clean(metric, "w"), lo=sql.Identifier(f"lo{m}"), hi=sql.Identifier(f"hi{m}")
+        )
+        beyond.append(test)
+        values.append(sql.SQL("CASE WHEN {} THEN {} END").format(test, clean(metric, "w")))
+    return sql.SQL(
+        "SELECT w.node_name, coalesce(w.container_name, '') AS container, w.sample_time, {values}"
+        " FROM {rows} AS w"
+        " JOIN unnest({arrays}) AS b({names})"
+        " ON b.node_name = w.node_name AND b.container = coalesce(w.container_name, '')"
+        " AND b.hour = floor(w.sample_time::float8 / 3600)::bigint * 3600"
+        " WHERE {which} AND ({beyond}) ORDER BY 1, 2, 3"
+    ).format(
+        values=sql.SQL(", ").join(values),
+        rows=window_rows(ctx.store, _read_columns(metrics)),
+        arrays=sql.SQL(", ").join(arrays),
+        names=sql.SQL(", ").join(names),
+        which=sql.SQL("w.") + (NODE_ROW if kind == "node" else CONTAINER_ROW),
+        beyond=sql.SQL(" OR ").join(beyond),
+    )
+
+
+def _read_columns(metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """Columns `clean` reads for `metrics` (free memory is checked against the total)."""
+    extra = ("mem_total_mb",) if "mem_available_mb" in metrics else ()
+    return tuple(dict.fromkeys(metrics + extra))
+
+
+def _invalid_counts(
+    ctx: Context, kind: str, metrics: tuple[str, ...], start: int, now: int
+) -> dict[str, int]:
+    """Values of the window that `clean` dropped (NaN, infinite, negative, absurd)."""
+    query = sql.SQL("SELECT {counts} FROM {rows} AS w WHERE {which}").format(
+        counts=sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(invalid_count(m), sql.Identifier(m)) for m in metrics
+        ),
+        rows=window_rows(ctx.store, _read_columns(metrics)),
+        which=NODE_ROW if kind == "node" else CONTAINER_ROW,
+    )
+    with ctx.store.read() as cur:
+        cur.execute(query, {"start": start, "now": now})
+        row = cur.fetchone() or {}
+    return {m: int(row.get(m) or 0) for m in metrics}
+
+
+# --------------------------------------------------------------------------- episodes
+
+
+def _evaluate(
+    model: _Model, rows: list[tuple], cfg: AnomalyConfig, start: int, now: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Episodes of persistent candidates, level shifts and current scores."""
+    index = {key: i for i, key in enumerate(model.keys)}
+    per: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    for node, container, t, *values in rows:
+        s = index.get((node, container))
+        if s is None:
+            continue
+        for m, v in enumerate(values):
+            if v is not None:
+                per.setdefault((s, m), []).append((int(t), float(v)))
+    anomalies, current = [], {}
+    for (s, m), samples in per.items():
+        episodes = _episodes(model, s, m, samples, cfg)
+        iv = float(model.interval[s])
+        for ep in episodes:
+            if ep["end"] > now - (cfg.recent_samples - 0.5) * iv and ep["recent"]:
+                current[(s, m)] = ep["recent"]
+        shifts = [x for x in model.shifts if x["series"] == s and x["metric"] == m]
+        for ep in episodes:
+            if not start < ep["detected_at"] <= now or _absorbed(ep, shifts):
+                continue
+            anomalies.append(_report(model, s, m, ep, cfg))
+    for shift in model.shifts:
+        if start < shift["known"] <= now:
+            anomalies.append(_report_shift(model, shift, per, cfg))
+    scores = []
+    for s, key in enumerate(model.keys):
+        for m, metric in enumerate(model.metrics):
+            if model.kinds_now[s, m] == NONE:
+                continue
+            score = current.get((s, m), 0.0)
+            scores.append(
+                {
+                    "node_name": key[0],
+                    "container_name": key[1] or None,
+                    "metric": metric,
+                    "score": round_float(score, 3),
+                }
+            )
+    return anomalies, scores
+
+
+def _episodes(
+    model: _Model, s: int, m: int, samples: list[tuple[int, float]], cfg: AnomalyConfig
+) -> list[dict[str, Any]]:
+    """Group candidates of one series and metric into episodes of one sign; an episode
+    counts from the first sample with `persist` of the last `recent_samples` beyond."""
+    fit = model.fit
+    iv = float(model.interval[s])
+    reach = (cfg.recent_samples - 0.5) * iv
+    scored = []
+    for t, v in samples:
+        h = model.hour_index(t)
+        base, scale = fit.base[s, h, m], fit.scale[s, h, m]
+        if math.isnan(base) or not scale > 0:
+            continue
+        scored.append((t, v, (v - base) / scale, float(base), float(scale), int(fit.kind[s, h, m])))
+    episodes: list[dict[str, Any]] = []
+    for ep in _group(scored, iv, cfg):
+        last = [x[2] for x in ep.pop("members") if x[0] > ep["end"] - reach]
+        ep["recent"] = float(np.median(last)) if ep["support"] >= cfg.persist else 0.0
+        episodes.append(ep)
+    return episodes
+
+
+def _group(scored: list[tuple], iv: float, cfg: AnomalyConfig) -> list[dict[str, Any]]:
+    """Episodes of one sign: candidates less than `recent_samples` intervals apart."""
+    reach = (cfg.recent_samples - 0.5) * iv
+    episodes: list[dict[str, Any]] = []
+    for sign in (1, -1):
+        same = [x for x in scored if x[2] * sign > 0]
+        times = np.array([x[0] for x in same], dtype=np.int64)
+        ep: dict[str, Any] | None = None
+        for i, x in enumerate(same):
+            support = i + 1 - int(np.searchsorted(times, x[0] - reach, side="right"))
+            if ep is not None and x[0] - ep["end"] > cfg.recent_samples * iv:
+                _close(ep, episodes)
+                ep = None
+            if ep is None:
+                ep = {"start": x[0], "detected_at": None, "peak": x, "n": 0, "members": []}
+            ep["end"], ep["n"] = x[0], ep["n"] + 1
+            ep["members"].append(x)
+            if abs(x[2]) > abs(ep["peak"][2]):
+                ep["peak"] = x
+            if support >= cfg.persist and ep["detected_at"] is None:
+                ep["detected_at"] = x[0]
+            ep["support"] = support
+        if ep is not None:
+            _close(ep, episodes)
+    return episodes
+
+
+def _close(ep: dict[str, Any], episodes: list[dict[str, Any]]) -> None:
+    """Keep a finished group of candidates only if persistence confirmed it."""
+    if ep["detected_at"] is not None:
+        episodes.append(ep)
+
+
+def _absorbed(ep: dict[str, Any], shifts: list[dict[str, Any]]) -> bool:
+    """True when the episode is the onset of a level shift (reported as the shift)."""
+    return any(ep["end"] >= x["hour"] - HOUR and ep["start"] < x["absorbed_until"] for x in shifts)
+
+
+def _priority(score: float, cfg: AnomalyConfig) -> str:
+    a = abs(score)
+    if a >= cfg.p1_score:
+        return "P1-CRITICAL"
+    if a >= cfg.p2_score:
+        return "P2-WARNING"
+    if a >= cfg.score_threshold:
+        return "P3-ADVISORY"
+    return "INFO"
+
+
+def _report(model: _Model, s: int, m: int, ep: dict[str, Any], cfg: AnomalyConfig) -> dict:
+    t, value, score, base, scale, kind = ep["peak"]
+    node, container = model.keys[s]
+    return {
+        "node_name": node,
+        "container_name": container or None,
+        "metric": model.metrics[m],
+        "value": round_float(value),
+        "baseline": round_float(base),
+        "score": round_float(score, 3),
+        "priority": _priority(score, cfg),
+        "sample_time": t,
+        "kind": "spike" if score > 0 else "dip",
+        "detected_at": ep["detected_at"],
+        "scale": round_float(scale),
+        "baseline_kind": KIND_NAMES.get(kind, "none"),
+        "samples": ep["n"],
+        "window": {"start": ep["start"], "end": ep["end"]},
+    }
+
+
+def _report_shift(
+    model: _Model, shift: dict[str, Any], per: dict[tuple[int, int], list], cfg: AnomalyConfig
+) -> dict:
+    """A change point: the new level since `since` (its first unusual sample, if seen)."""
+    s, m = shift["series"], shift["metric"]
+    node, container = model.keys[s]
+    onset = [
+        t for t, _ in per.get((s, m), []) if shift["hour"] - HOUR <= t < shift["absorbed_until"]
+    ]
+    since = min(onset) if onset else shift["hour"]
+    score = shift["score"]
+    return {
+        "node_name": node,
+        "container_name": container or None,
+        "metric": model.metrics[m],
+        "value": round_float(shift["value"]),
+        "baseline": round_float(shift["baseline"]),
+        "score": round_float(score, 3),
+        "priority": _priority(score, cfg),
+        "sample_time": since,
+        "kind": "level_shift",
+        "since": since,
+        "detected_at": shift["known"],
+        "scale": round_float(abs(shift["value"] - shift["baseline"]) / abs(score) if score else 0),
+        "baseline_kind": KIND_NAMES.get(shift["kind"], "none"),
+        "samples": len(onset),
+        "window": {"start": since, "end": shift["known"]},
+    }
