@@ -375,7 +375,7 @@ def demo(
                 nodes=nodes, containers=containers, days=days, interval=interval, seed=seed
             )
             fleet = load_fleet(store, spec)
-            _print_demo_summary(pg.dsn, fleet)
+            _print_demo_summary(store, pg.dsn, fleet)
             click.echo("press Ctrl-C to stop", err=True)
             threading.Event().wait()
     except KeyboardInterrupt:
@@ -384,14 +384,22 @@ def demo(
         pg.stop()
 
 
-def _print_demo_summary(dsn: str, fleet: Any) -> None:
+def _print_demo_summary(store: Store, dsn: str, fleet: Any) -> None:
+    from .analyzer import PerformanceAnalyzer
+    from .render import to_text
+
     click.echo(f"database: {dsn}  table: {DEFAULT_TABLE}")
     click.echo(
         f"fleet: {fleet.spec.nodes} nodes, {fleet.row_count:,} samples over "
-        f"{fleet.spec.days:g} days"
+        f"{fleet.spec.days:g} days; injected findings:"
     )
     for finding in fleet.truth["findings"]:
         click.echo(f"  {finding['node']}: {finding['kind']}")
+    click.echo()
+    analyzer = PerformanceAnalyzer(store)
+    click.echo(to_text("emergency", analyzer.emergency_health_check(), colour=sys.stdout.isatty()))
+    click.echo()
+    click.echo(f"more: perf-analyzer report daily --dsn {dsn}")
 
 
 def _sigterm_as_interrupt() -> None:
