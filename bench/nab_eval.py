@@ -27,6 +27,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,11 @@ from exporter import PerformanceAnalyzer
 from exporter.schema import init_table
 from exporter.store import Store
 
-NAB_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
+# The project's shared/ folder sits beside the checkout; PERF_ANALYZER_NAB_DIR overrides it.
+NAB_DIR = Path(
+    os.environ.get("PERF_ANALYZER_NAB_DIR")
+    or Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
+)
 MIB = 2**20
 PERIOD = 300  # CloudWatch 5-minute periods: byte counts are per period
 
