@@ -115,6 +115,10 @@ def emergency(r: dict[str, Any], t: Text) -> None:
 
 def availability(r: dict[str, Any], t: Text) -> None:
     t.title(f"📊 SLI COMPLIANCE - last {r['window']['hours']:g} h ({when(r['window']['end'])})")
+    _sli_table(r["nodes"], t)
+
+
+def _sli_table(nodes: list[dict[str, Any]], t: Text) -> None:
     t.table(
         ("node", "availability", "performance", "capacity", "grade"),
         (
@@ -125,7 +129,7 @@ def availability(r: dict[str, Any], t: Text) -> None:
                 pct(n["capacity"]),
                 n["grade"],
             )
-            for n in r["nodes"]
+            for n in nodes
         ),
         lambda row: GRADE_COLOUR.get(row[4]),
     )
@@ -292,20 +296,7 @@ def weekly(r: dict[str, Any], t: Text) -> None:
     )
     t.line()
     t.line("Worst nodes:")
-    t.table(
-        ("node", "availability", "performance", "capacity", "grade"),
-        (
-            (
-                n["node_name"],
-                pct(n["availability"]),
-                pct(n["performance"]),
-                pct(n["capacity"]),
-                n["grade"],
-            )
-            for n in r["worst_nodes"]
-        ),
-        lambda row: GRADE_COLOUR.get(row[4]),
-    )
+    _sli_table(r["worst_nodes"], t)
     t.line()
     patterns({"nodes": r["patterns"]}, t)
     t.line()
