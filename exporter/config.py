@@ -186,6 +186,34 @@ class AlertConfig:
 
 
 @dataclass(frozen=True)
+class RefreshConfig:
+    """Seconds between runs of each analysis in the exporter (0 = every scrape). A scrape
+    that finds an analysis older than this starts it; concurrent scrapes share one run."""
+
+    current: float = 0
+    emergency: float = 0
+    sli: float = 60
+    anomalies: float = 60
+    contention: float = 60
+    capacity: float = 900
+    patterns: float = 900
+    correlation: float = 900
+    thresholds: float = 900
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
+    retry_seconds: float = 5  # a failed analysis is retried no sooner than this
+    max_series: int = 150_000  # about 100 series per node and 1,000 nodes, with room
+    scrape_timeout_seconds: float = 10  # when Prometheus sends no timeout header
+    scrape_timeout_margin_seconds: float = 0.5  # answer this long before Prometheus gives up
+    workers: int = 3  # analyses running at once (the pool holds one more connection)
+    statement_timeout_seconds: float = 30
+    current_window_seconds: int = 300  # the "last 5 minutes" of the current values
+
+
+@dataclass(frozen=True)
 class Config:
     emergency: EmergencyConfig = field(default_factory=EmergencyConfig)
     sli: SliConfig = field(default_factory=SliConfig)
@@ -195,6 +223,7 @@ class Config:
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
     patterns: PatternConfig = field(default_factory=PatternConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
+    exporter: ExporterConfig = field(default_factory=ExporterConfig)
 
 
 # --------------------------------------------------------------------------- loading

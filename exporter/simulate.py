@@ -126,12 +126,14 @@ class Fleet:
         """The truth entry of finding `kind`, or None when the fleet was too small for it."""
         return next((f for f in self.truth["findings"] if f["kind"] == kind), None)
 
-    def copy_chunks(self) -> Iterator[tuple[bytes, int]]:
+    def copy_chunks(self, since: int | None = None) -> Iterator[tuple[bytes, int]]:
         """Yield (BINARY COPY bytes, rows) chunks of a few MB; concatenated they form one
-        complete stream (header first, trailer last) in near time order, like real ingest."""
+        complete stream (header first, trailer last) in near time order, like real ingest.
+        With `since`, only the samples after that time (a live top-up; `row_count` still
+        counts the whole fleet)."""
         pending: tuple[bytes, int] | None = None
         first = True
-        for data, rows in self._row_chunks():
+        for data, rows in self._row_chunks(since):
             if first:
                 data, first = COPY_HEADER + data, False
             if pending is not None:
@@ -144,19 +146,22 @@ class Fleet:
 
     # -- generation -------------------------------------------------------------------
 
-    def _row_chunks(self) -> Iterator[tuple[bytes, int]]:
+    def _row_chunks(self, since: int | None = None) -> Iterator[tuple[bytes, int]]:
         """Per 6-hour block: node rows ordered by (time, node), then container rows."""
         iv = self.spec.interval
         block_s = BLOCK_SLOTS * iv
         names = np.array([n.name for n in self._nodes])
         node_dt, cont_dt = _row_dtype(names.dtype.itemsize, self._container_names.dtype.itemsize)
         c = self.spec.containers
-        for k in range(self.start // block_s, self.end // block_s + 1):
+        first = self.start if since is None else max(self.start, since + 1)
+        for k in range(first // block_s, self.end // block_s + 1):
             t, zs = _block_noise(self.spec, self._nodes, k, self.start, self.end)
             if t.size == 0:
                 continue
             parts = [_model(n, t, z, zc, self) for n, (z, zc) in zip(self._nodes, zs, strict=True)]
             present = np.stack([p["present"] for p in parts]).T.ravel()  # (time, node) order
+            if since is not None:  # only the slots after `since` (live appends)
+                present &= np.repeat(t > since, len(parts))
             b, nn = t.size, len(parts)
 
             rows = _filled(node_dt, b * nn)

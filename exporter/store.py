@@ -32,7 +32,12 @@ MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names: refuse 
 
 
 class StoreError(Exception):
-    """A database problem, described in one sentence without secrets."""
+    """A database problem, described in one sentence without secrets. `unreachable` is
+    True when the database could not be reached at all (not when a query failed)."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 # --------------------------------------------------------------------------- connection info
@@ -152,7 +157,7 @@ def translate(exc: psycopg.Error, dsn: str, table: str) -> StoreError:
             "`perf-analyzer db check` lists what differs"
         )
     if isinstance(exc, psycopg.OperationalError):
-        return StoreError(f"cannot reach PostgreSQL at {target}: {first_line}")
+        return StoreError(f"cannot reach PostgreSQL at {target}: {first_line}", unreachable=True)
     return StoreError(f"database error on {target}: {first_line}")
 
 
@@ -174,12 +179,14 @@ class Store:
         statement_timeout: float = 30.0,
         connect_timeout: float = 5.0,
         pool_size: int = 4,
+        application_name: str = APPLICATION_NAME,
     ) -> None:
         self.table_name = table
         self.table_parts = table_name_parts(table)
         self.table = sql.Identifier(*self.table_parts)
         self.statement_timeout = statement_timeout
         self.connect_timeout = connect_timeout
+        self.application_name = application_name
         self._lock = threading.Lock()
         self._borrowed: psycopg.Connection[Any] | None = None
         self._pool: ConnectionPool | None = None
@@ -207,7 +214,7 @@ class Store:
         """The DSN with our application name and connect timeout."""
         return make_conninfo(
             self.dsn,
-            application_name=APPLICATION_NAME,
+            application_name=self.application_name,
             connect_timeout=max(1, round(self.connect_timeout)),
         )
 
@@ -227,7 +234,9 @@ class Store:
                     open=False,
                     name="perf-analyzer",
                     timeout=self.connect_timeout,
-                    reconnect_timeout=0,  # keep trying for ever: the database may come back
+                    # a connection that died with the server (restart, failover) is found
+                    # and replaced before it is handed out, not after a failed query
+                    check=ConnectionPool.check_connection,
                 )
                 self._pool.open(wait=False)
                 self._owns_pool = True

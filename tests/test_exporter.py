@@ -1,0 +1,346 @@
+"""The exporter over real HTTP and a real PostgreSQL: contract metrics with values that
+match the simulator's truth, single flight, deadlines, database outages, TLS and auth."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import PerformanceAnalyzer, __version__
+from exporter.cli import load_fleet
+from exporter.collector import JOBS, PerfAnalyzerCollector, Scheduler
+from exporter.config import Config, ExporterConfig, RefreshConfig
+from exporter.metrics import METRICS
+from exporter.server import ExporterApp, ExporterServer
+from exporter.simulate import FleetSpec
+from exporter.store import Store
+from exporter.webconfig import load_web_config
+
+DAY = 86400
+
+
+@pytest.fixture(scope="module")
+def live(pg_server):
+    """An 8-day, 14-node fleet whose last sample is now: the exporter runs on the wall clock."""
+    name = pg_server.create_database("live")
+    dsn = pg_server.dsn_for(name)
+    with Store(dsn) as store:
+        fleet = load_fleet(store, FleetSpec(nodes=14, containers=2, days=8))
+    yield dsn, fleet
+    pg_server.drop_database(name)
+
+
+class Running:
+    def __init__(self, dsn: str, config: Config | None = None, web_config: str | None = None):
+        self.config = config or Config()
+        self.name = f"perf-analyzer-test-{id(self)}"
+        self.store = Store(
+            dsn, pool_size=self.config.exporter.workers + 1, application_name=self.name
+        )
+        self.scheduler = Scheduler(PerformanceAnalyzer(self.store, config=self.config), self.config)
+        app = ExporterApp(
+            PerfAnalyzerCollector(self.scheduler),
+            load_web_config(web_config),
+            table="monitor_samples_ring",
+        )
+        self.server = ExporterServer(app, "127.0.0.1:0")
+        self.server.start()
+        self.url = f"{self.server.scheme}://127.0.0.1:{self.server.port}"
+
+    def close(self) -> None:
+        self.server.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def exporter_for():
+    started: list[Running] = []
+
+    def start(dsn: str, **kw) -> Running:
+        started.append(Running(dsn, **kw))
+        return started[-1]
+
+    yield start
+    for r in started:
+        r.close()
+
+
+def scrape(url: str, timeout_header: float | None = None, **kw) -> dict[tuple, float]:
+    headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(timeout_header)} if timeout_header else {}
+    request = urllib.request.Request(url + "/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=60, **kw) as response:
+        text = response.read().decode()
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            values[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return values
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples[("perf_analyzer_" + name, tuple(sorted(labels.items())))]
+
+
+def names(samples: dict) -> set[str]:
+    return {name for name, _ in samples}
+
+
+@pytest.fixture(scope="module")
+def warm(live) -> Iterator[tuple[dict, object]]:
+    """One exporter scraped until every analysis has a result."""
+    dsn, fleet = live
+    running = Running(dsn)
+    try:
+        samples = scrape(running.url, timeout_header=120)
+        yield samples, fleet
+    finally:
+        running.close()
+
+
+def test_every_contract_metric_is_served(warm):
+    samples, _ = warm
+    served = names(samples)
+    for metric in METRICS:
+        if metric.name == "perf_analyzer_series_dropped":
+            continue  # only while the budget cuts something
+        assert metric.name in served, metric.name
+    labelled = {n: dict(labels) for n, labels in samples}
+    for metric in METRICS:
+        if metric.name in labelled:
+            assert set(labelled[metric.name]) == set(metric.labels), metric.name
+    assert value(samples, "build_info", version=__version__) == 1
+    assert value(samples, "database_up") == 1
+
+
+def test_values_match_the_injected_truth(warm):
+    samples, fleet = warm
+    t = fleet.truth_for
+    assert value(samples, "emergency_threat", node=t("cpu_saturation")["node"], check="cpu") == 3
+    assert (
+        value(samples, "emergency_threat", node=t("overheating")["node"], check="temperature") == 3
+    )
+    assert value(samples, "emergency_threat", node=t("iowait_high")["node"], check="iowait") == 2
+    assert value(samples, "emergency_threat", node="node-01", check="cpu") == 0
+    outage = t("outage_gap")["node"]
+    assert value(samples, "sli_compliance_ratio", node=outage, sli="availability") == (
+        pytest.approx(0.875, abs=0.005)
+    )
+    assert value(samples, "health_grade", node=outage, grade="poor") == 1
+    assert value(samples, "health_score", node=outage) == 1
+    assert value(samples, "health_grade", node="node-01", grade="excellent") == 1
+    assert value(samples, "health_score", node=t("cpu_saturation")["node"]) == 0
+    leak = t("memory_leak")
+    tte = value(samples, "time_to_exhaustion_seconds", node=leak["node"], resource="memory")
+    assert tte == pytest.approx(leak["days_to_zero"] * DAY, rel=0.1)
+    assert value(samples, "time_to_exhaustion_seconds", node="node-01", resource="cpu") == (
+        float("inf")
+    )
+    stale = t("stale")
+    assert (
+        value(samples, "node_last_sample_timestamp_seconds", node=stale["node"])
+        == (stale["last_sample_time"])
+    )
+    hot = t("cpu_saturation")["node"]
+    assert value(samples, "anomaly_score", node=hot, container="", metric="cpu_total_pct") > 4
+    assert (
+        value(samples, "anomaly_score", node="node-01", container="", metric="cpu_total_pct") == 0
+    )
+    noisy = t("noisy_neighbour")["node"]
+    assert value(samples, "contention_score", node=noisy, resource="cpu") > 0.5
+    assert value(samples, "cpu_usage_ratio", node=hot) == pytest.approx(0.97, abs=0.01)
+    peak = fleet.truth["nodes"]["node-01"]["peak_hour_utc"]
+    assert abs(value(samples, "workload_peak_hour", node="node-01") - peak) <= 1
+    pair = t("correlated_metrics")
+    assert (
+        value(
+            samples,
+            "metric_correlation",
+            node=pair["node"],
+            metric_a=pair["metric_a"],
+            metric_b=pair["metric_b"],
+        )
+        > 0.7
+    )
+    for priority in ("P1", "P2", "P3"):
+        assert (
+            value(
+                samples,
+                "dynamic_threshold",
+                node="node-01",
+                metric="cpu_total_pct",
+                priority=priority,
+            )
+            > 0
+        )
+
+
+def test_concurrent_scrapes_share_one_run(live, exporter_for):
+    dsn, _ = live
+    slow = RefreshConfig(**{name: 300 for name in JOBS})
+    config = Config(exporter=ExporterConfig(refresh=slow))
+    running = exporter_for(dsn, config=config)
+    barrier = threading.Barrier(20)
+
+    def one(_):
+        barrier.wait()
+        return scrape(running.url, timeout_header=120)
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, range(20)))
+    assert {j.name: j.runs for j in running.scheduler.snapshot()} == dict.fromkeys(JOBS, 1)
+    assert all(value(r, "database_up") == 1 for r in results)
+
+
+def test_deadline_serves_last_results_while_the_table_is_locked(live, exporter_for):
+    dsn, _ = live
+    running = exporter_for(dsn)
+    before = scrape(running.url, timeout_header=120)
+    with psycopg.connect(dsn) as locker:
+        locker.execute("LOCK TABLE monitor_samples_ring IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        during = scrape(running.url, timeout_header=2)
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0
+        # the last good results are still served while the new runs wait on the lock
+        assert value(during, "health_score", node="node-01") == value(
+            before, "health_score", node="node-01"
+        )
+        assert names(during) >= names(before) - {"perf_analyzer_series_dropped"}
+        locker.rollback()  # release the lock
+    time.sleep(1)
+    with psycopg.connect(dsn) as conn:
+        connections = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'perf-analyzer'"
+            " AND datname = current_database()"
+        ).fetchone()[0]
+    assert connections <= running.config.exporter.workers + 1
+
+
+def test_database_outage_and_recovery(tmp_path, exporter_for):
+    from exporter.embedded import FAST_UNSAFE_SETTINGS, EmbeddedPostgres
+
+    pg = EmbeddedPostgres(tmp_path / "pg", settings=FAST_UNSAFE_SETTINGS).start()
+    try:
+        with Store(pg.dsn) as store:
+            load_fleet(store, FleetSpec(nodes=3, containers=1, days=1))
+        fast = Config(exporter=ExporterConfig(retry_seconds=0))
+        running = exporter_for(pg.dsn, config=fast)
+        up = scrape(running.url, timeout_header=60)
+        assert value(up, "database_up") == 1
+        pg.stop()
+        down = scrape(running.url, timeout_header=15)
+        for _ in range(10):
+            if value(down, "database_up") == 0:
+                break
+            down = scrape(running.url, timeout_header=15)
+        assert value(down, "database_up") == 0
+        # the last good analyses are still served, with their success timestamps
+        assert value(down, "health_score", node="node-01") == value(
+            up, "health_score", node="node-01"
+        )
+        assert value(down, "analysis_errors_total", analysis="current") >= 1
+        assert value(down, "analysis_last_run_success", analysis="current") == 0
+        pg.start()
+        again = scrape(running.url, timeout_header=30)
+        for _ in range(10):
+            if value(again, "database_up") == 1:
+                break
+            time.sleep(0.5)
+            again = scrape(running.url, timeout_header=30)
+        assert value(again, "database_up") == 1
+        assert value(again, "analysis_last_run_success", analysis="current") == 1
+    finally:
+        pg.stop()
+
+
+def _analysis_series(samples: dict) -> int:
+    own = (
+        "perf_analyzer_analysis_",
+        "perf_analyzer_build",
+        "perf_analyzer_database",
+        "perf_analyzer_series_dropped",
+    )
+    return sum(1 for name, _ in samples if not name.startswith(own))
+
+
+def test_series_budget_cuts_in_order_and_counts(live, exporter_for):
+    dsn, _ = live
+    full = scrape(exporter_for(dsn).url, timeout_header=120)
+    budget = _analysis_series(full) - 100
+    config = dataclasses.replace(Config(), exporter=ExporterConfig(max_series=budget))
+    cut = scrape(exporter_for(dsn, config=config).url, timeout_header=120)
+    dropped = {
+        dict(labels)["kind"]: v
+        for (n, labels), v in cut.items()
+        if n == "perf_analyzer_series_dropped"
+    }
+    assert _analysis_series(cut) == budget
+    assert 80 <= sum(dropped.values()) <= 120  # the two exporters ran seconds apart
+    assert dropped["container_anomaly_zero"] > 0  # the first to go
+    assert dropped["anomaly"] == 0  # the worst anomalies stay
+    for node in ("node-01", "node-02"):
+        assert value(cut, "health_score", node=node) == value(full, "health_score", node=node)
+
+
+def test_budget_order_exactly():
+    from exporter.exposition import (
+        ANOMALY_HIGH,
+        ANOMALY_ZERO,
+        CONTAINER_ZERO,
+        CORRELATION,
+        apply_budget,
+        sample,
+    )
+
+    samples = [
+        sample("health_score", 4, node="a"),
+        sample("anomaly_score", 9.0, ANOMALY_HIGH, 9.0, node="a", container="", metric="x"),
+        sample("anomaly_score", 5.0, ANOMALY_HIGH, 5.0, node="a", container="", metric="y"),
+        sample("metric_correlation", 0.9, CORRELATION, 0.9, node="a", metric_a="x", metric_b="y"),
+        sample("metric_correlation", 0.7, CORRELATION, 0.7, node="a", metric_a="x", metric_b="z"),
+        sample("anomaly_score", 0, ANOMALY_ZERO, node="a", container="", metric="z"),
+        sample("anomaly_score", 0, CONTAINER_ZERO, node="a", container="c", metric="z"),
+    ]
+    kept, dropped = apply_budget(samples, 3)
+    assert [s.value for s in kept] == [4, 9.0, 5.0]
+    assert dropped["container_anomaly_zero"] == dropped["anomaly_zero"] == 1
+    assert dropped["correlation"] == 2
+    kept, dropped = apply_budget(samples, 2)
+    assert [s.value for s in kept] == [4, 9.0]  # the smaller anomaly goes first
+    assert apply_budget(samples, 100) == (samples, dict.fromkeys(dropped, 0))
+
+
+def test_http_routes(warm, live, exporter_for):
+    dsn, _ = live
+    running = exporter_for(dsn)
+    with urllib.request.urlopen(running.url + "/-/healthy") as r:
+        assert r.status == 200
+    with urllib.request.urlopen(running.url + "/") as r:
+        page = r.read().decode()
+    assert "/metrics" in page and "monitor_samples_ring" in page and "postgres@" not in page
+    for path, method, status in (("/nope", "GET", 404), ("/metrics", "POST", 405)):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(urllib.request.Request(running.url + path, method=method))
+        assert err.value.code == status
+    request = urllib.request.Request(
+        running.url + "/metrics",
+        headers={
+            "Accept": "application/openmetrics-text; version=1.0.0",
+            "X-Prometheus-Scrape-Timeout-Seconds": "60",
+        },
+    )
+    with urllib.request.urlopen(request) as r:
+        body = r.read().decode()
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.rstrip().endswith("# EOF")
+    with urllib.request.urlopen(running.url + "/-/ready") as r:
+        assert r.status == 200
