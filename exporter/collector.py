@@ -2,8 +2,11 @@
 
 - A scrape that finds an analysis older than its interval starts it; concurrent scrapes
   (an HA pair of Prometheus servers) share the run in progress (single flight).
-- A scrape waits for the runs only until its deadline (Prometheus's scrape timeout minus a
-  margin) and otherwise serves the last good result; a run that fails is never cached.
+- A scrape waits, at most until its deadline (Prometheus's scrape timeout minus a margin),
+  for the analyses it must not serve stale: those refreshed every scrape (current values,
+  emergency check) and those that have no result yet. A slower analysis that is merely due
+  refreshes in the background while the scrape serves its last good result, so a 2-second
+  anomaly run never makes a scrape take 2 seconds. A run that fails is never cached.
 - One failing analysis never blanks the others, and nothing raises out of `collect()`.
 - `perf_analyzer_database_up` follows the latest database round trip, whichever analysis
   made it, so it drops to 0 when the database goes away and comes back with it.
@@ -26,7 +29,7 @@ from .analyses import hosts, summary
 from .analyses.common import resolve_now
 from .analyzer import PerformanceAnalyzer
 from .config import Config
-from .exposition import Sample, analysis_samples, apply_budget, families, sample
+from .exposition import Sample, SampleCache, apply_budget, families, sample
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -90,12 +93,16 @@ class Scheduler:
         return bool(self._db_contact and self._db_contact[1])
 
     def refresh(self, deadline: float) -> None:
-        """Start what is due and wait, at most until `deadline` (monotonic), for everything
-        that is running: a scrape never waits past its own timeout."""
+        """Start what is due; wait, at most until `deadline` (monotonic), for the runs whose
+        result must be fresh (every-scrape analyses, analyses without a result yet)."""
         with self._lock:
-            running = [f for job in self.jobs.values() if (f := self._start_if_due(job))]
-        if running:
-            wait(running, timeout=max(0.0, deadline - time.monotonic()))
+            waits = [
+                future
+                for job in self.jobs.values()
+                if (future := self._start_if_due(job)) and (job.interval == 0 or job.result is None)
+            ]
+        if waits:
+            wait(waits, timeout=max(0.0, deadline - time.monotonic()))
 
     def _start_if_due(self, job: JobState) -> Future[None] | None:
         if job.future is not None:
@@ -162,6 +169,8 @@ class PerfAnalyzerCollector:
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.config = scheduler.config
+        self._samples = SampleCache(self.config)
+        self._lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
         return []  # registering must not run the analyses
@@ -177,9 +186,9 @@ class PerfAnalyzerCollector:
         samples = self._self_samples(jobs)
         try:
             results = {j.name: j.result for j in jobs}
-            kept, dropped = apply_budget(
-                analysis_samples(results, self.config), self.config.exporter.max_series
-            )
+            with self._lock:  # concurrent scrapes share one cache
+                analysis = self._samples.samples(results)
+            kept, dropped = apply_budget(analysis, self.config.exporter.max_series)
         except Exception:
             log.exception("building the analysis metrics failed")
             kept, dropped = [], {}

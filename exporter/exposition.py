@@ -218,22 +218,47 @@ FROM_RESULT = {
 }
 
 
-def analysis_samples(results: dict[str, Any], config: Config) -> list[Sample]:
-    """Samples of every analysis that has a result (the last good one)."""
-    emergency = results.get("emergency")
-    critical = None
-    if emergency is not None:
-        critical = {t["node_name"] for t in emergency["threats"] if t["priority"] == "P1-CRITICAL"}
-    ctx = {"critical_nodes": critical, "sli": config.sli}
-    out: list[Sample] = []
-    for job, result in results.items():
-        if result is None:
-            continue
+class SampleCache:
+    """Samples of every analysis that has a result (the last good one), rebuilt only for
+    the analyses whose result changed since the previous scrape: a 15-minute capacity
+    forecast is turned into samples once, not on every scrape."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._cache: dict[str, tuple[tuple[Any, ...], list[Sample]]] = {}
+
+    def samples(self, results: dict[str, Any]) -> list[Sample]:
+        emergency = results.get("emergency")
+        out: list[Sample] = []
+        for job, result in results.items():
+            if result is None:
+                continue
+            # SLI grades follow the emergency check, so they change with it
+            key = (result, emergency) if job == "sli" else (result,)
+            cached = self._cache.get(job)
+            if (
+                cached is None
+                or len(cached[0]) != len(key)
+                or any(a is not b for a, b in zip(cached[0], key, strict=True))
+            ):
+                cached = (key, self._build(job, result, emergency))
+                self._cache[job] = cached
+            out.extend(cached[1])
+        return out
+
+    def _build(self, job: str, result: dict[str, Any], emergency: dict[str, Any] | None):
+        critical = None
+        if emergency is not None:
+            critical = {
+                t["node_name"] for t in emergency["threats"] if t["priority"] == "P1-CRITICAL"
+            }
         try:
-            out.extend(FROM_RESULT[job](result, ctx))
+            return list(
+                FROM_RESULT[job](result, {"critical_nodes": critical, "sli": self.config.sli})
+            )
         except Exception:  # one malformed result must not blank the others
             log.exception("building the metrics of analysis %s failed", job)
-    return out
+            return []
 
 
 # --------------------------------------------------------------------------- budget
