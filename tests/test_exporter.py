@@ -344,3 +344,11 @@ def test_http_routes(warm, live, exporter_for):
     assert body.rstrip().endswith("# EOF")
     with urllib.request.urlopen(running.url + "/-/ready") as r:
         assert r.status == 200
+
+
+def test_readme_documents_every_metric():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for metric in METRICS:
+        assert f"`{metric.name}`" in readme, metric.name
