@@ -52,8 +52,11 @@ class RollupView:
         return self.stats[:, STATS.index(name), self.metrics.index(metric)]
 
     def series(self) -> Iterator[tuple[tuple[str, str], np.ndarray]]:
-        """(key, row indices sorted by hour) per series present in the view."""
-        order = np.lexsort((self.hours, self.ids))
+        """(key, row indices sorted by hour) per series present in the view, in the order
+        of the keys (node, container), whatever order the database returned them in."""
+        rank = np.empty(len(self.keys), np.int64)
+        rank[sorted(range(len(self.keys)), key=self.keys.__getitem__)] = np.arange(len(self.keys))
+        order = np.lexsort((self.hours, rank[self.ids]))
         ids = self.ids[order]
         bounds = np.flatnonzero(np.diff(ids)) + 1
         for rows in np.split(order, bounds):

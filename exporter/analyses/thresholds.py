@@ -18,7 +18,7 @@ Learned thresholds complement the static emergency levels; they are not capped b
 
 Scaling: exact percentile_cont() sorts every history value per node and metric (two passes:
 the median, then the median of deviations). That is kept while the estimated history rows
-(pg_class.reltuples x the history's share of the table's time span) stay below
+(counted over the window, so rows after `now` never change the choice) stay below
 `max_exact_rows`; a larger history is read through TABLESAMPLE SYSTEM (block sampling,
 REPEATABLE so thresholds do not jitter between runs) sized to about `max_exact_rows` rows.
 Rows are appended in time order, so a sampled block holds a minute of the whole fleet and
@@ -48,9 +48,11 @@ METRICS: dict[str, bool] = {
 }
 UPPER_LIMIT = {"cpu_total_pct": 100.0, "cpu_iowait_pct": 100.0}
 
-_ESTIMATE_SQL = sql.SQL(
-    "SELECT (SELECT reltuples FROM pg_class WHERE oid = to_regclass(%(table)s)) AS rows,"
-    " (SELECT min(sample_time) FROM {t}) AS first, (SELECT max(sample_time) FROM {t}) AS last"
+# The history's size decides exact or sampled. It is counted over the window itself (an
+# index range scan on sample_time), never estimated from table statistics: those include
+# rows after `now`, and the answer at `now` must not depend on them.
+_COUNT_SQL = sql.SQL(
+    "SELECT count(*) AS rows FROM {t} WHERE sample_time > %(start)s AND sample_time <= %(now)s"
 )
 
 _QUANTILES_SQL = sql.SQL(
@@ -104,15 +106,11 @@ def generate_alert_config(ctx: Context, *, now: int) -> dict[str, Any]:
 
 def _sample_percent(cur: Any, ctx: Context, start: int, now: int, budget: int) -> float | None:
     """None (read every row) or the TABLESAMPLE percent that reads about `budget` rows."""
-    cur.execute(_ESTIMATE_SQL.format(t=ctx.store.table), {"table": ctx.store.table.as_string(cur)})
-    est = cur.fetchone()
-    rows, first, last = est["rows"], est["first"], est["last"]
-    if rows is None or rows <= 0 or first is None or last is None or last <= first:
+    cur.execute(_COUNT_SQL.format(t=ctx.store.table), {"start": start, "now": now})
+    rows = cur.fetchone()["rows"]
+    if rows <= budget:
         return None
-    share = min(1.0, max(0.0, (min(now, last) - max(start, first)) / (last - first)))
-    if rows * share <= budget:
-        return None
-    return max(0.01, min(100.0, 100.0 * budget / rows))
+    return round(max(0.01, min(100.0, 100.0 * budget / rows)), 2)
 
 
 def _quantiles_sql(ctx: Context, percent: float | None) -> sql.Composable:
