@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client.core import Metric
 
 from . import __version__
-from .analyses import hosts, summary
+from .analyses import hosts, sli, summary
 from .analyses.common import resolve_now
 from .analyzer import PerformanceAnalyzer
 from .config import Config
@@ -42,6 +42,10 @@ def _current(analyzer: PerformanceAnalyzer, config: Config) -> dict[str, Any]:
     return {
         "summary": summary.export_metrics_summary(analyzer.ctx, hours=window, now=now),
         "spans": hosts.node_spans(analyzer.ctx, now),
+        # the SLIs over the same few minutes: what burn-rate rules average over time
+        "sli": sli.system_availability_check(
+            analyzer.ctx, hours=window, now=now, emergency={"threats": []}
+        ),
     }
 
 

@@ -80,6 +80,9 @@ _CURRENT_CONTAINER = {
 def _from_current(result: dict[str, Any], ctx: dict[str, Any]) -> Iterator[Sample]:
     for node, (_, last) in result["spans"].items():
         yield sample("node_last_sample_timestamp_seconds", last, node=node)
+    for n in result["sli"]["nodes"]:
+        for name in ("availability", "performance", "capacity"):
+            yield sample("sli_current_ratio", n[name], node=n["node_name"], sli=name)
     for n in result["summary"]["nodes"]:
         for metric, (column, scale) in _CURRENT_NODE.items():
             avg = n["metrics"].get(column, {}).get("avg")

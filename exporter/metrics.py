@@ -152,6 +152,14 @@ METRICS: tuple[Metric, ...] = (
         analysis="sli",
     ),
     _m(
+        "sli_current_ratio",
+        "Share of the last 5 minutes in compliance, 0..1, per node and SLI: the short-window "
+        "signal that burn-rate rules average over time.",
+        ("node", "sli"),
+        unit="percentunit",
+        analysis="current",
+    ),
+    _m(
         "health_grade",
         "1 for the node's current health grade, 0 for the others.",
         ("node", "grade"),
