@@ -254,6 +254,78 @@ def report(
         click.echo(to_text(name, result, colour=colour))
 
 
+# --------------------------------------------------------------------------- rules
+
+
+@main.command()
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default="alert_rules",
+    show_default=True,
+    help="Folder for the rules, their promtool tests and the Alertmanager example.",
+)
+@click.option(
+    "--runbooks",
+    type=click.Path(dir_okay=False),
+    default="docs/runbooks.md",
+    show_default=True,
+    help="Where to write the runbook (one section per alert).",
+)
+@click.option("--runbook-url-base", default=None, help="Base URL of the runbook in annotations.")
+@click.option("--dashboard-url", default=None, help="URL of the node dashboard in annotations.")
+@click.option(
+    "--job",
+    default="perf-analyzer",
+    show_default=True,
+    help="Prometheus job label of the exporter (for ExporterDown).",
+)
+@config_option
+@click.option(
+    "--dsn",
+    default=None,
+    help="Also write per-node rules from thresholds learned on this database.",
+)
+@click.option("--table", default=DEFAULT_TABLE, show_default=True)
+def rules(
+    output: str,
+    runbooks: str,
+    runbook_url_base: str | None,
+    dashboard_url: str | None,
+    job: str,
+    config_file: str | None,
+    dsn: str | None,
+    table: str,
+) -> None:
+    """Write the Prometheus alert rules, their promtool tests, the Alertmanager example and
+    the runbook; with --dsn also the thresholds learned from history."""
+    from pathlib import Path
+
+    from .generate import rules as rule_files
+    from .generate.alerts import DEFAULT_DASHBOARD_URL, DEFAULT_RUNBOOK_BASE
+
+    config = load_settings(config_file)
+    written = rule_files.write(
+        Path(output),
+        runbook_path=Path(runbooks),
+        runbook_base=runbook_url_base or DEFAULT_RUNBOOK_BASE,
+        dashboard_url=dashboard_url or DEFAULT_DASHBOARD_URL,
+        job=job,
+        config=config,
+    )
+    if dsn:
+        from .analyzer import PerformanceAnalyzer
+        from .generate.learned import LEARNED_FILE, learned_groups
+
+        with PerformanceAnalyzer(Store(dsn, table), config=config) as analyzer:
+            learned = analyzer.generate_alert_config()
+        path = Path(output) / LEARNED_FILE
+        path.write_text(rule_files.dump(learned_groups(learned), "rules --dsn"), encoding="utf-8")
+        written.append(path)
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
 # --------------------------------------------------------------------------- synth
 
 

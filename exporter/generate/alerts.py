@@ -1,0 +1,472 @@
+"""The alert catalogue: one definition per alert (expression, `for`, labels, annotations,
+runbook text and the promtool test data that proves it), from the same configuration the
+analyzer uses.
+
+Priorities follow the original README (P1 critical, P2 warning, P3 advisory) and map to
+the `severity` label that mixin tooling, kube-prometheus inhibitions and PagerDuty
+integrations expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..analyses.emergency import CATALOGUE, CHECKS
+from ..config import Config
+
+SEVERITY = {"P1": "critical", "P2": "warning", "P3": "info"}
+PREFIX = "PerfAnalyzer"
+INF70 = " ".join(["+Inf"] * 71)  # promtool's expanding notation does not take Inf
+INF400 = " ".join(["+Inf"] * 401)
+DEFAULT_RUNBOOK_BASE = "https://github.com/perf-analyzer/perf-analyzer/blob/main/docs/runbooks.md"
+DEFAULT_DASHBOARD_URL = "http://grafana.example/d/perf-analyzer-node/perf-analyzer-node"
+
+
+@dataclass(frozen=True)
+class Case:
+    """promtool test data: input series (name{labels} -> values) and for how long."""
+
+    series: dict[str, str]
+    minutes: int = 60
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    group: str
+    expr: str
+    for_: str
+    priority: str  # P1, P2, P3
+    summary: str
+    description: str  # Prometheus template text
+    action: str  # the immediate action, for the runbook
+    verify: str  # how to confirm, for the runbook
+    fire: Case  # makes the alert fire once `for` has passed
+    calm: Case  # the same series below the threshold: never fires
+    labels: dict[str, str] = field(default_factory=dict)
+    identity: tuple[str, ...] = ("node",)  # labels that identify the finding
+
+    @property
+    def severity(self) -> str:
+        return SEVERITY[self.priority]
+
+    @property
+    def for_minutes(self) -> int:
+        unit = self.for_[-1]
+        return int(self.for_[:-1]) * {"m": 1, "h": 60}[unit]
+
+
+def fmt(value: float) -> str:
+    """A threshold as a person writes it: 0.9, 95, 1e-06, never 0.9000000000000001."""
+    return f"{value:.6g}"
+
+
+def _emergency(config: Config) -> list[Alert]:
+    cfg = config.emergency
+    titles = {
+        "cpu": "Cpu", "memory": "Memory", "temperature": "Temperature", "load": "Load",
+        "swap": "SwapThrashing", "iowait": "IoWait", "network_errors": "NetworkErrors",
+        "stale": "NodeStale",
+    }  # fmt: skip
+    alerts = []
+    for check in CHECKS:
+        item = CATALOGUE[check]
+        levels = getattr(cfg, {"cpu": "cpu_pct", "memory": "mem_available_pct",
+                               "temperature": "temperature_c", "load": "load_per_cpu",
+                               "swap": "swap_growth_mb_per_min", "iowait": "iowait_pct",
+                               "network_errors": "network_errors_per_s",
+                               "stale": "stale_seconds"}[check])  # fmt: skip
+        for priority, level, word, for_ in (
+            ("P1", 3, "Critical", "2m"),
+            ("P2", 2, "Warning", "5m"),
+        ):
+            threshold = levels.p1 if priority == "P1" else levels.p2
+            selector = f'perf_analyzer_emergency_threat{{check="{check}"}}'
+            alerts.append(
+                Alert(
+                    name=f"{PREFIX}{titles[check]}{word}",
+                    group="perf-analyzer-emergency",
+                    expr=f"{selector} >= {level}",
+                    for_="1m" if check == "stale" else for_,
+                    priority=priority,
+                    summary=f"{item.message.split(' - ')[1].capitalize()} ({check} {word.lower()})",
+                    description=(
+                        f"{{{{ $labels.node }}}}: the emergency check {check} is at level "
+                        f"{{{{ $value }}}} ({priority}; threshold {fmt(threshold)} {item.unit})."
+                    ),
+                    action=item.action,
+                    verify=f"`perf-analyzer report emergency` lists the {check} threat with its "
+                    "value, threshold and sample count; the node dashboard shows the trend.",
+                    fire=Case({f'{selector[:-1]},node="n1"}}': f"{level}x70"}),
+                    calm=Case({f'{selector[:-1]},node="n1"}}': f"{level - 1}x70"}),
+                    labels={"check": check},
+                    identity=("node", "check"),
+                )
+            )
+    alerts.append(
+        Alert(
+            name=f"{PREFIX}EmergencyAdvisory",
+            group="perf-analyzer-emergency",
+            expr="perf_analyzer_emergency_threat == 1",
+            for_="15m",
+            priority="P3",
+            summary="An emergency check is at advisory level",
+            description="{{ $labels.node }}: the emergency check {{ $labels.check }} has been at "
+            "P3-ADVISORY for 15 minutes.",
+            action="Nothing urgent: look at the node during working hours before it becomes a "
+            "warning.",
+            verify="`perf-analyzer report emergency` lists the advisories.",
+            fire=Case({'perf_analyzer_emergency_threat{check="cpu",node="n1"}': "1x70"}),
+            calm=Case({'perf_analyzer_emergency_threat{check="cpu",node="n1"}': "0x70"}),
+            identity=("node", "check"),
+        )
+    )
+    return alerts
+
+
+def _slo(config: Config) -> list[Alert]:
+    objective = config.sli.good  # the GOOD grade's boundary is the objective
+    budget = 1 - objective
+    out = []
+    for priority, long, short, factor, for_ in (
+        ("P1", "1h", "5m", 14.4, "2m"),
+        ("P1", "6h", "30m", 6, "15m"),
+        ("P2", "1d", "2h", 3, "1h"),
+        ("P2", "3d", "6h", 1, "3h"),
+    ):
+        name = f"{PREFIX}SliBudgetBurn{'Fast' if factor > 5 else 'Slow'}{long}"
+        threshold = factor * budget
+        out.append(
+            Alert(
+                name=name,
+                group="perf-analyzer-slo",
+                expr=(
+                    f"perf_analyzer:sli_error_ratio:avg{long} > {fmt(threshold)}\n"
+                    f"and perf_analyzer:sli_error_ratio:avg{short} > {fmt(threshold)}"
+                ),
+                for_=for_,
+                priority=priority,
+                summary=f"SLI error budget burning {fmt(factor)}x too fast ({long} and {short})",
+                description=(
+                    "{{ $labels.node }}: the "
+                    "{{ $labels.sli }}"
+                    f" SLI is out of compliance "
+                    "{{ $value | humanizePercentage }} of the time over the last "
+                    f"{long}, a {fmt(factor)}x burn of its {fmt(budget * 100)} % error budget "
+                    f"(objective {fmt(objective * 100)} %)."
+                ),
+                action="Find what makes samples bad: the node dashboard shows which of CPU, "
+                "I/O wait, load, memory or swap crosses its SLI threshold, or whether the node "
+                "stops reporting.",
+                verify="`perf-analyzer report availability --hours 1` gives the ratios.",
+                fire=Case(
+                    {'perf_analyzer_sli_current_ratio{node="n1",sli="performance"}': "0x300"},
+                    minutes=300,
+                ),
+                calm=Case(
+                    {'perf_analyzer_sli_current_ratio{node="n1",sli="performance"}': "1x300"},
+                    minutes=300,
+                ),
+                labels={"slo": f"{fmt(objective * 100)}%"},
+                identity=("node", "sli"),
+            )
+        )
+    return out
+
+
+def recording_rules() -> list[dict[str, str]]:
+    """Error ratio of each SLI over the burn-rate windows, from the 5-minute signal."""
+    return [
+        {
+            "record": f"perf_analyzer:sli_error_ratio:avg{w}",
+            "expr": f"1 - avg_over_time(perf_analyzer_sli_current_ratio[{w}])",
+        }
+        for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+    ]
+
+
+def _health(config: Config) -> list[Alert]:
+    cap = []
+    cap.append(
+        Alert(
+            name=f"{PREFIX}NodeGradePoor",
+            group="perf-analyzer-health",
+            expr="perf_analyzer_health_score <= 1",
+            for_="30m",
+            priority="P2",
+            summary="Node graded POOR or CRITICAL",
+            description="{{ $labels.node }} has been graded POOR or CRITICAL for 30 minutes "
+            "(score {{ $value }}: 1 poor, 0 critical).",
+            action="Open the node dashboard: the SLI panel shows which of availability, "
+            "performance or capacity is below 90 %.",
+            verify="`perf-analyzer report availability` lists the node's ratios and grade.",
+            fire=Case({'perf_analyzer_health_score{node="n1"}': "1x70"}),
+            calm=Case({'perf_analyzer_health_score{node="n1"}': "2x70"}),
+        )
+    )
+    cap.append(
+        Alert(
+            name=f"{PREFIX}CapacityExhaustionImminent",
+            group="perf-analyzer-health",
+            expr="perf_analyzer_time_to_exhaustion_seconds < 2 * 86400\n"
+            "and perf_analyzer_capacity_peak_ratio > 0.9",
+            for_="30m",
+            priority="P1",
+            summary="Resource exhausted within two days",
+            description="{{ $labels.node }}: {{ $labels.resource }} reaches its limit in "
+            "{{ $value | humanizeDuration }} at the current trend, and its daily peak is already "
+            "above 90 %.",
+            action="Add capacity or stop the growth now (a leak: restart the service that grows; "
+            "a workload: move it).",
+            verify="`perf-analyzer report capacity` shows the trend, its r² and the interval.",
+            fire=Case(
+                {
+                    'perf_analyzer_time_to_exhaustion_seconds{node="n1",resource="memory"}': "86400x70",
+                    'perf_analyzer_capacity_peak_ratio{node="n1",resource="memory"}': "0.95x70",
+                }
+            ),
+            calm=Case(
+                {
+                    'perf_analyzer_time_to_exhaustion_seconds{node="n1",resource="memory"}': "86400x70",
+                    'perf_analyzer_capacity_peak_ratio{node="n1",resource="memory"}': "0.5x70",
+                }
+            ),
+            identity=("node", "resource"),
+        )
+    )
+    cap.append(
+        Alert(
+            name=f"{PREFIX}CapacityExhaustionSoon",
+            group="perf-analyzer-health",
+            expr="perf_analyzer_time_to_exhaustion_seconds < 7 * 86400\n"
+            "and perf_analyzer_capacity_peak_ratio > 0.8",
+            for_="1h",
+            priority="P2",
+            summary="Resource exhausted within a week",
+            description="{{ $labels.node }}: {{ $labels.resource }} reaches its limit in "
+            "{{ $value | humanizeDuration }} at the current trend.",
+            action="Plan the capacity change this week: resize, add nodes, or fix the leak.",
+            verify="`perf-analyzer report capacity` shows the forecast and its interval.",
+            fire=Case(
+                {
+                    'perf_analyzer_time_to_exhaustion_seconds{node="n1",resource="cpu"}': "400000x70",
+                    'perf_analyzer_capacity_peak_ratio{node="n1",resource="cpu"}': "0.85x70",
+                }
+            ),
+            calm=Case(
+                {
+                    'perf_analyzer_time_to_exhaustion_seconds{node="n1",resource="cpu"}': INF70,
+                    'perf_analyzer_capacity_peak_ratio{node="n1",resource="cpu"}': "0.85x70",
+                }
+            ),
+            identity=("node", "resource"),
+        )
+    )
+    cap.append(
+        Alert(
+            name=f"{PREFIX}CapacityExhaustionForecast",
+            group="perf-analyzer-health",
+            expr="perf_analyzer_time_to_exhaustion_seconds < 30 * 86400",
+            for_="6h",
+            priority="P3",
+            summary="Resource exhausted within a month",
+            description="{{ $labels.node }}: {{ $labels.resource }} reaches its limit in "
+            "{{ $value | humanizeDuration }} at the current trend.",
+            action="Put the capacity change on the plan for this month.",
+            verify="`perf-analyzer report capacity`.",
+            fire=Case(
+                {
+                    'perf_analyzer_time_to_exhaustion_seconds{node="n1",resource="swap"}': "1000000x400"
+                },
+                minutes=400,
+            ),
+            calm=Case(
+                {'perf_analyzer_time_to_exhaustion_seconds{node="n1",resource="swap"}': INF400},
+                minutes=400,
+            ),
+            identity=("node", "resource"),
+        )
+    )
+    cap.append(
+        Alert(
+            name=f"{PREFIX}AnomalySevere",
+            group="perf-analyzer-health",
+            expr=f"abs(perf_analyzer_anomaly_score) >= {fmt(config.anomalies.p1_score)}",
+            for_="10m",
+            priority="P2",
+            summary="A metric is far outside its usual range",
+            description="{{ $labels.node }}{{ with $labels.container }} (container {{ . }}){{ end }}: "
+            "{{ $labels.metric }} scores "
+            "{{ $value }} robust deviations from its seasonal baseline.",
+            action="Find what changed on the node (deploy, traffic, batch job) at the time the "
+            "anomaly started.",
+            verify="`perf-analyzer report anomalies --hours 1` gives value, baseline and since when.",
+            fire=Case(
+                {
+                    'perf_analyzer_anomaly_score{container="",metric="cpu_total_pct",node="n1"}': "12x70"
+                }
+            ),
+            calm=Case(
+                {
+                    'perf_analyzer_anomaly_score{container="",metric="cpu_total_pct",node="n1"}': "3x70"
+                }
+            ),
+            identity=("node", "container", "metric"),
+        )
+    )
+    cap.append(
+        Alert(
+            name=f"{PREFIX}AnomalySustained",
+            group="perf-analyzer-health",
+            expr=f"abs(perf_analyzer_anomaly_score) >= {fmt(config.anomalies.p2_score)}",
+            for_="15m",
+            priority="P3",
+            summary="A metric is outside its usual range",
+            description="{{ $labels.node }}{{ with $labels.container }} (container {{ . }}){{ end }}: "
+            "{{ $labels.metric }} scores "
+            "{{ $value }} robust deviations from its seasonal baseline.",
+            action="Look at it during working hours; it resolves by itself if the change was "
+            "expected (the detector learns a new normal after a sustained shift).",
+            verify="`perf-analyzer report anomalies`.",
+            fire=Case(
+                {
+                    'perf_analyzer_anomaly_score{container="app",metric="c_rss_mb",node="n1"}': "-7x70"
+                }
+            ),
+            calm=Case(
+                {'perf_analyzer_anomaly_score{container="app",metric="c_rss_mb",node="n1"}': "0x70"}
+            ),
+            identity=("node", "container", "metric"),
+        )
+    )
+    cap.append(
+        Alert(
+            name=f"{PREFIX}ResourceContention",
+            group="perf-analyzer-health",
+            expr="perf_analyzer_contention_score > 0.5",
+            for_="15m",
+            priority="P3",
+            summary="Containers contend for a node's resource",
+            description="{{ $labels.node }}: {{ $labels.resource }} contention score "
+            "{{ $value | humanizePercentage }}.",
+            action="`perf-analyzer report contention` names the top consumer: limit it, or move it.",
+            verify="The node dashboard's container panels show each container's share.",
+            fire=Case({'perf_analyzer_contention_score{node="n1",resource="cpu"}': "0.7x70"}),
+            calm=Case({'perf_analyzer_contention_score{node="n1",resource="cpu"}': "0.2x70"}),
+            identity=("node", "resource"),
+        )
+    )
+    return cap
+
+
+def _exporter(job: str) -> list[Alert]:
+    sel = f'job="{job}"'
+    return [
+        Alert(
+            name=f"{PREFIX}ExporterDown",
+            group="perf-analyzer-exporter",
+            expr=f"up{{{sel}}} == 0 or absent(up{{{sel}}})",
+            for_="5m",
+            priority="P2",
+            summary="perf-analyzer cannot be scraped",
+            description="Prometheus has not scraped perf-analyzer ({{ $labels.instance }}) for "
+            "5 minutes: none of the node findings are current.",
+            action="Check the exporter process (`systemctl status perf-analyzer`, the pod) and "
+            "its /-/healthy endpoint.",
+            verify="The Prometheus targets page shows the scrape error.",
+            fire=Case({f'up{{{sel},instance="pa:10610"}}': "0x70"}),
+            calm=Case({f'up{{{sel},instance="pa:10610"}}': "1x70"}),
+            identity=("instance",),
+        ),
+        Alert(
+            name=f"{PREFIX}DatabaseDown",
+            group="perf-analyzer-exporter",
+            expr="perf_analyzer_database_up == 0",
+            for_="5m",
+            priority="P1",
+            summary="perf-analyzer cannot reach its database",
+            description="perf-analyzer ({{ $labels.instance }}) has not reached PostgreSQL for "
+            "5 minutes; it serves the last good analyses, which are getting old.",
+            action="Check PostgreSQL and the network path; the exporter's log says why the "
+            "connection fails (without the password).",
+            verify="`perf_analyzer_analysis_last_success_timestamp_seconds` stops advancing.",
+            fire=Case({'perf_analyzer_database_up{instance="pa:10610"}': "0x70"}),
+            calm=Case({'perf_analyzer_database_up{instance="pa:10610"}': "1x70"}),
+            identity=("instance",),
+        ),
+        Alert(
+            name=f"{PREFIX}AnalysisFailing",
+            group="perf-analyzer-exporter",
+            expr="perf_analyzer_analysis_last_run_success == 0",
+            for_="15m",
+            priority="P2",
+            summary="An analysis keeps failing",
+            description="perf-analyzer ({{ $labels.instance }}): the {{ $labels.analysis }} "
+            "analysis has failed for 15 minutes; its last good result is being served.",
+            action="Read the exporter's log for the analysis' error (statement timeout, "
+            "permission, missing column: `perf-analyzer db check`).",
+            verify="`perf_analyzer_analysis_errors_total` grows.",
+            fire=Case(
+                {
+                    'perf_analyzer_analysis_last_run_success{analysis="sli",instance="pa:10610"}': "0x70"
+                }
+            ),
+            calm=Case(
+                {
+                    'perf_analyzer_analysis_last_run_success{analysis="sli",instance="pa:10610"}': "1x70"
+                }
+            ),
+            identity=("instance", "analysis"),
+        ),
+        Alert(
+            name=f"{PREFIX}AnalysisStale",
+            group="perf-analyzer-exporter",
+            expr="time() - perf_analyzer_analysis_last_success_timestamp_seconds\n"
+            "> 3 * perf_analyzer_analysis_refresh_interval_seconds + 600",
+            for_="10m",
+            priority="P3",
+            summary="An analysis has not succeeded for a long time",
+            description="perf-analyzer ({{ $labels.instance }}): {{ $labels.analysis }} last "
+            "succeeded {{ $value | humanizeDuration }} ago.",
+            action="Look for slow queries (statement timeouts) or a stuck database connection.",
+            verify="`perf_analyzer_analysis_duration_seconds` of the analysis.",
+            fire=Case(
+                {
+                    'perf_analyzer_analysis_last_success_timestamp_seconds{analysis="capacity",instance="pa:10610"}': "0x70",
+                    'perf_analyzer_analysis_refresh_interval_seconds{analysis="capacity",instance="pa:10610"}': "900x70",
+                }
+            ),
+            calm=Case(
+                {
+                    'perf_analyzer_analysis_last_success_timestamp_seconds{analysis="capacity",instance="pa:10610"}': "0+60x70",
+                    'perf_analyzer_analysis_refresh_interval_seconds{analysis="capacity",instance="pa:10610"}': "900x70",
+                }
+            ),
+            identity=("instance", "analysis"),
+        ),
+        Alert(
+            name=f"{PREFIX}SeriesDropped",
+            group="perf-analyzer-exporter",
+            expr="sum by (instance) (perf_analyzer_series_dropped) > 0",
+            for_="1h",
+            priority="P3",
+            summary="The series budget cuts series",
+            description="perf-analyzer ({{ $labels.instance }}) cuts {{ $value }} series to "
+            "stay within --max-series.",
+            action="Raise --max-series if Prometheus can take it, or shard the fleet.",
+            verify="`perf_analyzer_series_dropped` by kind.",
+            fire=Case(
+                {'perf_analyzer_series_dropped{instance="pa:10610",kind="anomaly_zero"}': "10x70"}
+            ),
+            calm=Case(
+                {'perf_analyzer_series_dropped{instance="pa:10610",kind="anomaly_zero"}': "0x70"}
+            ),
+            identity=("instance",),
+        ),
+    ]
+
+
+def catalogue(config: Config | None = None, *, job: str = "perf-analyzer") -> list[Alert]:
+    """Every alert, in file order."""
+    config = config or Config()
+    return [*_emergency(config), *_slo(config), *_health(config), *_exporter(job)]
