@@ -3,7 +3,9 @@
 - availability: the share of the window's sample intervals in which the node reported.
   The interval is the node's median spacing of samples in the window (60 s if it has too
   few); the window starts at the node's first sample when the node is younger than the
-  window, so a new node is not "down" before it existed;
+  window, so a new node is not "down" before it existed; the newest interval is not judged
+  (its sample may still be in flight), so a sampler a few seconds late never shows as an
+  outage, even in the 5-minute window the burn-rate rules use;
 - performance: the share of samples with CPU, I/O wait and load per CPU below their
   thresholds; capacity: the share with free memory and swap inside theirs. An unknown value
   never makes a sample bad; invalid values are skipped and counted in `data_quality`;
@@ -51,8 +53,10 @@ WITH w AS (
 SELECT w.node_name,
        count(*) AS samples,
        coalesce(max(steps.step), %(default_interval)s) AS interval,
-       count(DISTINCT floor((%(now)s - w.sample_time)
-                            / coalesce(steps.step, %(default_interval)s)::float8)) AS slots,
+       count(DISTINCT floor((%(now)s - coalesce(steps.step, %(default_interval)s) - w.sample_time)
+                            / coalesce(steps.step, %(default_interval)s)::float8))
+           FILTER (WHERE w.sample_time
+                         <= %(now)s - coalesce(steps.step, %(default_interval)s)) AS slots,
        count(*) FILTER (WHERE {perf_known}) AS perf_n,
        count(*) FILTER (WHERE {perf_known} AND {perf_good}) AS perf_good,
        count(*) FILTER (WHERE {cap_known}) AS cap_n,
@@ -142,8 +146,14 @@ def system_availability_check(
         row = rows.get(node)
         first = spans[node][0]
         interval = int(row["interval"]) if row else DEFAULT_INTERVAL
-        expected = min(seconds // interval, (now - max(first, start)) // interval + 1)
-        availability = min(1.0, (row["slots"] if row else 0) / max(expected, 1))
+        # The newest interval is not judged yet: its sample may still be on its way.
+        judged_end = now - interval
+        expected = max(
+            0,
+            min((seconds - interval) // interval, (judged_end - max(first, start)) // interval + 1),
+        )
+        slots = row["slots"] if row else 0
+        availability = min(1.0, slots / expected) if expected else 1.0
         performance = _ratio(row, "perf")
         capacity = _ratio(row, "cap")
         result.append(
