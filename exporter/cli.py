@@ -326,6 +326,28 @@ def rules(
         click.echo(f"wrote {path}")
 
 
+# --------------------------------------------------------------------------- dashboards
+
+
+@main.command()
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default="dashboards",
+    show_default=True,
+    help="Folder for the Grafana dashboard JSON files.",
+)
+@config_option
+def dashboards(output: str, config_file: str | None) -> None:
+    """Write the Grafana dashboards (fleet, node, capacity, exporter) as JSON."""
+    from pathlib import Path
+
+    from .generate.dashboards import write
+
+    for path in write(Path(output), config=load_settings(config_file)):
+        click.echo(f"wrote {path}")
+
+
 # --------------------------------------------------------------------------- synth
 
 
