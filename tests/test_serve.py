@@ -195,3 +195,24 @@ def live_dsn(pg_server):
         load_fleet(store, FleetSpec(nodes=4, containers=1, days=2))
     yield dsn
     pg_server.drop_database(name)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--config", "{tmp}/bad.yml"], "unknown configuration key 'refreshh'"),
+        (["--config", "{tmp}/missing.yml"], "cannot read configuration file"),
+        (["--web.config.file", "{tmp}/missing-web.yml"], "missing-web.yml"),
+        (["--table", 'a.b."c'], "more than one dot"),
+        (["--web.telemetry-path", "metrics"], "must start with /"),
+    ],
+)
+def test_hostile_configuration_fails_at_start(tmp_path: Path, args, fragment):
+    (tmp_path / "bad.yml").write_text("exporter:\n  refreshh: {sli: 5}\n")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    process, _port = start("serve", "--dsn", "postgresql://127.0.0.1:1/db", *args)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode in (1, 2), err
+    lines = [line for line in err.strip().splitlines() if line]
+    assert "Traceback" not in err and fragment in err
+    assert len(lines) <= 3  # one sentence (click adds a usage hint for bad flags)
