@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from exporter.metrics import BY_NAME, GRADES
 from exporter.simulate import FleetSpec
 from exporter.store import Store
 from tests.conftest import require_program
+from tests.harness import Processes
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alert_rules" / "perf-analyzer.rules.yml"
@@ -285,54 +285,6 @@ def test_committed_dashboards_equal_the_generator(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- end to end
-
-
-class Processes:
-    """Child processes with their output in files; stopped in reverse order."""
-
-    def __init__(self, logdir: Path) -> None:
-        self.logdir = logdir
-        self.running: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        with (self.logdir / f"{name}.out").open("wb") as out:
-            process = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        self.running.append((name, process))
-        return process
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"----- {name} (exit {p.poll()}) -----\n"
-            + "\n".join(
-                (self.logdir / f"{name}.out").read_text(errors="replace").splitlines()[-30:]
-            )
-            for name, p in self.running
-        )
-
-    def stop_all(self) -> None:
-        for _, process in reversed(self.running):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for _, process in reversed(self.running):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-
-    def wait_ready(self, name: str, url: str, timeout: float = 30.0) -> None:
-        process = dict(self.running)[name]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert process.poll() is None, f"{name} exited:\n{self.logs()}"
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            time.sleep(0.2)
-        raise AssertionError(f"{name} not ready at {url} after {timeout} s:\n{self.logs()}")
 
 
 def instant(base: str, expr: str) -> list[dict[str, Any]]:
