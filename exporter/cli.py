@@ -22,6 +22,7 @@ import click
 from . import __version__, logs
 from .analyses.common import AnalysisError
 from .schema import COLUMN_NAMES, DEFAULT_TABLE, check_table, init_table
+from .shard import Shard
 from .store import Store, StoreError
 
 log = logging.getLogger("exporter")
@@ -500,6 +501,15 @@ def start_exporter(
     run_exporter(app, listen_address, on_ready=on_ready)
 
 
+def _parse_shard(value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        return Shard.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
 @db_options
 @config_option
@@ -509,6 +519,14 @@ def start_exporter(
     type=click.IntRange(1, 4096),
     default=None,
     help="CPUs of every node (default: estimated per node from the data).",
+)
+@click.option(
+    "--shard",
+    "shard",
+    default=None,
+    metavar="I/N",
+    callback=lambda ctx, param, value: _parse_shard(value),
+    help="Serve only the nodes whose name hashes to shard I of N (run N replicas).",
 )
 @log_options
 def serve(
@@ -520,6 +538,7 @@ def serve(
     web_config_file: str | None,
     max_series: int | None,
     cpu_count: int | None,
+    shard: Shard | None,
 ) -> None:
     """The Prometheus exporter: analyses served on scrape at --web.telemetry-path."""
     config = load_settings(config_file)
@@ -528,6 +547,7 @@ def serve(
         table,
         statement_timeout=config.exporter.statement_timeout_seconds,
         pool_size=config.exporter.workers + 1,
+        shard=shard,
     )
     try:
         start_exporter(

@@ -1,13 +1,15 @@
-"""The Prometheus collector: runs the analyses on scrape, each on its own refresh interval.
+"""The Prometheus collector: analyses refreshed in the background, served as finished text.
 
-- A scrape that finds an analysis older than its interval starts it; concurrent scrapes
-  (an HA pair of Prometheus servers) share the run in progress (single flight).
+- Each analysis runs on its own refresh interval in a small thread pool, started by a
+  ticker whether or not anyone scrapes, and by a scrape that finds it due; concurrent
+  scrapes (an HA pair of Prometheus servers) share the run in progress (single flight).
+- Right after a run, its result is turned into samples and rendered to exposition text
+  once per format; a scrape joins the finished parts. A warm scrape's cost therefore does
+  not grow with the fleet (beyond copying bytes).
 - A scrape waits, at most until its deadline (Prometheus's scrape timeout minus a margin),
-  for the analyses it must not serve stale: those refreshed every scrape (current values,
-  emergency check) and those that have no result yet. A slower analysis that is merely due
-  refreshes in the background while the scrape serves its last good result, so a 2-second
-  anomaly run never makes a scrape take 2 seconds. A run that fails is never cached.
-- One failing analysis never blanks the others, and nothing raises out of `collect()`.
+  only for analyses with interval 0 ("every scrape") and those that have no result yet.
+  A run that fails is never cached: the last good result is served.
+- One failing analysis never blanks the others, and nothing raises out of a scrape.
 - `perf_analyzer_database_up` follows the latest database round trip, whichever analysis
   made it, so it drops to 0 when the database goes away and comes back with it.
 """
@@ -29,7 +31,19 @@ from .analyses import hosts, sli, summary
 from .analyses.common import resolve_now
 from .analyzer import PerformanceAnalyzer
 from .config import Config
-from .exposition import Sample, SampleCache, apply_budget, families, sample
+from .exposition import (
+    CUT_KINDS,
+    OPENMETRICS_EOF,
+    Encoder,
+    Sample,
+    SampleCache,
+    apply_budget,
+    families,
+    is_openmetrics,
+    render,
+    same,
+    sample,
+)
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -91,6 +105,9 @@ class Scheduler:
         )
         self._db_contact: tuple[float, bool] | None = None  # (monotonic, reached)
         self.ever_reached_database = False
+        self.listeners: list[Callable[[], None]] = []  # called after every successful run
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     @property
     def database_up(self) -> bool:
@@ -107,6 +124,22 @@ class Scheduler:
             ]
         if waits:
             wait(waits, timeout=max(0.0, deadline - time.monotonic()))
+
+    def start_ticker(self, period: float = 1.0) -> None:
+        """Refresh the analyses on their intervals in the background, scraped or not, so a
+        scrape finds them ready (analyses with interval 0 still run on scrape)."""
+
+        def tick() -> None:
+            while not self._stop.wait(period):
+                with self._lock:
+                    if self._stop.is_set():
+                        return
+                    for job in self.jobs.values():
+                        if job.interval > 0:
+                            self._start_if_due(job)
+
+        self._ticker = threading.Thread(target=tick, name="ticker", daemon=True)
+        self._ticker.start()
 
     def _start_if_due(self, job: JobState) -> Future[None] | None:
         if job.future is not None:
@@ -154,6 +187,12 @@ class Scheduler:
                 self._db_contact = (time.monotonic(), reached)
                 self.ever_reached_database |= reached
             job.future = None
+        if ok:
+            for listener in self.listeners:
+                try:
+                    listener()
+                except Exception:
+                    log.exception("after analysis=%s: a listener failed", job.name)
 
     def snapshot(self) -> list[JobState]:
         with self._lock:
@@ -163,42 +202,103 @@ class Scheduler:
             ]
 
     def close(self, wait_for_runs: bool = True) -> None:
+        with self._lock:
+            self._stop.set()
         self._executor.shutdown(wait=wait_for_runs, cancel_futures=True)
 
 
 class PerfAnalyzerCollector:
-    """A prometheus_client collector over a Scheduler; builds fresh families every scrape
-    (no long-lived Gauge objects: a node that disappears disappears from the output)."""
+    """Turns the scheduler's last good results into exposition text.
+
+    Every analysis result is turned into samples and rendered to text once per result and
+    format (in the analysis thread, right after the run, for the formats scrapers asked
+    for), so a warm scrape only joins finished parts: its cost does not grow with the fleet
+    except for copying bytes. Fresh families every time, no long-lived Gauge objects: a node
+    that disappears disappears from the output. Over the series budget the slow path cuts
+    samples across analyses in the documented order (`exposition.apply_budget`)."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.config = scheduler.config
         self._samples = SampleCache(self.config)
+        self._parts: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}
+        self._formats: dict[str, Encoder] = {}  # content type -> encoder, as scrapers asked
         self._lock = threading.Lock()
+        scheduler.listeners.append(self._prerender)
 
     def describe(self) -> list[Metric]:
         return []  # registering must not run the analyses
 
     def collect(self, deadline: float | None = None) -> Iterator[Metric]:
+        """The prometheus_client Collector interface (for embedding in another registry)."""
+        self._refresh(deadline)
+        jobs = self.scheduler.snapshot()
+        samples = self._self_samples(jobs)
+        try:
+            kept, dropped = apply_budget(
+                self._samples.samples(self._results(jobs)), self.config.exporter.max_series
+            )
+        except Exception:
+            log.exception("building the analysis metrics failed")
+            kept, dropped = [], {}
+        yield from families(samples + kept + _dropped(dropped))
+
+    def exposition(
+        self, encoder: Encoder, content_type: str, deadline: float | None = None
+    ) -> bytes:
+        """The body of one scrape in the format of `encoder` (its `content_type`)."""
+        with self._lock:
+            self._formats.setdefault(content_type, encoder)
+        self._refresh(deadline)
+        jobs = self.scheduler.snapshot()
+        own = self._self_samples(jobs)
+        try:
+            parts, dropped = self._analysis_parts(self._results(jobs), encoder, content_type)
+        except Exception:
+            log.exception("building the analysis metrics failed")
+            parts, dropped = [], {}
+        body = render(families(own + _dropped(dropped)), encoder) + b"".join(parts)
+        return body + OPENMETRICS_EOF if is_openmetrics(content_type) else body
+
+    def _refresh(self, deadline: float | None) -> None:
         if deadline is None:
             deadline = time.monotonic() + self.config.exporter.scrape_timeout_seconds
         try:
             self.scheduler.refresh(deadline)
-        except Exception:  # never raise out of collect(): serve what we have
+        except Exception:  # never raise out of a scrape: serve what we have
             log.exception("refreshing the analyses failed")
-        jobs = self.scheduler.snapshot()
-        samples = self._self_samples(jobs)
-        try:
-            results = {j.name: j.result for j in jobs}
-            with self._lock:  # concurrent scrapes share one cache
-                analysis = self._samples.samples(results)
-            kept, dropped = apply_budget(analysis, self.config.exporter.max_series)
-        except Exception:
-            log.exception("building the analysis metrics failed")
-            kept, dropped = [], {}
-        samples += kept
-        samples += [sample("series_dropped", n, kind=kind) for kind, n in dropped.items()]
-        yield from families(samples)
+
+    @staticmethod
+    def _results(jobs: list[JobState]) -> dict[str, Any]:
+        return {j.name: j.result for j in jobs}
+
+    def _analysis_parts(
+        self, results: dict[str, Any], encoder: Encoder, content_type: str
+    ) -> tuple[list[bytes], dict[str, int]]:
+        per_job = self._samples.per_job(results)
+        max_series = self.config.exporter.max_series
+        if sum(len(samples) for _, samples in per_job.values()) > max_series:
+            everything = [s for _, samples in per_job.values() for s in samples]
+            kept, dropped = apply_budget(everything, max_series)
+            return [render(families(kept), encoder)], dropped
+        parts = []
+        for job, (key, samples) in per_job.items():
+            with self._lock:
+                cached = self._parts.get((job, content_type))
+            if cached is None or not same(cached[0], key):
+                cached = (key, render(families(samples), encoder))  # outside the lock
+                with self._lock:
+                    self._parts[(job, content_type)] = cached
+            parts.append(cached[1])
+        return parts, dict.fromkeys(CUT_KINDS.values(), 0)
+
+    def _prerender(self) -> None:
+        """After a run: render what changed in every format scraped so far."""
+        with self._lock:
+            formats = list(self._formats.items())
+        results = self._results(self.scheduler.snapshot())
+        for content_type, encoder in formats:
+            self._analysis_parts(results, encoder, content_type)
 
     def _self_samples(self, jobs: list[JobState]) -> list[Sample]:
         out = [
@@ -220,3 +320,7 @@ class PerfAnalyzerCollector:
                     )
                 )
         return out
+
+
+def _dropped(dropped: dict[str, int]) -> list[Sample]:
+    return [sample("series_dropped", n, kind=kind) for kind, n in dropped.items()]

@@ -187,11 +187,12 @@ class AlertConfig:
 
 @dataclass(frozen=True)
 class RefreshConfig:
-    """Seconds between runs of each analysis in the exporter (0 = every scrape). A scrape
-    that finds an analysis older than this starts it; concurrent scrapes share one run."""
+    """Seconds between runs of each analysis in the exporter, which refreshes them in the
+    background; 0 = on every scrape (the scrape waits for it). Concurrent scrapes share
+    one run."""
 
-    current: float = 0
-    emergency: float = 0
+    current: float = 10
+    emergency: float = 10
     sli: float = 60
     anomalies: float = 60
     contention: float = 60

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .analyses.sli import grade as grade_of
@@ -229,25 +231,28 @@ class SampleCache:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._cache: dict[str, tuple[tuple[Any, ...], list[Sample]]] = {}
+        self._lock = threading.Lock()
 
-    def samples(self, results: dict[str, Any]) -> list[Sample]:
+    def per_job(self, results: dict[str, Any]) -> dict[str, tuple[tuple[Any, ...], list[Sample]]]:
+        """job -> (identity key of what its samples were built from, samples)."""
         emergency = results.get("emergency")
-        out: list[Sample] = []
+        out = {}
         for job, result in results.items():
             if result is None:
                 continue
             # SLI grades follow the emergency check, so they change with it
             key = (result, emergency) if job == "sli" else (result,)
-            cached = self._cache.get(job)
-            if (
-                cached is None
-                or len(cached[0]) != len(key)
-                or any(a is not b for a, b in zip(cached[0], key, strict=True))
-            ):
-                cached = (key, self._build(job, result, emergency))
-                self._cache[job] = cached
-            out.extend(cached[1])
+            with self._lock:
+                cached = self._cache.get(job)
+            if cached is None or not same(cached[0], key):
+                cached = (key, self._build(job, result, emergency))  # outside the lock
+                with self._lock:
+                    self._cache[job] = cached
+            out[job] = cached
         return out
+
+    def samples(self, results: dict[str, Any]) -> list[Sample]:
+        return [s for _, samples in self.per_job(results).values() for s in samples]
 
     def _build(self, job: str, result: dict[str, Any], emergency: dict[str, Any] | None):
         critical = None
@@ -262,6 +267,11 @@ class SampleCache:
         except Exception:  # one malformed result must not blank the others
             log.exception("building the metrics of analysis %s failed", job)
             return []
+
+
+def same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """The same objects (results are never mutated, so identity is equality)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 # --------------------------------------------------------------------------- budget
@@ -303,3 +313,30 @@ def families(samples: Iterable[Sample]) -> list[Metric]:
     order = {m: i for i, m in enumerate(BY_NAME)}
     out.sort(key=lambda f: order.get(f.name if f.type != "counter" else f.name + "_total", 0))
     return out
+
+
+# --------------------------------------------------------------------------- text
+
+Encoder = Callable[[Any], bytes]  # prometheus_client's generate_latest of one format
+OPENMETRICS_EOF = b"# EOF\n"
+
+
+class _Static:
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        return self.metrics
+
+
+def render(metrics: list[Metric], encoder: Encoder) -> bytes:
+    """Exposition text of `metrics` in the encoder's format, without OpenMetrics's final
+    `# EOF`, so that parts rendered at different times can be joined into one body (every
+    family comes from one analysis, so parts never split a family)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Static(metrics))
+    return encoder(registry).removesuffix(OPENMETRICS_EOF)
+
+
+def is_openmetrics(content_type: str) -> bool:
+    return content_type.startswith("application/openmetrics-text")

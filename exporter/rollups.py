@@ -31,6 +31,7 @@ from .store import Store
 
 STATS = ("count", "mean", "sd", "min", "max")  # per metric, over the hour's valid values
 SETTLE_SECONDS = 300
+FETCH_SECONDS = 86400  # rows of at most one day per query
 
 
 @dataclass
@@ -128,20 +129,32 @@ class HourlyRollups:
         if store.lo == store.hi:  # empty: start where asked
             store.lo = store.hi = first
         if first < store.lo:
-            store.add(*self._fetch(kind, first, store.lo - 1, inclusive_start=True))
+            store.add(*self._fetch(kind, first, store.lo - 1))
             store.lo = first
         if settled > store.hi:
-            store.add(*self._fetch(kind, store.hi, settled - 1, inclusive_start=True))
+            store.add(*self._fetch(kind, store.hi, settled - 1))
             store.hi = settled
         store.forget_before(store.hi - self.max_seconds)
 
     def _fetch(
-        self, kind: str, start: int, now: int, *, inclusive_start: bool = False
+        self, kind: str, start: int, now: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Aggregate samples with start <= t <= now (inclusive_start) or start <= t."""
+        """Aggregate samples with start <= t <= now, a day at a time: the rows of one day
+        become compact arrays before the next day is read, so a month's first read never
+        holds a month of Python tuples (RSS), and each day's aggregation fits in work_mem."""
+        chunks = [
+            self._fetch_chunk(kind, lo, min(lo + FETCH_SECONDS - 1, now))
+            for lo in range(start, now + 1, FETCH_SECONDS)
+        ]
+        if not chunks:
+            return _empty(len(self._kinds[kind].metrics))
+        ids, hours, samples, stats = (np.concatenate(c) for c in zip(*chunks, strict=True))
+        return ids, hours, samples, stats
+
+    def _fetch_chunk(
+        self, kind: str, start: int, now: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         metrics = self._kinds[kind].metrics
-        if now < start:
-            return _empty(len(metrics))
         aggregates = sql.SQL(", ").join(
             sql.SQL("count({c}), avg({c}), stddev_samp({c}), min({c}), max({c})").format(c=clean(m))
             for m in metrics
@@ -150,10 +163,11 @@ class HourlyRollups:
             "SELECT node_name, coalesce(container_name, '') AS container,"
             " floor(sample_time::float8 / 3600)::bigint * 3600 AS hour, count(*) AS n, {aggs}"
             " FROM {table} WHERE sample_time > %(start)s AND sample_time <= %(now)s"
-            " AND node_name IS NOT NULL AND {which} GROUP BY 1, 2, 3"
+            " AND node_name IS NOT NULL AND {which} AND {shard} GROUP BY 1, 2, 3"
         ).format(
             aggs=aggregates,
             table=self.store.table,
+            shard=self.store.shard_filter,
             which=NODE_ROW if kind == "node" else CONTAINER_ROW,
         )
         with self.store.read() as cur:

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from . import __version__
@@ -96,10 +95,8 @@ class ExporterApp:
 
     def _metrics(self, environ: dict[str, Any], start_response: StartResponse, *, head: bool):
         deadline = time.monotonic() + self._timeout(environ.get(TIMEOUT_HEADER))
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Scrape(self.collector, deadline))
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-        body = encoder(registry)
+        body = self.collector.exposition(encoder, content_type, deadline)
         headers = []
         if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
             body = gzip.compress(body, compresslevel=1)
@@ -154,16 +151,6 @@ class ExporterApp:
         return [body]
 
 
-class _Scrape:
-    """One scrape's view of the collector, carrying that scrape's deadline."""
-
-    def __init__(self, collector: PerfAnalyzerCollector, deadline: float) -> None:
-        self.collector, self.deadline = collector, deadline
-
-    def collect(self):
-        return self.collector.collect(self.deadline)
-
-
 class _Handler(WSGIRequestHandler):
     timeout = REQUEST_TIMEOUT_SECONDS
 
@@ -216,6 +203,7 @@ class ExporterServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self.app.collector.scheduler.start_ticker()
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, name="http", kwargs={"poll_interval": 0.2}, daemon=True
         )

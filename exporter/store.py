@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .schema import DEFAULT_TABLE
+from .shard import ALL, Shard
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +181,14 @@ class Store:
         connect_timeout: float = 5.0,
         pool_size: int = 4,
         application_name: str = APPLICATION_NAME,
+        shard: Shard | None = None,
     ) -> None:
         self.table_name = table
         self.table_parts = table_name_parts(table)
         self.table = sql.Identifier(*self.table_parts)
+        self.shard = shard
+        # every analysis query ANDs this: the rows of this exporter's shard of the nodes
+        self.shard_filter = shard.predicate() if shard else ALL
         self.statement_timeout = statement_timeout
         self.connect_timeout = connect_timeout
         self.application_name = application_name

@@ -232,15 +232,17 @@ def test_database_outage_and_recovery(tmp_path, exporter_for):
     try:
         with Store(pg.dsn) as store:
             load_fleet(store, FleetSpec(nodes=3, containers=1, days=1))
-        fast = Config(exporter=ExporterConfig(retry_seconds=0))
+        often = RefreshConfig(current=1, emergency=1)
+        fast = Config(exporter=ExporterConfig(refresh=often, retry_seconds=0))
         running = exporter_for(pg.dsn, config=fast)
         up = scrape(running.url, timeout_header=60)
         assert value(up, "database_up") == 1
         pg.stop()
         down = scrape(running.url, timeout_header=15)
-        for _ in range(10):
+        for _ in range(30):  # the next background run finds the database gone
             if value(down, "database_up") == 0:
                 break
+            time.sleep(0.5)
             down = scrape(running.url, timeout_header=15)
         assert value(down, "database_up") == 0
         # the last good analyses are still served, with their success timestamps
@@ -251,8 +253,10 @@ def test_database_outage_and_recovery(tmp_path, exporter_for):
         assert value(down, "analysis_last_run_success", analysis="current") == 0
         pg.start()
         again = scrape(running.url, timeout_header=30)
-        for _ in range(10):
-            if value(again, "database_up") == 1:
+        for _ in range(30):
+            if value(again, "database_up") == 1 and value(
+                again, "analysis_last_run_success", analysis="current"
+            ):
                 break
             time.sleep(0.5)
             again = scrape(running.url, timeout_header=30)
@@ -344,6 +348,52 @@ def test_http_routes(warm, live, exporter_for):
     assert body.rstrip().endswith("# EOF")
     with urllib.request.urlopen(running.url + "/-/ready") as r:
         assert r.status == 200
+
+
+def _body(url: str, accept: str) -> str:
+    request = urllib.request.Request(
+        url + "/metrics", headers={"Accept": accept, "X-Prometheus-Scrape-Timeout-Seconds": "120"}
+    )
+    with urllib.request.urlopen(request) as r:
+        return r.read().decode()
+
+
+def test_warm_scrapes_join_parts_rendered_once_in_each_format(live, exporter_for, monkeypatch):
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as openmetrics_families,
+    )
+
+    import exporter.collector as collector_module
+
+    dsn, _ = live
+    slow = RefreshConfig(**{name: 300 for name in JOBS})  # no new result during the test
+    running = exporter_for(dsn, config=Config(exporter=ExporterConfig(refresh=slow)))
+    openmetrics = "application/openmetrics-text; version=1.0.0"
+    text_first = _body(running.url, "text/plain")
+    om_first = _body(running.url, openmetrics)
+    rendered = []
+    real_render = collector_module.render
+    monkeypatch.setattr(
+        collector_module, "render", lambda m, e: rendered.append(len(m)) or real_render(m, e)
+    )
+    text, om = _body(running.url, "text/plain"), _body(running.url, openmetrics)
+    # a warm scrape renders only the exporter's own metrics, once per scrape
+    assert len(rendered) == 2
+    assert len(text.splitlines()) == len(text_first.splitlines()) > 1000
+
+    def samples(families) -> set:
+        return {
+            (s.name, tuple(sorted(s.labels.items())), s.value) for f in families for s in f.samples
+        }
+
+    own = ("perf_analyzer_analysis_", "perf_analyzer_database_up", "perf_analyzer_build")
+    # the strict OpenMetrics parser refuses a family split in two or a missing/extra # EOF
+    assert om.count("# EOF") == 1 and om_first.count("# EOF") == 1
+    om_samples = samples(openmetrics_families(om))
+    text_samples = samples(text_string_to_metric_families(text))
+    assert {s for s in om_samples if not s[0].startswith(own)} == {
+        s for s in text_samples if not s[0].startswith(own)
+    }
 
 
 def test_readme_documents_every_metric():

@@ -94,7 +94,8 @@ def invalid_count(column: str) -> sql.Composable:
 
 
 def window_rows(store: Store, columns: tuple[str, ...] | None = None) -> sql.Composable:
-    """The table's rows in (%(start)s, %(now)s], one per (node, container, sample_time).
+    """The table's rows in (%(start)s, %(now)s], one per (node, container, sample_time), of
+    this exporter's shard of the nodes.
 
     Of duplicate rows the one with the most valid values is kept (a broken copy never hides
     a good sample); rows without a node name are dropped. Parameters: start, now."""
@@ -110,8 +111,8 @@ def window_rows(store: Store, columns: tuple[str, ...] | None = None) -> sql.Com
     return sql.SQL(
         "(SELECT DISTINCT ON (node_name, container_name, sample_time) {cols} FROM {t}"
         " WHERE sample_time > %(start)s AND sample_time <= %(now)s AND node_name IS NOT NULL"
-        " ORDER BY node_name, container_name, sample_time, {quality} DESC)"
-    ).format(cols=cols, t=store.table, quality=quality)
+        " AND {shard} ORDER BY node_name, container_name, sample_time, {quality} DESC)"
+    ).format(cols=cols, t=store.table, shard=store.shard_filter, quality=quality)
 
 
 NODE_ROW = sql.SQL("node_flag IS TRUE")

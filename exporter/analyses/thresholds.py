@@ -53,13 +53,14 @@ UPPER_LIMIT = {"cpu_total_pct": 100.0, "cpu_iowait_pct": 100.0}
 # rows after `now`, and the answer at `now` must not depend on them.
 _COUNT_SQL = sql.SQL(
     "SELECT count(*) AS rows FROM {t} WHERE sample_time > %(start)s AND sample_time <= %(now)s"
+    " AND {shard}"
 )
 
 _QUANTILES_SQL = sql.SQL(
     "WITH h AS MATERIALIZED (SELECT node_name, v.metric, v.x FROM {t} {sample}"
     " CROSS JOIN LATERAL (VALUES {values}) v(metric, x)"
     " WHERE sample_time > %(start)s AND sample_time <= %(now)s AND node_name IS NOT NULL"
-    " AND {node} AND v.x IS NOT NULL),"
+    " AND {node} AND {shard} AND v.x IS NOT NULL),"
     " q AS (SELECT node_name, metric, count(*) AS n, percentile_cont(ARRAY[0.01, 0.05, 0.5,"
     " 0.95, 0.99]) WITHIN GROUP (ORDER BY x) AS p FROM h GROUP BY node_name, metric)"
     " SELECT q.node_name, q.metric, q.n, q.p, m.mad FROM q JOIN (SELECT h.node_name, h.metric,"
@@ -106,7 +107,8 @@ def generate_alert_config(ctx: Context, *, now: int) -> dict[str, Any]:
 
 def _sample_percent(cur: Any, ctx: Context, start: int, now: int, budget: int) -> float | None:
     """None (read every row) or the TABLESAMPLE percent that reads about `budget` rows."""
-    cur.execute(_COUNT_SQL.format(t=ctx.store.table), {"start": start, "now": now})
+    query = _COUNT_SQL.format(t=ctx.store.table, shard=ctx.store.shard_filter)
+    cur.execute(query, {"start": start, "now": now})
     rows = cur.fetchone()["rows"]
     if rows <= budget:
         return None
@@ -122,7 +124,13 @@ def _quantiles_sql(ctx: Context, percent: float | None) -> sql.Composable:
         if percent is not None
         else sql.SQL("")
     )
-    return _QUANTILES_SQL.format(t=ctx.store.table, sample=sample, values=values, node=NODE_ROW)
+    return _QUANTILES_SQL.format(
+        t=ctx.store.table,
+        sample=sample,
+        values=values,
+        node=NODE_ROW,
+        shard=ctx.store.shard_filter,
+    )
 
 
 def _floors(ctx: Context, metric: str, mem_total: float | None) -> tuple[float, ...] | None:
