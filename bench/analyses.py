@@ -40,14 +40,14 @@ def timed(func, *args, **kwargs) -> float:
     return time.perf_counter() - t0
 
 
-def window_pass(dsn: str, days: float) -> float:
+def window_pass(dsn: str, days: float, end: int = END) -> float:
     with psycopg.connect(dsn) as conn:
         return timed(
             lambda: conn.execute(
                 "SELECT node_name, count(*), avg(cpu_total_pct), max(cpu_total_pct),"
                 " avg(mem_available_mb), max(temperature_c) FROM monitor_samples_ring"
-                " WHERE sample_time > %s GROUP BY node_name",
-                (END - days * 86400,),
+                " WHERE sample_time > %s AND sample_time <= %s GROUP BY node_name",
+                (end - days * 86400, end),
             ).fetchall()
         )
 

@@ -1,0 +1,152 @@
+"""The fleet benchmark of issue 7: for one fleet size, in one run and side by side,
+
+- the simulator's COPY rate (generate, COPY, build the indexes);
+- the floor of any 30-day analysis without rollups: one aggregate pass over the window
+  (`SELECT node_name, count(*), avg(..), max(..) ... GROUP BY node_name`), and the naive
+  approach, pulling the window's raw rows into Python (streamed, so a big fleet fits);
+- every analysis cold (a new analyzer, empty rollups) and warm (the same analyzer again,
+  nothing new to read), as a ratio to the pass;
+- the exporter as Prometheus sees it: warm scrape p50/p99 with 4 concurrent scrapers,
+  plain and gzip, and its RSS.
+
+Figures go to bench/results/fleet-<nodes>.json; bench/RESULTS.md is rewritten from every
+size measured so far.
+
+    python bench/fleet.py --nodes 50 --days 30 [--dsn DSN]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from analyses import METHODS, timed, window_pass
+from common import database, load, machine
+from scrape import serve_and_scrape
+
+from exporter import PerformanceAnalyzer
+from exporter.simulate import FleetSpec
+from exporter.store import Store
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+
+
+def naive_pull(dsn: str, start: int) -> float:
+    """Seconds to bring every raw row of the window into Python, a batch at a time."""
+    with psycopg.connect(dsn) as conn, conn.cursor(name="naive") as cur:
+        cur.itersize = 50_000
+        t0 = time.perf_counter()
+        cur.execute("SELECT * FROM monitor_samples_ring WHERE sample_time > %s", (start,))
+        for _ in cur:
+            pass
+        return time.perf_counter() - t0
+
+
+def measure(dsn: str, nodes: int, days: float, scrapers: int) -> dict[str, Any]:
+    end = int(time.time()) // 60 * 60
+    out: dict[str, Any] = {"nodes": nodes, "days": days, "machine": machine()}
+    with Store(dsn) as store:
+        loaded = load(store, FleetSpec(nodes=nodes, days=days, end=end))
+    out["rows"], out["copy_rows_s"] = loaded["rows"], loaded["rows_s"]
+    print(f"loaded {loaded['rows']:,} rows at {loaded['rows_s']:,.0f} rows/s", flush=True)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE monitor_samples_ring")
+    # the exporter first, while the fleet's newest samples are still current
+    out["scrape"] = serve_and_scrape(dsn, scrapers)
+    print(f"scrape: {json.dumps(out['scrape'])}", flush=True)
+    window_pass(dsn, days, end)  # warm the cache the same way for every figure
+    out["pass_s"] = min(window_pass(dsn, days, end) for _ in range(3))
+    out["naive_s"] = naive_pull(dsn, end - int(days * 86400))
+    print(f"pass {out['pass_s']:.2f} s, naive pull {out['naive_s']:.1f} s", flush=True)
+    out["analyses"] = {}
+    for method, kwargs in METHODS:
+        with PerformanceAnalyzer(dsn) as analyzer:
+            run = getattr(analyzer, method)
+            cold = timed(run, now=end, **kwargs)
+            warm = min(timed(run, now=end, **kwargs) for _ in range(2))
+        out["analyses"][method] = {"cold_s": cold, "warm_s": warm}
+        print(f"{method}: cold {cold:.2f} s, warm {warm:.3f} s", flush=True)
+    return out
+
+
+def _p(latency: dict[str, float]) -> str:
+    return f"{latency['p50_ms']:.1f} / {latency['p99_ms']:.1f}"
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    sizes = [r["nodes"] for r in results]
+    head = "| | " + " | ".join(f"{n} nodes" for n in sizes) + " |"
+    rule = "|---|" + "---:|" * len(sizes)
+
+    def row(label: str, cell) -> str:
+        return f"| {label} | " + " | ".join(cell(r) for r in results) + " |"
+
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `python bench/fleet.py --nodes N --days 30` (one run per size; figures of",
+        "one run measured side by side). Fleet: N nodes x 2 containers x 30 days of 1-minute",
+        f"samples. Machine: {results[0]['machine']}; PostgreSQL (embedded) on the same machine.",
+        "Cold = a new analyzer (empty rollups); warm = the same analyzer again (nothing new",
+        "to read). Ratios are to one aggregate pass over the window.",
+        "",
+        head,
+        rule,
+        row("rows", lambda r: f"{r['rows']:,}"),
+        row("COPY (generate, COPY, index), rows/s", lambda r: f"{r['copy_rows_s']:,.0f}"),
+        row("one aggregate pass over the window, ms", lambda r: f"{r['pass_s'] * 1000:,.0f}"),
+        row(
+            "naive raw pull into Python, s (x pass)",
+            lambda r: f"{r['naive_s']:.1f} ({r['naive_s'] / r['pass_s']:.0f}x)",
+        ),
+        row("series per scrape", lambda r: f"{r['scrape']['series']:,}"),
+        row("warm scrape p50 / p99, 4 scrapers, ms", lambda r: _p(r["scrape"]["plain"])),
+        row("same with gzip, ms", lambda r: _p(r["scrape"]["gzip"])),
+        row(
+            "exporter RSS after warm-up / peak, MiB",
+            lambda r: f"{r['scrape']['rss_mib']:.0f} / {r['scrape']['rss_peak_mib']:.0f}",
+        ),
+        row("every analysis ready after start, s", lambda r: f"{r['scrape']['warmup_s']:.0f}"),
+        "",
+        "Each analysis, cold / warm in ms, and (cold / pass, warm / pass):",
+        "",
+        head,
+        rule,
+    ]
+    for method, _ in METHODS:
+
+        def cell(r, method=method) -> str:
+            a = r["analyses"][method]
+            return (
+                f"{a['cold_s'] * 1000:,.0f} / {a['warm_s'] * 1000:,.0f} "
+                f"({a['cold_s'] / r['pass_s']:.2f} / {a['warm_s'] / r['pass_s']:.2f})"
+            )
+
+        lines.append(row(f"`{method}`", cell))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--nodes", type=int, default=50)
+    parser.add_argument("--days", type=float, default=30)
+    parser.add_argument("--scrapers", type=int, default=4)
+    parser.add_argument("--dsn", default=None, help="an empty database to fill")
+    args = parser.parse_args()
+    print(f"machine: {machine()}; fleet {args.nodes} nodes x 2 containers x {args.days:g} days")
+    with database(args.dsn) as dsn:
+        result = measure(dsn, args.nodes, args.days, args.scrapers)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"fleet-{args.nodes}.json").write_text(json.dumps(result, indent=1) + "\n")
+    every = [json.loads(p.read_text()) for p in RESULTS.glob("fleet-*.json")]
+    (HERE / "RESULTS.md").write_text(markdown(sorted(every, key=lambda r: r["nodes"])))
+    print((HERE / "RESULTS.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
