@@ -142,13 +142,28 @@ def init_table(store: Store, *, indexes: bool = True) -> None:
     A bulk load into a new table passes `indexes=False`, loads, then calls again: building
     an index once after COPY is several times cheaper than maintaining it row by row."""
     with store.write() as cur:
-        if len(store.table_parts) == 2:
-            cur.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    sql.Identifier(store.table_parts[0])
-                )
-            )
-        for statement in create_statements(store.table_parts, indexes=indexes):
+        _create(cur, store, create_statements(store.table_parts, indexes=indexes))
+
+
+def _create(cur: psycopg.Cursor[Any], store: Store, statements: list[sql.Composed]) -> None:
+    """The schema, then CREATE TABLE, then each CREATE INDEX (in `INDEXES` order) unless
+    the table already has an index leading with the same columns, under whatever name (a
+    table renamed into place keeps its indexes' old names: no duplicate is built)."""
+    if len(store.table_parts) == 2:
+        cur.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(store.table_parts[0]))
+        )
+    table, *index_statements = statements
+    cur.execute(table)
+    cur.execute(
+        "SELECT array(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
+        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+        " ORDER BY k.ord)::text[] FROM pg_index i WHERE i.indrelid = to_regclass(%s)",
+        (store.table.as_string(cur),),
+    )
+    present = [tuple(_first(row)) for row in cur.fetchall()]
+    for spec, statement in zip(INDEXES, index_statements, strict=False):
+        if not any(columns[: len(spec.columns)] == spec.columns for columns in present):
             cur.execute(statement)
 
 
@@ -465,14 +480,7 @@ def init_partitioned_table(
                 f'table "{name}" is {layout.describe()}, not by RANGE ({PARTITION_KEY}); '
                 "perf-analyzer manages only tables partitioned by day on sample_time"
             )
-        if len(store.table_parts) == 2:
-            cur.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    sql.Identifier(store.table_parts[0])
-                )
-            )
-        for statement in create_statements(store.table_parts, partitioned=True):
-            cur.execute(statement)
+        _create(cur, store, create_statements(store.table_parts, partitioned=True))
         first = min(now, since) if since is not None else now
         return ensure_partitions_in(cur, store.table, first, now + premake_days * DAY)
 

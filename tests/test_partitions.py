@@ -341,3 +341,28 @@ def test_check_explains_layout_and_recommends(fresh_dsn: str) -> None:
         report = check_table(store)
     assert report.usable and report.findings == []
     assert "days in between have none" in report.notes[0]  # 2026-09-22 .. yesterday
+
+
+def test_the_readme_migration(fresh_dsn: str) -> None:
+    """Plain table -> partitioned copy -> swap names; init again builds no duplicate index."""
+    with Store(fresh_dsn) as store:
+        load_fleet(store, FleetSpec(nodes=1, containers=0, days=2, end=END))
+    before = rows_per_day(fresh_dsn, "monitor_samples_ring")
+    with Store(fresh_dsn, "monitor_samples_new") as store:
+        init_partitioned_table(store, since=min(before), now=END)
+    with psycopg.connect(fresh_dsn) as conn:
+        conn.execute("INSERT INTO monitor_samples_new SELECT * FROM monitor_samples_ring")
+        conn.execute("ALTER TABLE monitor_samples_ring RENAME TO monitor_samples_old")
+        conn.execute("ALTER TABLE monitor_samples_new RENAME TO monitor_samples_ring")
+        conn.execute("DROP TABLE monitor_samples_old")
+    with Store(fresh_dsn) as store:
+        assert init_partitioned_table(store, now=END) == []
+        init_table(store)
+        report = check_table(store, now=END)
+    assert report.usable and report.findings == []
+    assert rows_per_day(fresh_dsn, "monitor_samples_ring") == before
+    with psycopg.connect(fresh_dsn) as conn:
+        parent_indexes = conn.execute(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'monitor_samples_ring'::regclass"
+        ).fetchone()[0]
+    assert parent_indexes == len(INDEXES)
