@@ -114,13 +114,13 @@ def prune(
         )
     _drop_partitions(store, layout, result, say)
     today = day_start(now)
-    if premake_days:
+    if premake_days and layout.default is None:  # (a DEFAULT partition takes those rows)
         if dry_run:
             result.created = [
                 partition_name(layout.name, lo)
                 for lo, _ in layout.gaps(today, today + (premake_days + 1) * DAY)
             ]
-        elif layout.default is None:
+        else:
             result.created = ensure_partitions(store, today, today + premake_days * DAY)
     return result
 
