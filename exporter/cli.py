@@ -21,7 +21,7 @@ import click
 
 from . import __version__, logs
 from .analyses.common import AnalysisError
-from .schema import COLUMN_NAMES, DEFAULT_TABLE, check_table, init_table
+from .schema import COLUMN_NAMES, DEFAULT_TABLE, check_table, ensure_partitions, init_table
 from .shard import Shard
 from .store import Store, StoreError
 
@@ -122,31 +122,159 @@ def log_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @main.group()
 def db() -> None:
-    """Create or check the samples table."""
+    """Create, check and prune the samples table."""
 
 
 @db.command("init")
 @db_options
-def db_init(dsn: str | None, table: str) -> None:
+@click.option(
+    "--partitioned",
+    is_flag=True,
+    help="Partition the table by day on sample_time (RANGE), so `db prune` drops whole days.",
+)
+@click.option(
+    "--premake-days",
+    type=click.IntRange(0, 366),
+    default=7,
+    show_default=True,
+    help="With --partitioned: also create the partitions of this many days after today.",
+)
+@click.option(
+    "--from",
+    "since",
+    default=None,
+    metavar="TIME",
+    help="With --partitioned: create the daily partitions from this day on too (unix seconds "
+    "or ISO 8601), e.g. the oldest sample of a table you will copy in.",
+)
+def db_init(
+    dsn: str | None, table: str, partitioned: bool, premake_days: int, since: str | None
+) -> None:
     """Create the samples table and the indexes the analyses need (idempotent)."""
+    from .schema import init_partitioned_table
+
+    if since is not None and not partitioned:
+        raise click.BadParameter("--from only applies with --partitioned", param_hint="--from")
     with Store(dsn, table) as store:
-        init_table(store)
-        click.echo(f"table {table} and its indexes are ready in {store.target}")
+        if not partitioned:
+            init_table(store)
+            click.echo(f"table {table} and its indexes are ready in {store.target}")
+            return
+        first = parse_time(since) if since is not None else None
+        created = init_partitioned_table(store, premake_days=premake_days, since=first)
+        made = f"created {len(created)} daily partitions" if created else "no partition needed"
+        click.echo(
+            f"table {table} (partitioned by day on sample_time) and its indexes are ready in "
+            f"{store.target}; {made}" + (f" ({created[0]} .. {created[-1]})" if created else "")
+        )
 
 
 @db.command("check")
 @db_options
 def db_check(dsn: str | None, table: str) -> None:
-    """Compare a table with the expected schema; exit 0 only when the analyses can run."""
+    """Compare a table with the expected schema, describe how it is stored (plain or
+    partitioned, size, rows, days) and recommend; exit 0 only when the analyses can run."""
     with Store(dsn, table) as store:
         report = check_table(store)
+    for note in report.notes:
+        click.echo(f"info: {note}")
     for finding in report.findings:
         click.echo(f"{finding.level}: {finding.message}")
+    for recommendation in report.recommendations:
+        click.echo(f"recommendation: {recommendation}")
     if report.usable:
         rows = f" (about {report.rows_estimate:,} rows)" if report.rows_estimate else ""
         click.echo(f"table {table} is usable{rows}")
     else:
         raise SystemExit(1)
+
+
+@db.command("prune")
+@db_options
+@click.option(
+    "--keep-days",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Keep the samples of this many days (24 h each) before now; remove older ones.",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; change nothing.")
+@click.option(
+    "--allow-delete",
+    is_flag=True,
+    help="On a plain (unpartitioned) table, DELETE the old rows in batches (then VACUUM).",
+)
+@click.option(
+    "--premake-days",
+    type=click.IntRange(0, 366),
+    default=7,
+    show_default=True,
+    help="On a partitioned table, also create the partitions of this many days ahead.",
+)
+@click.option(
+    "--batch-rows",
+    type=click.IntRange(100, 10_000_000),
+    default=50_000,
+    show_default=True,
+    help="Rows per DELETE transaction with --allow-delete.",
+)
+@click.option(
+    "--at", "at", default=None, help="Prune as of this moment instead of now (unix or ISO 8601)."
+)
+def db_prune(
+    dsn: str | None,
+    table: str,
+    keep_days: int,
+    dry_run: bool,
+    allow_delete: bool,
+    premake_days: int,
+    batch_rows: int,
+    at: str | None,
+) -> None:
+    """Remove samples older than --keep-days: whole daily partitions of a partitioned
+    table (cheap, no bloat); on a plain table only with --allow-delete."""
+    from .retention import prune
+    from .schema import utc_minute
+
+    now = parse_time(at) if at else None
+    with Store(dsn, table) as store:
+        result = prune(
+            store,
+            keep_days,
+            now=now,
+            dry_run=dry_run,
+            allow_delete=allow_delete,
+            premake_days=premake_days,
+            batch_rows=batch_rows,
+            progress=click.echo,
+        )
+    before = utc_minute(result.cutoff)
+    if result.partitioned:
+        click.echo(
+            f"{'would drop' if dry_run else 'dropped'} {len(result.dropped)} partitions "
+            f"({result.rows:,} rows) entirely older than {before}; kept {result.kept}"
+        )
+        if result.created:
+            click.echo(
+                f"{'would create' if dry_run else 'created'} {len(result.created)} partitions "
+                "ahead: " + ", ".join(result.created)
+            )
+    else:
+        click.echo(
+            f"{'would delete' if dry_run else 'deleted'} {result.rows:,} rows older than "
+            f"{before}" + (f" in {result.batches} batches" if result.batches else "")
+        )
+        if result.rows and not dry_run:
+            click.echo(
+                f"run VACUUM (ANALYZE) on table {table} now so the space is reused (VACUUM FULL "
+                "or pg_repack returns it to the operating system, with a long lock)"
+            )
+    if keep_days < 31:
+        click.echo(
+            f"note: capacity planning reads 30 days by default; keeping {keep_days} shortens "
+            "its history"
+        )
+    if dry_run:
+        click.echo("dry run: nothing changed")
 
 
 # --------------------------------------------------------------------------- report
@@ -384,6 +512,7 @@ def load_fleet(store: Store, spec: Any) -> Any:
 
     fleet = simulate(spec)
     init_table(store, indexes=False)
+    ensure_partitions(store, fleet.start, fleet.end)  # a partitioned table: the fleet's days
     label = f"loading {fleet.row_count:,} rows"
     with click.progressbar(length=fleet.row_count, label=label, file=sys.stderr) as bar:
         store.copy_in(COLUMN_NAMES, fleet.copy_chunks(), progress=bar.update)

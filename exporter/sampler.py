@@ -29,7 +29,7 @@ from typing import Any
 
 from psycopg import sql
 
-from .schema import COLUMN_NAMES
+from .schema import COLUMN_NAMES, ensure_partitions_in
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -525,7 +525,10 @@ def write_rows(store: Store, rows: list[dict[str, Any]]) -> int:
         sql.SQL(", ").join(map(sql.Identifier, columns)),
         sql.SQL(", ").join(sql.Placeholder() * len(columns)),
     )
+    times = [t for r in rows if isinstance(t := r.get("sample_time"), int | float)]
     with store.write() as cur:
+        if times:  # a table partitioned by day: its partition for today (usually made)
+            ensure_partitions_in(cur, store.table, min(times), max(times))
         cur.executemany(statement, [tuple(r.get(c) for c in columns) for r in rows])
     return len(rows)
 

@@ -146,6 +146,11 @@ def translate(exc: psycopg.Error, dsn: str, table: str) -> StoreError:
         )
     if isinstance(exc, errors.InsufficientPrivilege):
         return StoreError(f"permission denied on {target}: {first_line}")
+    if isinstance(exc, errors.LockNotAvailable):
+        return StoreError(
+            f"a lock on {target} was not granted in time ({first_line}); a long query or "
+            "another maintenance command holds the table: try again"
+        )
     if isinstance(exc, errors.QueryCanceled):
         return StoreError(f"a query on {target} was cancelled: {first_line}")
     if isinstance(exc, errors.ReadOnlySqlTransaction):
@@ -304,6 +309,27 @@ class Store:
                 conn.transaction(),
                 conn.cursor() as cur,
             ):
+                yield cur
+        except psycopg.Error as exc:
+            raise translate(exc, self.dsn, self.table_name) from None
+
+    @contextmanager
+    def autocommit(self) -> Iterator[psycopg.Cursor[Any] | None]:
+        """A cursor outside any transaction block, for the maintenance statements that
+        PostgreSQL refuses inside one (ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY).
+
+        Its own connection, like `write`; None for a borrowed connection that is not in
+        autocommit mode (the caller then falls back to a transaction)."""
+        try:
+            if self._borrowed is not None:
+                with self._lock:
+                    if not self._borrowed.autocommit:
+                        yield None
+                        return
+                    with self._borrowed.cursor() as cur:
+                        yield cur
+                return
+            with psycopg.connect(self.conninfo, autocommit=True) as conn, conn.cursor() as cur:
                 yield cur
         except psycopg.Error as exc:
             raise translate(exc, self.dsn, self.table_name) from None
