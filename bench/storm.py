@@ -38,6 +38,14 @@ def connections(dsn: str) -> int:
         ).fetchone()[0]
 
 
+def watch(pid: int, dsn: str, every: float, stop: threading.Event, out: list) -> None:
+    """(seconds since start, RSS MiB, threads, exporter connections) every `every` s."""
+    t0 = time.monotonic()
+    while not stop.wait(every):
+        status = process_status(pid)
+        out.append((time.monotonic() - t0, status["rss_mib"], status["threads"], connections(dsn)))
+
+
 def storm(url: str, scrapers: int, seconds: float) -> tuple[int, int]:
     done, failed = [0], [0]
     stop = time.monotonic() + seconds
@@ -79,12 +87,22 @@ def run(dsn: str, scrapers: int, seconds: float) -> dict[str, float]:
                 time.sleep(0.2)
         storm(url, 4, 10)  # warm: every analysis has run, caches are full
         before = process_status(process.pid) | {"connections": connections(dsn)}
+        samples: list[tuple[float, float, int, int]] = []
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=watch, args=(process.pid, dsn, max(1.0, seconds / 20), stop, samples)
+        )
+        watcher.start()
         done, failed = storm(url, scrapers, seconds)
+        stop.set()
+        watcher.join()
         time.sleep(2)
         after = process_status(process.pid) | {"connections": connections(dsn)}
         return {
             "scrapes": done,
             "failed": failed,
+            "samples": samples,
+            "max_connections": max((c for *_, c in samples), default=0),
             **{f"{k}_before": v for k, v in before.items()},
             **{f"{k}_after": v for k, v in after.items()},
         }
@@ -114,7 +132,12 @@ def main() -> None:
     print(
         f"RSS {r['rss_mib_before']:.0f} -> {r['rss_mib_after']:.0f} MiB; threads "
         f"{r['threads_before']:.0f} -> {r['threads_after']:.0f}; database connections "
-        f"{r['connections_before']:.0f} -> {r['connections_after']:.0f}"
+        f"{r['connections_before']:.0f} -> {r['connections_after']:.0f} "
+        f"(at most {r['max_connections']} seen during the storm)"
+    )
+    print(
+        "RSS during the storm (s: MiB):",
+        ", ".join(f"{t:.0f}: {m:.0f}" for t, m, *_ in r["samples"]),
     )
 
 

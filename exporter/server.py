@@ -174,6 +174,7 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = False  # in-flight scrapes finish on shutdown
     block_on_close = True
     allow_reuse_address = True
+    request_queue_size = 128  # listen backlog: 50 scrapers connecting at once are not refused
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("http request from %s failed", client_address[0], exc_info=True)

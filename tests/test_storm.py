@@ -30,3 +30,4 @@ def test_scrape_storm_leaks_nothing(pg_server):
     assert r["rss_mib_after"] <= r["rss_mib_before"] * 1.15 + 10
     assert r["threads_after"] <= r["threads_before"] + 2
     assert r["connections_after"] <= 4  # the pool: 3 workers + 1
+    assert r["max_connections"] <= 4  # also while the storm lasted
