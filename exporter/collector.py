@@ -223,6 +223,9 @@ class PerfAnalyzerCollector:
         self._samples = SampleCache(self.config)
         self._parts: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}
         self._formats: dict[str, Encoder] = {}  # content type -> encoder, as scrapers asked
+        # content type -> (what the last body was joined from, the body): between two
+        # analysis runs every scrape returns the same bytes (and the server its same gzip)
+        self._bodies: dict[str, tuple[tuple[bytes, ...], bytes]] = {}
         self._lock = threading.Lock()
         scheduler.listeners.append(self._prerender)
 
@@ -257,8 +260,18 @@ class PerfAnalyzerCollector:
         except Exception:
             log.exception("building the analysis metrics failed")
             parts, dropped = [], {}
-        body = render(families(own + _dropped(dropped)), encoder) + b"".join(parts)
-        return body + OPENMETRICS_EOF if is_openmetrics(content_type) else body
+        head = render(families(own + _dropped(dropped)), encoder)
+        key = (head, *parts)
+        with self._lock:
+            cached = self._bodies.get(content_type)
+        if cached is not None and cached[0][0] == head and same(cached[0][1:], key[1:]):
+            return cached[1]  # nothing changed since the last scrape: the same bytes object
+        body = head + b"".join(parts)
+        if is_openmetrics(content_type):
+            body += OPENMETRICS_EOF
+        with self._lock:
+            self._bodies[content_type] = (key, body)
+        return body
 
     def _refresh(self, deadline: float | None) -> None:
         if deadline is None:

@@ -59,10 +59,16 @@ class ExporterApp:
         self.auth = web.basic_auth()
         self.telemetry_path = telemetry_path
         self.table = table
+        self._gzipped: dict[str, tuple[bytes, bytes]] = {}  # content type -> (body, gzip)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
-        path = environ.get("PATH_INFO", "/")
+        body = self._route(environ, start_response, method, environ.get("PATH_INFO", "/"))
+        return [b""] if method == "HEAD" else body  # HEAD: the headers of GET, no body
+
+    def _route(
+        self, environ: dict[str, Any], start_response: StartResponse, method: str, path: str
+    ) -> list[bytes]:
         if self.auth.enabled and not self.auth.check(environ.get("HTTP_AUTHORIZATION")):
             return self._reply(
                 start_response,
@@ -78,7 +84,7 @@ class ExporterApp:
                 extra=[("Allow", "GET, HEAD")],
             )
         if path == self.telemetry_path:
-            return self._metrics(environ, start_response, head=method == "HEAD")
+            return self._metrics(environ, start_response)
         if path == "/":
             return self._reply(
                 start_response, "200 OK", self._landing(), "text/html; charset=utf-8"
@@ -93,22 +99,21 @@ class ExporterApp:
             )
         return self._reply(start_response, "404 Not Found", b"Not Found\n")
 
-    def _metrics(self, environ: dict[str, Any], start_response: StartResponse, *, head: bool):
+    def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         deadline = time.monotonic() + self._timeout(environ.get(TIMEOUT_HEADER))
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
         body = self.collector.exposition(encoder, content_type, deadline)
         headers = []
         if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
-            body = gzip.compress(body, compresslevel=1)
+            cached = self._gzipped.get(content_type)
+            if cached is not None and cached[0] is body:  # the collector's unchanged body
+                body = cached[1]
+            else:
+                compressed = gzip.compress(body, compresslevel=1)
+                self._gzipped[content_type] = (body, compressed)
+                body = compressed
             headers.append(("Content-Encoding", "gzip"))
-        return self._reply(
-            start_response,
-            "200 OK",
-            b"" if head else body,
-            content_type,
-            extra=headers,
-            length=len(body),
-        )
+        return self._reply(start_response, "200 OK", body, content_type, extra=headers)
 
     def _timeout(self, header: str | None) -> float:
         """Seconds this scrape may take: Prometheus's timeout header minus a margin."""
@@ -140,11 +145,10 @@ class ExporterApp:
         content_type: str = "text/plain; charset=utf-8",
         *,
         extra: list[tuple[str, str]] | None = None,
-        length: int | None = None,
     ) -> list[bytes]:
         headers = [
             ("Content-Type", content_type),
-            ("Content-Length", str(len(body) if length is None else length)),
+            ("Content-Length", str(len(body))),
         ]
         headers += list(self.web.headers.items()) + (extra or [])
         start_response(status, headers)

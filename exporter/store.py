@@ -244,6 +244,9 @@ class Store:
                     open=False,
                     name="perf-analyzer",
                     timeout=self.connect_timeout,
+                    # after an outage, give up a backed-off reconnection soon so that the
+                    # next request tries again at once (recovery in seconds, not minutes)
+                    reconnect_timeout=2 * self.connect_timeout,
                     # a connection that died with the server (restart, failover) is found
                     # and replaced before it is handed out, not after a failed query
                     check=ConnectionPool.check_connection,
@@ -280,14 +283,19 @@ class Store:
 
     @contextmanager
     def read(self, *, timeout: float | None = None) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
-        """A dict-row cursor in a READ ONLY transaction bounded by `statement_timeout`."""
+        """A dict-row cursor in a READ ONLY transaction bounded by `statement_timeout` (or a
+        longer `timeout`); lock waits are bounded by `statement_timeout` in any case."""
         ms = int(1000 * (timeout if timeout is not None else self.statement_timeout))
+        lock_ms = min(ms, int(1000 * self.statement_timeout))
         try:
             with self.connection() as conn:
                 self._refuse_open_transaction(conn)
                 with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
                     cur.execute("SET TRANSACTION READ ONLY")
                     cur.execute("SELECT set_config('statement_timeout', %s, true)", (str(ms),))
+                    # waiting for a lock never outlasts the configured timeout, even for an
+                    # analysis allowed a longer run
+                    cur.execute("SELECT set_config('lock_timeout', %s, true)", (str(lock_ms),))
                     yield cur
         except psycopg.Error as exc:
             raise translate(exc, self.dsn, self.table_name) from None

@@ -38,7 +38,9 @@ from tests.test_webconfig import _hash
 
 SCRAPE_TIMEOUT = 2.0  # Prometheus's scrape timeout (header): the exporter answers 0.5 s sooner
 NODES = ("node-01", "node-02", "node-03")
-FRESH = ("current", "emergency")  # refreshed on (nearly) every scrape
+FRESH = ("current", "emergency")  # refreshed on every scrape in these tests
+EVERY_SCRAPE = RefreshConfig(current=0, emergency=0)  # a scrape waits for them
+FAULTS = Config(exporter=ExporterConfig(refresh=EVERY_SCRAPE, retry_seconds=0))
 LOCK = "LOCK TABLE monitor_samples_ring IN ACCESS EXCLUSIVE MODE"
 
 Samples = dict[tuple, float]
@@ -142,7 +144,7 @@ def http(port: int, method: str, path: str, headers: str = "", body: bytes = b""
 
 
 def test_database_flapping(pg, exporter_for):  # noqa: F811
-    running = exporter_for(pg.dsn, config=Config(exporter=ExporterConfig(retry_seconds=0)))
+    running = exporter_for(pg.dsn, config=FAULTS)
     good = scrape(running.url, timeout_header=60)
     assert up(good)
     served = names(good) - {"perf_analyzer_series_dropped"}
@@ -182,7 +184,7 @@ def test_database_flapping(pg, exporter_for):  # noqa: F811
 
 
 def test_database_stops_mid_scrape(pg, exporter_for):  # noqa: F811
-    running = exporter_for(pg.dsn, config=Config(exporter=ExporterConfig(retry_seconds=0)))
+    running = exporter_for(pg.dsn, config=FAULTS)
     before = scrape(running.url, timeout_header=60)
     assert up(before)
     watch = BackendWatch(pg.dsn, running.name)
@@ -217,7 +219,7 @@ def test_database_stops_mid_scrape(pg, exporter_for):  # noqa: F811
 
 def test_statement_timeout_cancels_blocked_queries(pg, exporter_for, caplog):  # noqa: F811
     statement_timeout = 1.0
-    due = [name for name in JOBS if name != "thresholds"]  # thresholds: see the xfail below
+    due = [name for name in JOBS if name != "thresholds"]  # thresholds: its own test below
     config = Config(
         exporter=ExporterConfig(
             refresh=RefreshConfig(**dict.fromkeys(due, 0), thresholds=900),
@@ -284,12 +286,6 @@ def test_statement_timeout_cancels_blocked_queries(pg, exporter_for, caplog):  #
     assert up(after)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,  # still blocked when the timeout has long passed
-    reason="analyses/thresholds.py reads with max(statement_timeout, 120 s): a lock keeps "
-    "it waiting, holding a worker and a connection, long past the configured timeout",
-)
 def test_thresholds_honour_the_configured_statement_timeout(pg):
     from exporter import PerformanceAnalyzer
     from exporter.store import StoreError
@@ -343,12 +339,6 @@ def test_head_metrics_is_headers_only(pg, exporter_for):  # noqa: F811
     assert int(head["Content-Length"]) == pytest.approx(len(body), rel=0.05)  # values move
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="server.py strips the body of HEAD on the telemetry path only; /, /-/healthy, "
-    "/-/ready and 404s send theirs (RFC 9110 9.3.2: a HEAD response has no content)",
-)
 @pytest.mark.parametrize("path", ["/", "/-/healthy", "/nope"])
 def test_head_elsewhere_is_headers_only(pg, exporter_for, path):  # noqa: F811
     running = exporter_for(pg.dsn)
