@@ -47,7 +47,9 @@ def naive_pull(dsn: str, start: int) -> float:
         return time.perf_counter() - t0
 
 
-def measure(dsn: str, nodes: int, days: float, scrapers: int) -> dict[str, Any]:
+def measure(
+    dsn: str, nodes: int, days: float, scrapers: int, *, scrape_only: bool = False
+) -> dict[str, Any]:
     end = int(time.time()) // 60 * 60
     out: dict[str, Any] = {"nodes": nodes, "days": days, "machine": machine()}
     with Store(dsn) as store:
@@ -59,16 +61,23 @@ def measure(dsn: str, nodes: int, days: float, scrapers: int) -> dict[str, Any]:
     # the exporter first, while the fleet's newest samples are still current
     out["scrape"] = serve_and_scrape(dsn, scrapers)
     print(f"scrape: {json.dumps(out['scrape'])}", flush=True)
+    if scrape_only:
+        return out
     window_pass(dsn, days, end)  # warm the cache the same way for every figure
     out["pass_s"] = min(window_pass(dsn, days, end) for _ in range(3))
     out["naive_s"] = naive_pull(dsn, end - int(days * 86400))
     print(f"pass {out['pass_s']:.2f} s, naive pull {out['naive_s']:.1f} s", flush=True)
     out["analyses"] = {}
     for method, kwargs in METHODS:
-        with PerformanceAnalyzer(dsn) as analyzer:
-            run = getattr(analyzer, method)
-            cold = timed(run, now=end, **kwargs)
-            warm = min(timed(run, now=end, **kwargs) for _ in range(2))
+        try:
+            with PerformanceAnalyzer(dsn) as analyzer:
+                run = getattr(analyzer, method)
+                cold = timed(run, now=end, **kwargs)
+                warm = min(timed(run, now=end, **kwargs) for _ in range(2))
+        except Exception as exc:  # a failure is a figure too: recorded, not fatal
+            out["analyses"][method] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"{method}: FAILED {exc}", flush=True)
+            continue
         out["analyses"][method] = {"cold_s": cold, "warm_s": warm}
         print(f"{method}: cold {cold:.2f} s, warm {warm:.3f} s", flush=True)
     return out
@@ -122,6 +131,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
         def cell(r, method=method) -> str:
             a = r["analyses"][method]
+            if "error" in a:
+                return f"failed: {a['error'][:60]}"
             return (
                 f"{a['cold_s'] * 1000:,.0f} / {a['warm_s'] * 1000:,.0f} "
                 f"({a['cold_s'] / r['pass_s']:.2f} / {a['warm_s'] / r['pass_s']:.2f})"
@@ -137,12 +148,20 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=30)
     parser.add_argument("--scrapers", type=int, default=4)
     parser.add_argument("--dsn", default=None, help="an empty database to fill")
+    parser.add_argument(
+        "--scrape-only",
+        action="store_true",
+        help="measure the exporter again; keep this size's other figures from its last run",
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}; fleet {args.nodes} nodes x 2 containers x {args.days:g} days")
+    path = RESULTS / f"fleet-{args.nodes}.json"
     with database(args.dsn) as dsn:
-        result = measure(dsn, args.nodes, args.days, args.scrapers)
+        result = measure(dsn, args.nodes, args.days, args.scrapers, scrape_only=args.scrape_only)
+    if args.scrape_only:
+        result = json.loads(path.read_text()) | {"scrape": result["scrape"]}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"fleet-{args.nodes}.json").write_text(json.dumps(result, indent=1) + "\n")
+    path.write_text(json.dumps(result, indent=1) + "\n")
     every = [json.loads(p.read_text()) for p in RESULTS.glob("fleet-*.json")]
     (HERE / "RESULTS.md").write_text(markdown(sorted(every, key=lambda r: r["nodes"])))
     print((HERE / "RESULTS.md").read_text())

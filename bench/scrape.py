@@ -73,13 +73,13 @@ def serve_and_scrape(dsn: str, scrapers: int = 4, scrapes: int = 400) -> dict[st
             except OSError:
                 time.sleep(0.2)
         idle = rss_mib(process.pid)[0]
+        prometheus = {"Accept": "application/openmetrics-text;version=1.0.0"}
         t0 = time.perf_counter()
-        cold, body = scrape(url)
+        cold, body = scrape(url, prometheus)
         while body.count(b"analysis_last_success_timestamp_seconds{") < JOBS:
             time.sleep(1)
-            body = scrape(url)[1]
+            body = scrape(url, prometheus)[1]
         warmup = time.perf_counter() - t0
-        prometheus = {"Accept": "application/openmetrics-text;version=1.0.0"}
         plain = latency(url, scrapers, scrapes, prometheus)
         gzipped = latency(url, scrapers, scrapes, {**prometheus, "Accept-Encoding": "gzip"})
         rss, peak = rss_mib(process.pid)

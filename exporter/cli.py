@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from . import __version__, logs
+from . import __version__, allocator, logs
 from .analyses.common import AnalysisError
 from .schema import COLUMN_NAMES, DEFAULT_TABLE, check_table, ensure_partitions, init_table
 from .shard import Shard
@@ -622,6 +622,7 @@ def start_exporter(
     if not telemetry_path.startswith("/"):
         raise click.BadParameter("--web.telemetry-path must start with /")
     web = load_web_config(web_config_file)
+    allocator.return_freed_memory()
     analyzer = PerformanceAnalyzer(store, cpu_count=cpu_count, config=config)
     scheduler = Scheduler(analyzer, config)
     app = ExporterApp(

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import threading
 import time
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import Metric
+from prometheus_client.exposition import choose_encoder
 
-from . import __version__
+from . import __version__, allocator
 from .analyses import hosts, sli, summary
 from .analyses.common import resolve_now
 from .analyzer import PerformanceAnalyzer
@@ -187,6 +189,7 @@ class Scheduler:
                 self._db_contact = (time.monotonic(), reached)
                 self.ever_reached_database |= reached
             job.future = None
+        allocator.trim()  # the run's temporary arrays go back to the system
         if ok:
             for listener in self.listeners:
                 try:
@@ -222,11 +225,16 @@ class PerfAnalyzerCollector:
         self.config = scheduler.config
         self._samples = SampleCache(self.config)
         self._parts: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}
-        self._formats: dict[str, Encoder] = {}  # content type -> encoder, as scrapers asked
-        # content type -> (what the last body was joined from, the body): between two
-        # analysis runs every scrape returns the same bytes (and the server its same gzip)
-        self._bodies: dict[str, tuple[tuple[bytes, ...], bytes]] = {}
+        # content type -> encoder: the formats scrapers asked for (and the two usual ones),
+        # rendered in the background after every run
+        self._formats: dict[str, Encoder] = dict(
+            choose_encoder(accept)[::-1] for accept in DEFAULT_FORMATS
+        )
+        # content type -> the last body: between two analysis runs every scrape gets the
+        # same Body, so its gzip is compressed once
+        self._bodies: dict[str, Body] = {}
         self._lock = threading.Lock()
+        self._single_flight: dict[Any, threading.Lock] = {}
         scheduler.listeners.append(self._prerender)
 
     def describe(self) -> list[Metric]:
@@ -248,11 +256,14 @@ class PerfAnalyzerCollector:
 
     def exposition(
         self, encoder: Encoder, content_type: str, deadline: float | None = None
-    ) -> bytes:
+    ) -> Body:
         """The body of one scrape in the format of `encoder` (its `content_type`)."""
         with self._lock:
             self._formats.setdefault(content_type, encoder)
         self._refresh(deadline)
+        return self._body(encoder, content_type)
+
+    def _body(self, encoder: Encoder, content_type: str) -> Body:
         jobs = self.scheduler.snapshot()
         own = self._self_samples(jobs)
         try:
@@ -261,17 +272,21 @@ class PerfAnalyzerCollector:
             log.exception("building the analysis metrics failed")
             parts, dropped = [], {}
         head = render(families(own + _dropped(dropped)), encoder)
-        key = (head, *parts)
-        with self._lock:
+        with self._flight(("body", content_type)):
             cached = self._bodies.get(content_type)
-        if cached is not None and cached[0][0] == head and same(cached[0][1:], key[1:]):
-            return cached[1]  # nothing changed since the last scrape: the same bytes object
-        body = head + b"".join(parts)
-        if is_openmetrics(content_type):
-            body += OPENMETRICS_EOF
+            if cached is not None and cached.head == head and same(cached.parts, tuple(parts)):
+                return cached  # nothing changed since the last scrape
+            raw = head + b"".join(parts)
+            if is_openmetrics(content_type):
+                raw += OPENMETRICS_EOF
+            body = Body(head, tuple(parts), raw)
+            self._bodies[content_type] = body
+            return body
+
+    def _flight(self, key: Any) -> threading.Lock:
+        """A lock per key: one thread builds a part or body, the others wait and reuse it."""
         with self._lock:
-            self._bodies[content_type] = (key, body)
-        return body
+            return self._single_flight.setdefault(key, threading.Lock())
 
     def _refresh(self, deadline: float | None) -> None:
         if deadline is None:
@@ -296,22 +311,21 @@ class PerfAnalyzerCollector:
             return [render(families(kept), encoder)], dropped
         parts = []
         for job, (key, samples) in per_job.items():
-            with self._lock:
+            with self._flight((job, content_type)):
                 cached = self._parts.get((job, content_type))
-            if cached is None or not same(cached[0], key):
-                cached = (key, render(families(samples), encoder))  # outside the lock
-                with self._lock:
+                if cached is None or not same(cached[0], key):
+                    cached = (key, render(families(samples), encoder))
                     self._parts[(job, content_type)] = cached
             parts.append(cached[1])
         return parts, dict.fromkeys(CUT_KINDS.values(), 0)
 
     def _prerender(self) -> None:
-        """After a run: render what changed in every format scraped so far."""
+        """After a run: the scrape bodies (and their gzip) of every format in use, so that
+        a scrape finds them ready."""
         with self._lock:
             formats = list(self._formats.items())
-        results = self._results(self.scheduler.snapshot())
         for content_type, encoder in formats:
-            self._analysis_parts(results, encoder, content_type)
+            self._body(encoder, content_type).gzipped()
 
     def _self_samples(self, jobs: list[JobState]) -> list[Sample]:
         out = [
@@ -333,6 +347,25 @@ class PerfAnalyzerCollector:
                     )
                 )
         return out
+
+
+@dataclass
+class Body:
+    """One scrape's exposition text; its gzip is compressed once, on first demand."""
+
+    head: bytes  # the exporter's own metrics
+    parts: tuple[bytes, ...]  # the analyses' rendered text
+    raw: bytes
+    _gzip: bytes | None = field(default=None, repr=False)
+
+    def gzipped(self) -> bytes:
+        if self._gzip is None:  # two threads may both compress: same result, no harm
+            self._gzip = gzip.compress(self.raw, compresslevel=1)
+        return self._gzip
+
+
+# Formats rendered from the start: Prometheus's preferred OpenMetrics, and plain text.
+DEFAULT_FORMATS = ("application/openmetrics-text;version=1.0.0", "text/plain;version=0.0.4")
 
 
 def _dropped(dropped: dict[str, int]) -> list[Sample]:

@@ -112,18 +112,15 @@ class HourlyRollups:
             store = self._kinds[kind]
             self._extend(kind, store, first, max(first, settled))
             keep = (store.hours >= first) & (store.hours < settled)
-            ids, hours = store.ids[keep], store.hours[keep]
-            samples, stats = store.samples[keep], store.stats[keep]
             fresh = self._fetch(kind, max(first, settled), now)  # not stored: still changing
+            columns = [
+                _select(stored, keep, new)
+                for stored, new in zip(
+                    (store.ids, store.hours, store.samples, store.stats), fresh, strict=True
+                )
+            ]
             keys = list(self._keys)
-        return RollupView(
-            store.metrics,
-            keys,
-            np.concatenate([ids, fresh[0]]),
-            np.concatenate([hours, fresh[1]]),
-            np.concatenate([samples, fresh[2]]),
-            np.concatenate([stats, fresh[3]]),
-        )
+        return RollupView(store.metrics, keys, *columns)
 
     def _extend(self, kind: str, store: _Kind, first: int, settled: int) -> None:
         if store.lo == store.hi:  # empty: start where asked
@@ -186,6 +183,16 @@ class HourlyRollups:
 
     def _key_id(self, node: str, container: str) -> int:
         return self._keys.setdefault((node, container), len(self._keys))
+
+
+def _select(stored: np.ndarray, keep: np.ndarray, fresh: np.ndarray) -> np.ndarray:
+    """stored[keep] followed by fresh, in one new array (a month of node stats is ~44 MiB
+    at 200 nodes: one copy per view, not two)."""
+    n = int(np.count_nonzero(keep))
+    out = np.empty((n + len(fresh), *stored.shape[1:]), stored.dtype)
+    np.compress(keep, stored, axis=0, out=out[:n])
+    out[n:] = fresh
+    return out
 
 
 def _empty(n_metrics: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -9,7 +9,6 @@ only then the analyses and the database pool are closed.
 
 from __future__ import annotations
 
-import gzip
 import html
 import logging
 import socket
@@ -59,7 +58,6 @@ class ExporterApp:
         self.auth = web.basic_auth()
         self.telemetry_path = telemetry_path
         self.table = table
-        self._gzipped: dict[str, tuple[bytes, bytes]] = {}  # content type -> (body, gzip)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -102,16 +100,10 @@ class ExporterApp:
     def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         deadline = time.monotonic() + self._timeout(environ.get(TIMEOUT_HEADER))
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-        body = self.collector.exposition(encoder, content_type, deadline)
-        headers = []
+        scraped = self.collector.exposition(encoder, content_type, deadline)
+        body, headers = scraped.raw, []
         if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
-            cached = self._gzipped.get(content_type)
-            if cached is not None and cached[0] is body:  # the collector's unchanged body
-                body = cached[1]
-            else:
-                compressed = gzip.compress(body, compresslevel=1)
-                self._gzipped[content_type] = (body, compressed)
-                body = compressed
+            body = scraped.gzipped()
             headers.append(("Content-Encoding", "gzip"))
         return self._reply(start_response, "200 OK", body, content_type, extra=headers)
 
