@@ -191,11 +191,16 @@ def _fit_kind(
         for name in grids:
             grids[name][s, h] = view.stats[rows][:, _STAT[name]][:, cols]
     floors = _floors(cfg, metrics)
-    fits = [
-        _fit({k: g[i : i + BATCH] for k, g in grids.items()}, floors, cfg)
-        for i in range(0, len(series), BATCH)
-    ]
-    fit = _Fit(*(np.concatenate([getattr(f, n) for f in fits]) for n in _Fit.__dataclass_fields__))
+    fit: _Fit | None = None
+    for i in range(0, len(series), BATCH):  # written batch by batch into one set of arrays
+        part = _fit({k: g[i : i + BATCH] for k, g in grids.items()}, floors, cfg)
+        if fit is None:
+            fit = _Fit(
+                *(np.empty(shape, getattr(part, n).dtype) for n in _Fit.__dataclass_fields__)
+            )
+        for n in _Fit.__dataclass_fields__:
+            getattr(fit, n)[i : i + BATCH] = getattr(part, n)
+    assert fit is not None
     window_first = max(0, (start // HOUR * HOUR - first) // HOUR)
     _zero_inflated(fit, grids, metrics, cfg, window_first, floors)
     model = _Model(
