@@ -239,7 +239,10 @@ class Store:
             if self._pool is None:
                 self._pool = ConnectionPool(
                     self.conninfo,
-                    min_size=1,
+                    # every connection opened up front: a pool that grew on demand could
+                    # keep an analysis waiting past the timeout on a loaded machine, and the
+                    # probe of `_connect_error` then made a connection beyond the pool
+                    min_size=self._pool_size,
                     max_size=self._pool_size,
                     open=False,
                     name="perf-analyzer",
