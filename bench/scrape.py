@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from common import database, load, machine
+from common import database, load, machine, serve
 
-from exporter.embedded import free_port
 from exporter.simulate import FleetSpec
 from exporter.store import Store
 
@@ -59,19 +56,7 @@ def latency(url: str, scrapers: int, scrapes: int, headers: dict[str, str]) -> d
 
 def serve_and_scrape(dsn: str, scrapers: int = 4, scrapes: int = 400) -> dict[str, Any]:
     """Start `serve`, wait until every analysis has a result, then measure warm scrapes."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "exporter.cli", "serve", "--dsn", dsn,
-         "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn"],
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/metrics"
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+    with serve(dsn) as (process, url):
         idle = rss_mib(process.pid)[0]
         prometheus = {"Accept": "application/openmetrics-text;version=1.0.0"}
         t0 = time.perf_counter()
@@ -94,9 +79,6 @@ def serve_and_scrape(dsn: str, scrapers: int = 4, scrapes: int = 400) -> dict[st
             "rss_mib": rss,
             "rss_peak_mib": peak,
         }
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def report(r: dict[str, Any], scrapers: int) -> str:

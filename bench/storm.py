@@ -7,16 +7,13 @@ the exporter's RSS, threads and database connections before and after.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 
 import psycopg
-from common import database, load, machine
+from common import database, load, machine, serve
 
-from exporter.embedded import free_port
 from exporter.simulate import FleetSpec
 from exporter.store import Store
 
@@ -72,19 +69,8 @@ def storm(url: str, scrapers: int, seconds: float) -> tuple[int, int]:
 
 def run(dsn: str, scrapers: int, seconds: float) -> dict[str, float]:
     """Warm the exporter, storm it, and return the figures (also used by the test)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "exporter.cli", "serve", "--dsn", dsn,
-         "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "error"],
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/metrics"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url, timeout=60).read()
-                break
-            except OSError:
-                time.sleep(0.2)
+    with serve(dsn, "error") as (process, url):
+        urllib.request.urlopen(url, timeout=60).read()  # the first scrape waits for results
         storm(url, 4, 10)  # warm: every analysis has run, caches are full
         before = process_status(process.pid) | {"connections": connections(dsn)}
         samples: list[tuple[float, float, int, int]] = []
@@ -106,9 +92,6 @@ def run(dsn: str, scrapers: int, seconds: float) -> dict[str, float]:
             **{f"{k}_before": v for k, v in before.items()},
             **{f"{k}_after": v for k, v in after.items()},
         }
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def main() -> None:
