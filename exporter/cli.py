@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from . import __version__, allocator, logs
+from . import __version__, allocator, logs, registry
 from .analyses.common import AnalysisError
 from .schema import COLUMN_NAMES, DEFAULT_TABLE, check_table, ensure_partitions, init_table
 from .shard import Shard
@@ -279,21 +279,6 @@ def db_prune(
 
 # --------------------------------------------------------------------------- report
 
-# report NAME -> (analyzer method, its window keyword or None)
-REPORTS: dict[str, tuple[str, str | None]] = {
-    "emergency": ("emergency_health_check", None),
-    "availability": ("system_availability_check", "hours"),
-    "anomalies": ("detect_anomalies", "hours"),
-    "contention": ("resource_contention_analysis", "hours"),
-    "correlation": ("correlation_analysis", "hours"),
-    "capacity": ("capacity_planning_analysis", "days"),
-    "patterns": ("workload_pattern_analysis", "days"),
-    "daily": ("daily_health_report", None),
-    "weekly": ("weekly_performance_summary", None),
-    "alert-config": ("generate_alert_config", None),
-    "summary": ("export_metrics_summary", "hours"),
-}
-
 
 def parse_time(value: str) -> int:
     """Unix seconds, or an ISO 8601 date/time (UTC unless it says otherwise)."""
@@ -328,11 +313,13 @@ def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
 def load_settings(config_file: str | None) -> Any:
     from .config import Config, load_config
 
-    return load_config(config_file) if config_file else Config()
+    config = load_config(config_file) if config_file else Config()
+    registry.check_refresh(config)
+    return config
 
 
 @main.command()
-@click.argument("name", type=click.Choice(list(REPORTS)))
+@click.argument("name", type=click.Choice([a.name for a in registry.reportable()]))
 @db_options
 @config_option
 @click.option(
@@ -364,23 +351,19 @@ def report(
 ) -> None:
     """Run one analysis and print it for a person (text) or a pipe (JSON)."""
     from .analyzer import PerformanceAnalyzer
-    from .render import to_json, to_text
+    from .render import to_json
 
     config = load_settings(config_file)
     now = parse_time(at) if at else None
-    method, window = REPORTS[name]
-    kwargs: dict[str, Any] = {"now": now}
-    if window == "hours" and hours is not None:
-        kwargs["hours"] = hours
-    if window == "days" and days is not None:
-        kwargs["days"] = days
+    window = registry.get(name).window
+    amount = None if window is None else {"hours": hours, "days": days}[window.unit]
     with PerformanceAnalyzer(Store(dsn, table), cpu_count=cpu_count, config=config) as analyzer:
-        result = getattr(analyzer, method)(**kwargs)
+        result = analyzer.run(name, amount, now=now)
     if fmt == "json":
         click.echo(to_json(result))
     else:
         colour = not no_color and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        click.echo(to_text(name, result, colour=colour))
+        click.echo(registry.render_text(name, result, colour=colour))
 
 
 # --------------------------------------------------------------------------- rules
@@ -853,7 +836,6 @@ class _LiveAppender:
 
 def _print_demo_summary(store: Store, dsn: str, fleet: Any) -> None:
     from .analyzer import PerformanceAnalyzer
-    from .render import to_text
 
     click.echo(f"database: {dsn}  table: {DEFAULT_TABLE}")
     click.echo(
@@ -864,7 +846,8 @@ def _print_demo_summary(store: Store, dsn: str, fleet: Any) -> None:
         click.echo(f"  {finding['node']}: {finding['kind']}")
     click.echo()
     analyzer = PerformanceAnalyzer(store)
-    click.echo(to_text("emergency", analyzer.emergency_health_check(), colour=sys.stdout.isatty()))
+    emergency = analyzer.emergency_health_check()
+    click.echo(registry.render_text("emergency", emergency, colour=sys.stdout.isatty()))
     click.echo()
     click.echo(f"more: perf-analyzer report daily --dsn {dsn}")
 

@@ -20,68 +20,37 @@ import gzip
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
-from . import __version__, allocator
-from .analyses import hosts, sli, summary
+from . import __version__, allocator, registry
 from .analyses.common import resolve_now
+from .analyses.unit import Analysis
 from .analyzer import PerformanceAnalyzer
 from .config import Config
 from .exposition import (
-    CUT_KINDS,
     OPENMETRICS_EOF,
     Encoder,
-    Sample,
     SampleCache,
     apply_budget,
     families,
     is_openmetrics,
     render,
     same,
-    sample,
 )
+from .samples import CUT_KINDS, Sample, sample
 from .store import StoreError
 
 log = logging.getLogger(__name__)
 
 
-def _current(analyzer: PerformanceAnalyzer, config: Config) -> dict[str, Any]:
-    """The last few minutes' averages and every node's newest sample."""
-    now = resolve_now(None)
-    window = config.exporter.current_window_seconds / 3600
-    return {
-        "summary": summary.export_metrics_summary(analyzer.ctx, hours=window, now=now),
-        "spans": hosts.node_spans(analyzer.ctx, now),
-        # the SLIs over the same few minutes: what burn-rate rules average over time
-        "sli": sli.system_availability_check(
-            analyzer.ctx, hours=window, now=now, emergency={"threats": []}
-        ),
-    }
-
-
-# name -> what runs; the refresh interval of each is in config.exporter.refresh
-JOBS: dict[str, Callable[[PerformanceAnalyzer, Config], dict[str, Any]]] = {
-    "current": _current,
-    "emergency": lambda a, c: a.emergency_health_check(),
-    "sli": lambda a, c: a.system_availability_check(),
-    "anomalies": lambda a, c: a.detect_anomalies(hours=1),
-    "contention": lambda a, c: a.resource_contention_analysis(hours=1),
-    "correlation": lambda a, c: a.correlation_analysis(hours=c.correlation.window_hours),
-    "capacity": lambda a, c: a.capacity_planning_analysis(days=c.capacity.days),
-    "patterns": lambda a, c: a.workload_pattern_analysis(days=c.patterns.days),
-    "thresholds": lambda a, c: a.generate_alert_config(),
-}
-
-
 @dataclass
 class JobState:
-    name: str
+    analysis: Analysis[Any] = field(repr=False)
     interval: float
     result: dict[str, Any] | None = None
     last_success: float | None = None  # wall clock, for the exposed timestamp
@@ -92,6 +61,10 @@ class JobState:
     runs: int = 0
     future: Future[None] | None = field(default=None, repr=False)
 
+    @property
+    def name(self) -> str:
+        return self.analysis.name
+
 
 class Scheduler:
     """Runs the analyses in a small thread pool when they are due."""
@@ -99,8 +72,10 @@ class Scheduler:
     def __init__(self, analyzer: PerformanceAnalyzer, config: Config) -> None:
         self.analyzer = analyzer
         self.config = config
-        refresh = config.exporter.refresh
-        self.jobs = {name: JobState(name, getattr(refresh, name)) for name in JOBS}
+        registry.check_refresh(config)
+        self.jobs = {
+            a.name: JobState(a, registry.refresh_seconds(a, config)) for a in registry.served()
+        }
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(
             max_workers=config.exporter.workers, thread_name_prefix="analysis"
@@ -162,7 +137,9 @@ class Scheduler:
         started = time.monotonic()
         reached: bool | None = None
         try:
-            result = JOBS[job.name](self.analyzer, self.config)
+            analysis = job.analysis
+            window = registry.served_window(analysis, self.config)
+            result = registry.run(analysis, self.analyzer.ctx, window, resolve_now(None))
             ok, reached = True, True
         except StoreError as exc:
             result, ok, reached = None, False, not exc.unreachable
@@ -237,23 +214,6 @@ class PerfAnalyzerCollector:
         self._single_flight: dict[Any, threading.Lock] = {}
         scheduler.listeners.append(self._prerender)
 
-    def describe(self) -> list[Metric]:
-        return []  # registering must not run the analyses
-
-    def collect(self, deadline: float | None = None) -> Iterator[Metric]:
-        """The prometheus_client Collector interface (for embedding in another registry)."""
-        self._refresh(deadline)
-        jobs = self.scheduler.snapshot()
-        samples = self._self_samples(jobs)
-        try:
-            kept, dropped = apply_budget(
-                self._samples.samples(self._results(jobs)), self.config.exporter.max_series
-            )
-        except Exception:
-            log.exception("building the analysis metrics failed")
-            kept, dropped = [], {}
-        yield from families(samples + kept + _dropped(dropped))
-
     def exposition(
         self, encoder: Encoder, content_type: str, deadline: float | None = None
     ) -> Body:
@@ -265,12 +225,12 @@ class PerfAnalyzerCollector:
 
     def _body(self, encoder: Encoder, content_type: str) -> Body:
         jobs = self.scheduler.snapshot()
-        own = self._self_samples(jobs)
         try:
             parts, dropped = self._analysis_parts(self._results(jobs), encoder, content_type)
         except Exception:
             log.exception("building the analysis metrics failed")
             parts, dropped = [], {}
+        own = self._self_samples(jobs)  # after the parts: it counts their failures
         head = render(families(own + _dropped(dropped)), encoder)
         with self._flight(("body", content_type)):
             cached = self._bodies.get(content_type)
@@ -332,9 +292,13 @@ class PerfAnalyzerCollector:
             sample("database_up", 1 if self.scheduler.database_up else 0),
             sample("build_info", 1, version=__version__),
         ]
+        exposition_errors = self._samples.errors.copy()
         for j in jobs:
             out.append(sample("analysis_refresh_interval_seconds", j.interval, analysis=j.name))
             out.append(sample("analysis_errors_total", j.errors, analysis=j.name))
+            out.append(
+                sample("exposition_errors_total", exposition_errors[j.name], analysis=j.name)
+            )
             if j.duration is not None:
                 out.append(sample("analysis_duration_seconds", j.duration, analysis=j.name))
                 out.append(

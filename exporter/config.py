@@ -93,7 +93,7 @@ class AnomalyConfig:
     `*_scale_floor` bounds the robust scale from below (flat series never score),
     `*_min_change` is the smallest change worth reporting."""
 
-    window_hours: float = 24
+    window_hours: float = 1  # the exporter's window (the API's default is 24 h)
     recent_samples: int = 5  # persistence: `persist` of the last `recent_samples` must agree
     persist: int = 3
     score_threshold: float = 4.0  # |robust z| that counts as anomalous (P3)
@@ -186,25 +186,10 @@ class AlertConfig:
 
 
 @dataclass(frozen=True)
-class RefreshConfig:
-    """Seconds between runs of each analysis in the exporter, which refreshes them in the
-    background; 0 = on every scrape (the scrape waits for it). Concurrent scrapes share
-    one run."""
-
-    current: float = 10
-    emergency: float = 10
-    sli: float = 60
-    anomalies: float = 60
-    contention: float = 60
-    capacity: float = 900
-    patterns: float = 900
-    correlation: float = 900
-    thresholds: float = 900
-
-
-@dataclass(frozen=True)
 class ExporterConfig:
-    refresh: RefreshConfig = field(default_factory=RefreshConfig)
+    # analysis name -> seconds between its runs in the background (0: on every scrape,
+    # which waits for it); analyses not named keep their default (see README)
+    refresh: dict[str, float] = field(default_factory=dict)
     retry_seconds: float = 5  # a failed analysis is retried no sooner than this
     max_series: int = 150_000  # about 100 series per node and 1,000 nodes, with room
     scrape_timeout_seconds: float = 10  # when Prometheus sends no timeout header
@@ -281,6 +266,13 @@ def _coerce(value: Any, hint: Any, path: str, default: Any) -> Any:
             return hint(value)
     elif isinstance(hint, types.UnionType):
         return value
+    elif typing.get_origin(hint) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return {
+            str(k): _coerce(v, typing.get_args(hint)[1], f"{path}.{k}", None)
+            for k, v in value.items()
+        }
     raise ConfigError(f"{path} must be {getattr(hint, '__name__', hint)}, got {value!r}")
 
 

@@ -1,8 +1,9 @@
 """Analysis results -> metric samples -> metric families, within the series budget.
 
-Each `_from_<job>` turns one analysis result into samples of the metrics in `metrics.py`.
-When the fleet is larger than `max_series`, samples are cut in this order (documented in
-the README), the least important first within each class, and every cut is counted:
+Each served analysis turns its own result into samples (`Served.to_samples` in its
+module). When the fleet is larger than `max_series`, samples are cut in this order
+(documented in the README), the least important first within each class, and every cut is
+counted:
 
 1. container anomaly scores that are 0, then node anomaly scores that are 0;
 2. correlations, weakest first;
@@ -15,257 +16,68 @@ Node-level values, emergency levels, SLIs, grades, forecasts and self-metrics ar
 from __future__ import annotations
 
 import logging
-import math
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .analyses.sli import grade as grade_of
+from . import metrics, registry
+from .analyses.unit import ResultView
 from .config import Config
-from .metrics import BY_NAME, FORECAST_STATUSES, GRADES, PREFIX
+from .metricdef import PREFIX
+from .samples import CUT_KINDS, KEEP, Sample
 
 log = logging.getLogger(__name__)
-
-MIB = 2**20
-DAY = 86400
-
-# Cut classes: higher is cut first; 0 is never cut.
-KEEP, ANOMALY_HIGH, CONTAINER_VALUE, THRESHOLD, CORRELATION, ANOMALY_ZERO, CONTAINER_ZERO = range(7)
-CUT_KINDS = {
-    CONTAINER_ZERO: "container_anomaly_zero",
-    ANOMALY_ZERO: "anomaly_zero",
-    CORRELATION: "correlation",
-    THRESHOLD: "dynamic_threshold",
-    CONTAINER_VALUE: "container_value",
-    ANOMALY_HIGH: "anomaly",
-}
-
-
-@dataclass(frozen=True)
-class Sample:
-    metric: str  # name without the prefix
-    labels: tuple[tuple[str, str], ...]
-    value: float
-    cut_class: int = KEEP
-    importance: float = 0.0
-
-
-def sample(
-    name: str, value: float, cut_class: int = KEEP, importance: float = 0.0, /, **labels: Any
-) -> Sample:
-    """A sample of metric `name` (without prefix); label values None become ""."""
-    pairs = tuple((k, "" if v is None else str(v)) for k, v in labels.items())
-    return Sample(name, pairs, float(value), cut_class, importance)
-
-
-# --------------------------------------------------------------------------- per analysis
-
-_CURRENT_NODE = {  # metric <- (summary column, scale)
-    "cpu_usage_ratio": ("cpu_total_pct", 0.01),
-    "cpu_iowait_ratio": ("cpu_iowait_pct", 0.01),
-    "memory_available_bytes": ("mem_available_mb", MIB),
-    "memory_total_bytes": ("mem_total_mb", MIB),
-    "swap_used_bytes": ("swap_used_mb", MIB),
-    "load1": ("load_1m", 1.0),
-    "temperature_celsius": ("temperature_c", 1.0),
-}
-_CURRENT_CONTAINER = {
-    "container_cpu_usage_ratio": ("cpu_total_pct", 0.01),
-    "container_memory_rss_bytes": ("c_rss_mb", MIB),
-}
-
-
-def _from_current(result: dict[str, Any], ctx: dict[str, Any]) -> Iterator[Sample]:
-    for node, (_, last) in result["spans"].items():
-        yield sample("node_last_sample_timestamp_seconds", last, node=node)
-    for n in result["sli"]["nodes"]:
-        for name in ("availability", "performance", "capacity"):
-            yield sample("sli_current_ratio", n[name], node=n["node_name"], sli=name)
-    for n in result["summary"]["nodes"]:
-        for metric, (column, scale) in _CURRENT_NODE.items():
-            avg = n["metrics"].get(column, {}).get("avg")
-            if avg is not None:
-                yield sample(metric, avg * scale, node=n["node_name"])
-        for c in n["containers"]:
-            for metric, (column, scale) in _CURRENT_CONTAINER.items():
-                avg = c["metrics"].get(column, {}).get("avg")
-                if avg is not None:
-                    yield sample(
-                        metric,
-                        avg * scale,
-                        CONTAINER_VALUE,
-                        avg,
-                        node=n["node_name"],
-                        container=c["container_name"],
-                    )
-
-
-def _from_emergency(result: dict[str, Any], ctx: dict[str, Any]) -> Iterator[Sample]:
-    for c in result["checks"]:
-        yield sample("emergency_threat", c["level"], node=c["node_name"], check=c["check"])
-
-
-def _from_sli(result: dict[str, Any], ctx: dict[str, Any]) -> Iterator[Sample]:
-    critical = ctx["critical_nodes"]
-    for n in result["nodes"]:
-        node = n["node_name"]
-        for sli in ("availability", "performance", "capacity"):
-            yield sample("sli_compliance_ratio", n[sli], node=node, sli=sli)
-        # The grade follows the emergency check of this scrape, not of the SLI run.
-        grade = (
-            n["grade"]
-            if critical is None
-            else grade_of(
-                n["availability"], n["performance"], n["capacity"], node in critical, ctx["sli"]
-            )
-        )
-        for g in GRADES:
-            yield sample("health_grade", 1 if g == grade.lower() else 0, node=node, grade=g)
-        yield sample("health_score", GRADES.index(grade.lower()), node=node)
-
-
-def _from_anomalies(result: dict[str, Any], ctx: dict[str, Any]) -> Iterator[Sample]:
-    for s in result["scores"]:
-        container = s["container_name"] or ""
-        score = s["score"] or 0.0
-        if score:
-            cut, importance = ANOMALY_HIGH, abs(score)
-        else:
-            cut, importance = (CONTAINER_ZERO if container else ANOMALY_ZERO), 0.0
-        yield sample(
-            "anomaly_score",
-            score,
-            cut,
-            importance,
-            node=s["node_name"],
-            container=container,
-            metric=s["metric"],
-        )
-
-
-def _from_capacity(result: dict[str, Any], ctx: dict[str, Any]) -> Iterator[Sample]:
-    for f in result["forecasts"]:
-        if f.get("container_name"):
-            continue
-        labels = {"node": f["node_name"], "resource": f["resource_type"]}
-        status = f["status"]
-        if status == "exhaustion" and f["days_to_exhaustion"] is not None:
-            tte = f["days_to_exhaustion"] * DAY
-        else:
-            tte = 0.0 if status == "already_exhausted" else math.inf
-        yield sample("time_to_exhaustion_seconds", tte, **labels)
-        if f.get("current_peak_ratio") is not None:
-            yield sample("capacity_peak_ratio", f["current_peak_ratio"], **labels)
-        yield sample("capacity_trend_ratio_per_day", f.get("trend_ratio_per_day") or 0.0, **labels)
-        for s in FORECAST_STATUSES:
-            yield sample("capacity_forecast_status", 1 if s == status else 0, **labels, status=s)
-
-
-def _from_contention(result: dict[str, Any], ctx: dict[str, Any]) -> Iterator[Sample]:
-    for n in result["nodes"]:
-        yield sample(
-            "contention_score", n["contention_score"], node=n["node_name"], resource=n["resource"]
-        )
-
-
-def _from_correlation(result: dict[str, Any], ctx: dict[str, Any]) -> Iterator[Sample]:
-    for c in result["correlations"]:
-        yield sample(
-            "metric_correlation",
-            c["coefficient"],
-            CORRELATION,
-            abs(c["coefficient"]),
-            node=c["node_name"],
-            metric_a=c["metric_a"],
-            metric_b=c["metric_b"],
-        )
-
-
-def _from_patterns(result: dict[str, Any], ctx: dict[str, Any]) -> Iterator[Sample]:
-    for n in result["nodes"]:
-        node = n["node_name"]
-        if n.get("peak_hour_utc") is not None:
-            yield sample("workload_peak_hour", n["peak_hour_utc"], node=node)
-        for period in ("daily", "weekly"):
-            value = n.get(f"{period}_seasonality")
-            if value is not None:
-                yield sample("workload_seasonality_ratio", value, node=node, period=period)
-
-
-def _from_thresholds(result: dict[str, Any], ctx: dict[str, Any]) -> Iterator[Sample]:
-    for t in result["thresholds"]:
-        if t["threshold"] is not None:
-            yield sample(
-                "dynamic_threshold",
-                t["threshold"],
-                THRESHOLD,
-                0.0,
-                node=t["node_name"],
-                metric=t["metric"],
-                priority=t["priority"][:2],
-            )
-
-
-FROM_RESULT = {
-    "current": _from_current,
-    "emergency": _from_emergency,
-    "sli": _from_sli,
-    "anomalies": _from_anomalies,
-    "capacity": _from_capacity,
-    "contention": _from_contention,
-    "correlation": _from_correlation,
-    "patterns": _from_patterns,
-    "thresholds": _from_thresholds,
-}
 
 
 class SampleCache:
     """Samples of every analysis that has a result (the last good one), rebuilt only for
-    the analyses whose result changed since the previous scrape: a 15-minute capacity
-    forecast is turned into samples once, not on every scrape."""
+    the analyses whose result (or a result it depends on) changed since the previous
+    scrape: a 15-minute capacity forecast is turned into samples once, not on every scrape.
+    A result that cannot be turned into samples is counted in `errors` and serves nothing,
+    without blanking the other analyses."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self._cache: dict[str, tuple[tuple[Any, ...], list[Sample]]] = {}
         self._lock = threading.Lock()
+        self.errors: Counter[str] = Counter()  # analysis -> failed conversions
 
-    def per_job(self, results: dict[str, Any]) -> dict[str, tuple[tuple[Any, ...], list[Sample]]]:
-        """job -> (identity key of what its samples were built from, samples)."""
-        emergency = results.get("emergency")
+    def per_job(
+        self, results: Mapping[str, Any]
+    ) -> dict[str, tuple[tuple[Any, ...], list[Sample]]]:
+        """analysis -> (identity key of what its samples were built from, samples)."""
         out = {}
-        for job, result in results.items():
+        for analysis in registry.served():
+            assert analysis.serve is not None
+            result = results.get(analysis.name)
             if result is None:
                 continue
-            # SLI grades follow the emergency check, so they change with it
-            key = (result, emergency) if job == "sli" else (result,)
+            key = (result, *(results.get(d) for d in analysis.serve.depends_on))
             with self._lock:
-                cached = self._cache.get(job)
+                cached = self._cache.get(analysis.name)
             if cached is None or not same(cached[0], key):
-                cached = (key, self._build(job, result, emergency))  # outside the lock
+                cached = (key, self._build(analysis.name, result, results))  # outside the lock
                 with self._lock:
-                    self._cache[job] = cached
-            out[job] = cached
+                    self._cache[analysis.name] = cached
+            out[analysis.name] = cached
         return out
 
-    def samples(self, results: dict[str, Any]) -> list[Sample]:
+    def samples(self, results: Mapping[str, Any]) -> list[Sample]:
         return [s for _, samples in self.per_job(results).values() for s in samples]
 
-    def _build(self, job: str, result: dict[str, Any], emergency: dict[str, Any] | None):
-        critical = None
-        if emergency is not None:
-            critical = {
-                t["node_name"] for t in emergency["threats"] if t["priority"] == "P1-CRITICAL"
-            }
+    def _build(self, name: str, result: Any, results: Mapping[str, Any]) -> list[Sample]:
+        serve = registry.get(name).serve
+        assert serve is not None
         try:
-            return list(
-                FROM_RESULT[job](result, {"critical_nodes": critical, "sli": self.config.sli})
-            )
+            return list(serve.to_samples(result, ResultView(self.config, results)))
         except Exception:  # one malformed result must not blank the others
-            log.exception("building the metrics of analysis %s failed", job)
+            log.exception("building the metrics of analysis %s failed", name)
+            with self._lock:
+                self.errors[name] += 1
             return []
 
 
@@ -297,22 +109,25 @@ def apply_budget(samples: list[Sample], max_series: int) -> tuple[list[Sample], 
 
 
 def families(samples: Iterable[Sample]) -> list[Metric]:
-    """Group samples into metric families in the order of `metrics.METRICS`."""
+    """Group samples into metric families in the order of the metric catalogue."""
+    catalogue = {m.name: (i, m) for i, m in enumerate(metrics.catalogue())}
     by_metric: dict[str, list[Sample]] = {}
     for s in samples:
         by_metric.setdefault(s.metric, []).append(s)
-    out: list[Metric] = []
+    out: list[tuple[int, Metric]] = []
     for name, group in by_metric.items():
-        spec = BY_NAME[PREFIX + name]
-        cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
-        family = cls(spec.family, spec.help, labels=list(spec.labels))
+        order, spec = catalogue[PREFIX + name]
+        family: GaugeMetricFamily | CounterMetricFamily
+        if spec.kind == "counter":
+            family = CounterMetricFamily(spec.family, spec.help, labels=list(spec.labels))
+        else:
+            family = GaugeMetricFamily(spec.family, spec.help, labels=list(spec.labels))
         for s in group:
             values = dict(s.labels)
             family.add_metric([values.get(label, "") for label in spec.labels], s.value)
-        out.append(family)
-    order = {m: i for i, m in enumerate(BY_NAME)}
-    out.sort(key=lambda f: order.get(f.name if f.type != "counter" else f.name + "_total", 0))
-    return out
+        out.append((order, family))
+    out.sort(key=lambda pair: pair[0])
+    return [family for _, family in out]
 
 
 # --------------------------------------------------------------------------- text
@@ -322,20 +137,20 @@ OPENMETRICS_EOF = b"# EOF\n"
 
 
 class _Static:
-    def __init__(self, metrics: list[Metric]) -> None:
-        self.metrics = metrics
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
 
     def collect(self) -> list[Metric]:
-        return self.metrics
+        return self.families
 
 
-def render(metrics: list[Metric], encoder: Encoder) -> bytes:
-    """Exposition text of `metrics` in the encoder's format, without OpenMetrics's final
+def render(families: list[Metric], encoder: Encoder) -> bytes:
+    """Exposition text of `families` in the encoder's format, without OpenMetrics's final
     `# EOF`, so that parts rendered at different times can be joined into one body (every
     family comes from one analysis, so parts never split a family)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Static(metrics))
-    return encoder(registry).removesuffix(OPENMETRICS_EOF)
+    collectors = CollectorRegistry(auto_describe=False)
+    collectors.register(_Static(families))
+    return encoder(collectors).removesuffix(OPENMETRICS_EOF)
 
 
 def is_openmetrics(content_type: str) -> bool:

@@ -25,7 +25,8 @@ import numpy as np
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from .analyses.common import CONTAINER_ROW, HOUR, NODE_ROW, clean
+from .analyses.common import CONTAINER_ROW, HOUR, NODE_ROW, Context, clean
+from .config import Config
 from .schema import CONTAINER_METRICS, NODE_METRICS
 from .store import Store
 
@@ -202,3 +203,23 @@ def _empty(n_metrics: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
         np.empty(0, np.int32),
         np.empty((0, len(STATS), n_metrics), np.float32),
     )
+
+
+def rollups_of(ctx: Context) -> HourlyRollups:
+    """The hourly rollups every long-window analysis reads, created once per context."""
+    return ctx.cache("rollups", lambda: HourlyRollups(ctx.store, max_days=rollup_days(ctx.config)))
+
+
+def rollup_days(config: Config) -> float:
+    """Rollups keep the longest history any analysis reads, plus a day."""
+    weekly_summary = 14  # this week and the one before
+    longest = max(
+        config.anomalies.history_days,
+        config.capacity.days,
+        config.patterns.days,
+        config.patterns.weekly_history_days,
+        config.correlation.profile_days,
+        config.alerts.history_days,
+        weekly_summary,
+    )
+    return longest + 1

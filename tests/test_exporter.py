@@ -16,10 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 
-from exporter import PerformanceAnalyzer, __version__
+from exporter import PerformanceAnalyzer, __version__, registry
 from exporter.cli import load_fleet
-from exporter.collector import JOBS, PerfAnalyzerCollector, Scheduler
-from exporter.config import Config, ExporterConfig, RefreshConfig
+from exporter.collector import PerfAnalyzerCollector, Scheduler
+from exporter.config import Config, ExporterConfig
 from exporter.metrics import METRICS
 from exporter.server import ExporterApp, ExporterServer
 from exporter.simulate import FleetSpec
@@ -229,7 +229,7 @@ def test_values_match_the_injected_truth(warm):
 
 def test_concurrent_scrapes_share_one_run(live, exporter_for):
     dsn, _ = live
-    slow = RefreshConfig(**{name: 300 for name in JOBS})
+    slow = {a.name: 300 for a in registry.served()}
     config = Config(exporter=ExporterConfig(refresh=slow))
     running = exporter_for(dsn, config=config)
     scrapers = 50
@@ -242,7 +242,9 @@ def test_concurrent_scrapes_share_one_run(live, exporter_for):
     with BackendWatch(dsn, running.name) as watch, ThreadPoolExecutor(scrapers) as pool:
         results = list(pool.map(one, range(scrapers)))
     assert len(results) == scrapers  # every scrape answered 200 (urlopen raises otherwise)
-    assert {j.name: j.runs for j in running.scheduler.snapshot()} == dict.fromkeys(JOBS, 1)
+    assert {j.name: j.runs for j in running.scheduler.snapshot()} == {
+        a.name: 1 for a in registry.served()
+    }
     assert all(value(r, "database_up") == 1 for r in results)
     print(f"\n50 concurrent cold scrapes: at most {watch.most} exporter connections")
     assert 1 <= watch.most <= running.pool_size
@@ -275,7 +277,7 @@ def test_database_outage_and_recovery(tmp_path, exporter_for):
     try:
         with Store(pg.dsn) as store:
             load_fleet(store, FleetSpec(nodes=3, containers=1, days=1))
-        often = RefreshConfig(current=1, emergency=1)
+        often = {"current": 1, "emergency": 1}
         fast = Config(exporter=ExporterConfig(refresh=often, retry_seconds=0))
         running = exporter_for(pg.dsn, config=fast)
         up = scrape(running.url, timeout_header=60)
@@ -314,6 +316,7 @@ def _analysis_series(samples: dict) -> int:
         "perf_analyzer_analysis_",
         "perf_analyzer_build",
         "perf_analyzer_database",
+        "perf_analyzer_exposition_errors",
         "perf_analyzer_series_dropped",
     )
     return sum(1 for name, _ in samples if not name.startswith(own))
@@ -339,14 +342,8 @@ def test_series_budget_cuts_in_order_and_counts(live, exporter_for):
 
 
 def test_budget_order_exactly():
-    from exporter.exposition import (
-        ANOMALY_HIGH,
-        ANOMALY_ZERO,
-        CONTAINER_ZERO,
-        CORRELATION,
-        apply_budget,
-        sample,
-    )
+    from exporter.exposition import apply_budget
+    from exporter.samples import ANOMALY_HIGH, ANOMALY_ZERO, CONTAINER_ZERO, CORRELATION, sample
 
     samples = [
         sample("health_score", 4, node="a"),
@@ -409,7 +406,7 @@ def test_warm_scrapes_join_parts_rendered_once_in_each_format(live, exporter_for
     import exporter.collector as collector_module
 
     dsn, _ = live
-    slow = RefreshConfig(**{name: 300 for name in JOBS})  # no new result during the test
+    slow = {a.name: 300 for a in registry.served()}  # no new result during the test
     running = exporter_for(dsn, config=Config(exporter=ExporterConfig(refresh=slow)))
     openmetrics = "application/openmetrics-text; version=1.0.0"
     text_first = _body(running.url, "text/plain")

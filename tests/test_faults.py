@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
+from exporter import registry
 from exporter.cli import load_fleet
-from exporter.collector import JOBS
-from exporter.config import Config, ExporterConfig, RefreshConfig
+from exporter.config import Config, ExporterConfig
 from exporter.embedded import FAST_UNSAFE_SETTINGS, EmbeddedPostgres
 from exporter.simulate import FleetSpec
 from exporter.store import Store
@@ -39,7 +39,7 @@ from tests.test_webconfig import _hash
 SCRAPE_TIMEOUT = 2.0  # Prometheus's scrape timeout (header): the exporter answers 0.5 s sooner
 NODES = ("node-01", "node-02", "node-03")
 FRESH = ("current", "emergency")  # refreshed on every scrape in these tests
-EVERY_SCRAPE = RefreshConfig(current=0, emergency=0)  # a scrape waits for them
+EVERY_SCRAPE = {"current": 0, "emergency": 0}  # a scrape waits for them
 FAULTS = Config(exporter=ExporterConfig(refresh=EVERY_SCRAPE, retry_seconds=0))
 LOCK = "LOCK TABLE monitor_samples_ring IN ACCESS EXCLUSIVE MODE"
 
@@ -219,10 +219,11 @@ def test_database_stops_mid_scrape(pg, exporter_for):  # noqa: F811
 
 def test_statement_timeout_cancels_blocked_queries(pg, exporter_for, caplog):  # noqa: F811
     statement_timeout = 1.0
-    due = [name for name in JOBS if name != "thresholds"]  # thresholds: its own test below
+    # alert-config: its own test below
+    due = [a.name for a in registry.served() if a.name != "alert-config"]
     config = Config(
         exporter=ExporterConfig(
-            refresh=RefreshConfig(**dict.fromkeys(due, 0), thresholds=900),
+            refresh={**dict.fromkeys(due, 0), "alert-config": 900},
             statement_timeout_seconds=statement_timeout,
             retry_seconds=0,
         )

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from exporter.cli import REPORTS
+from exporter import registry
 from tests.test_cli import run
+
+REPORTS = [a.name for a in registry.reportable()]
 
 
 def test_emergency_text_names_nodes_and_actions(fleet_db):

@@ -29,15 +29,19 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 from psycopg import sql
 from psycopg.rows import tuple_row
 
 from ..config import AnomalyConfig
-from ..rollups import HourlyRollups, RollupView
+from ..metricdef import gauge
+from ..render import PRIORITY_COLOUR, Text, when
+from ..rollups import RollupView, rollups_of
+from ..samples import ANOMALY_HIGH, ANOMALY_ZERO, CONTAINER_ZERO, Sample, sample
 from .common import (
     CONTAINER_ROW,
     DAY,
@@ -50,6 +54,53 @@ from .common import (
     window_rows,
     window_seconds,
 )
+from .unit import Analysis, ResultView, Served, Window
+
+
+class Span(TypedDict):
+    start: int
+    end: int
+
+
+class Anomaly(TypedDict):
+    """One anomaly with its evidence: the value, its baseline and scale, the score."""
+
+    node_name: str
+    container_name: str | None
+    metric: str
+    value: float | None
+    baseline: float | None
+    score: float | None
+    priority: str
+    sample_time: int
+    kind: str  # spike, dip or level_shift
+    detected_at: int | None
+    scale: float | None
+    baseline_kind: str
+    samples: int
+    window: Span
+    since: NotRequired[int]  # level shifts: the first sample of the new level
+
+
+class Score(TypedDict):
+    node_name: str
+    container_name: str | None
+    metric: str
+    score: float | None
+
+
+class AnomalyWindow(TypedDict):
+    start: int
+    end: int
+    hours: float | None
+
+
+class AnomalyResult(TypedDict):
+    window: AnomalyWindow
+    anomalies: list[Anomaly]
+    scores: list[Score]  # the current score of every series and metric evaluated
+    data_quality: dict[str, Any]
+
 
 # Unit class of each metric: selects its scale floor and minimum change in AnomalyConfig.
 UNITS: dict[str, str] = {
@@ -87,17 +138,15 @@ ENVELOPE_MARGIN = 0.5
 BATCH = 16  # series per numpy batch: bounds memory at a few tens of MB for any fleet
 
 
-def detect_anomalies(ctx: Context, *, hours: float, now: int) -> dict[str, Any]:
+def detect_anomalies(ctx: Context, *, hours: float, now: int) -> AnomalyResult:
     """Anomalies found in (now - hours, now], the current score of every series and metric
     evaluated, and what the data lacked."""
     span = window_seconds(hours, HOUR, "hours")
     cfg: AnomalyConfig = ctx.config.anomalies
     start = now - span
     history_start = min(start, now - int(cfg.history_days * DAY))
-    rollups: HourlyRollups = ctx.cache(
-        "rollups", lambda: HourlyRollups(ctx.store, max_days=cfg.history_days + 1)
-    )
-    result: dict[str, Any] = {
+    rollups = rollups_of(ctx)
+    result: AnomalyResult = {
         "window": {"start": start, "end": now, "hours": round_float(span / HOUR)},
         "anomalies": [],
         "scores": [],
@@ -593,7 +642,7 @@ def _evaluate(
     for shift in model.shifts:
         if start < shift["known"] <= now:
             anomalies.append(_report_shift(model, shift, per, cfg))
-    scores = []
+    scores: list[Score] = []
     for s, key in enumerate(model.keys):
         for m, metric in enumerate(model.metrics):
             if model.kinds_now[s, m] == NONE:
@@ -682,7 +731,7 @@ def _priority(score: float, cfg: AnomalyConfig) -> str:
     return "INFO"
 
 
-def _report(model: _Model, s: int, m: int, ep: dict[str, Any], cfg: AnomalyConfig) -> dict:
+def _report(model: _Model, s: int, m: int, ep: dict[str, Any], cfg: AnomalyConfig) -> Anomaly:
     t, value, score, base, scale, kind = ep["peak"]
     node, container = model.keys[s]
     return {
@@ -705,7 +754,7 @@ def _report(model: _Model, s: int, m: int, ep: dict[str, Any], cfg: AnomalyConfi
 
 def _report_shift(
     model: _Model, shift: dict[str, Any], per: dict[tuple[int, int], list], cfg: AnomalyConfig
-) -> dict:
+) -> Anomaly:
     """A change point: the new level since `since` (its first unusual sample, if seen)."""
     s, m = shift["series"], shift["metric"]
     node, container = model.keys[s]
@@ -731,3 +780,67 @@ def _report_shift(
         "samples": len(onset),
         "window": {"start": since, "end": shift["known"]},
     }
+
+
+# --------------------------------------------------------------------------- served
+
+SCORE = gauge(
+    "anomaly_score",
+    "Signed robust score of the recent samples against the series' own seasonal baseline "
+    "(0 when normal).",
+    ("node", "container", "metric"),
+)
+
+
+def to_samples(result: AnomalyResult, view: ResultView) -> Iterator[Sample]:
+    for s in result["scores"]:
+        container = s["container_name"] or ""
+        score = s["score"] or 0.0
+        if score:
+            cut, importance = ANOMALY_HIGH, abs(score)
+        else:
+            cut, importance = (CONTAINER_ZERO if container else ANOMALY_ZERO), 0.0
+        yield sample(
+            "anomaly_score",
+            score,
+            cut,
+            importance,
+            node=s["node_name"],
+            container=container,
+            metric=s["metric"],
+        )
+
+
+def render_text(r: AnomalyResult, t: Text) -> None:
+    t.title(f"🔍 ANOMALIES - {when(r['window']['start'])} to {when(r['window']['end'])}")
+    anomaly_table(r["anomalies"], t)
+
+
+def anomaly_table(anomalies: list[Anomaly], t: Text) -> None:
+    t.table(
+        ("node", "container", "metric", "value", "baseline", "score", "priority", "at"),
+        (
+            (
+                a["node_name"],
+                a.get("container_name"),
+                a["metric"],
+                a["value"],
+                a["baseline"],
+                a["score"],
+                a["priority"],
+                when(a["sample_time"]),
+            )
+            for a in anomalies
+        ),
+        lambda row: PRIORITY_COLOUR.get(row[6]),
+    )
+
+
+ANALYSIS = Analysis[AnomalyResult](
+    name="anomalies",
+    title="samples unusual for their series' own seasonal baseline, with their evidence",
+    run=detect_anomalies,
+    render_text=render_text,
+    window=Window("hours", lambda c: 24, served=lambda c: c.anomalies.window_hours),
+    serve=Served(refresh_seconds=60, metrics=(SCORE,), to_samples=to_samples),
+)

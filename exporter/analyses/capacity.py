@@ -30,15 +30,19 @@ Container rows are skipped: the table carries no container memory limit to exhau
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
 from ..config import CapacityConfig
-from ..rollups import HourlyRollups, RollupView
+from ..metricdef import gauge
+from ..render import Text, cell
+from ..rollups import RollupView, rollups_of
+from ..samples import Sample, sample
 from .common import DAY, HOUR, Context, round_float, window_seconds
+from .unit import Analysis, ResultView, Served, Window
 
 Advice = Callable[[float, float], str]
 RESOURCES = ("cpu", "memory", "swap")
@@ -66,24 +70,72 @@ def t975(dof: int) -> float:
     return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
 
 
-def capacity_planning_analysis(
-    ctx: Context,
-    *,
-    days: float,
-    now: int,
-    cpu_recommendation: Advice,
-    memory_recommendation: Advice,
-) -> dict[str, Any]:
+class Forecast(TypedDict):
+    """One node's forecast of one resource, with the evidence it rests on."""
+
+    node_name: str
+    container_name: str | None
+    resource_type: str  # cpu, memory or swap
+    unit: str
+    current_peak: float | None
+    current_peak_ratio: float | None  # of the limit
+    trend_per_day: float | None
+    trend_ratio_per_day: float | None
+    days_to_exhaustion: float | None
+    days_to_exhaustion_interval: list[float | None] | None
+    exhaustion_time: int | None
+    status: str
+    evidence: dict[str, Any]
+    recommendation: str
+
+
+class CapacityResult(TypedDict):
+    window: dict[str, Any]
+    forecasts: list[Forecast]
+
+
+class DefaultAdvice:
+    """The advice of the original library, overridable by subclassing PerformanceAnalyzer."""
+
+    def _get_cpu_recommendation(self, current_avg: float, trend: float) -> str:
+        """Advice for a node's CPU given its daily peak (percent) and trend (points/day)."""
+        if current_avg >= 90:
+            return "Scale now: CPU peaks are at saturation"
+        if current_avg >= 70 and trend > 0:
+            return "Plan scaling: high usage with an increasing trend"
+        if trend > 0.5:
+            return "Watch: CPU peaks are growing"
+        if current_avg < 20 and trend <= 0:
+            return "Consider downsizing: CPU is mostly idle"
+        return "No action: CPU headroom is sufficient"
+
+    def _get_memory_recommendation(self, current_avg: float, trend: float) -> str:
+        """Advice for a node's memory given its daily peak use (percent) and trend."""
+        if current_avg >= 90:
+            return "Act now: memory is nearly exhausted; add memory or find the consumer"
+        if trend > 0 and current_avg >= 70:
+            return "Plan more memory: high usage with an increasing trend (leak?)"
+        if trend > 0.5:
+            return "Investigate: memory use grows steadily (possible leak)"
+        return "No action: memory headroom is sufficient"
+
+
+def capacity_planning_analysis(ctx: Context, *, days: float, now: int) -> CapacityResult:
     """Forecast per node and resource; see the module docstring for the method."""
     cfg = ctx.config.capacity
     start = now - window_seconds(days, DAY, "days")
     first_day = -(-start // DAY) * DAY  # the first UTC day wholly inside the window
     end_day = now // DAY * DAY  # days before it are complete
     last_hour = now // HOUR * HOUR  # hours before it are complete
-    rollups = ctx.cache("rollups", lambda: HourlyRollups(ctx.store))
+    rollups = rollups_of(ctx)
     view = rollups.view("node", start, now)
-    advice = {"cpu": cpu_recommendation, "memory": memory_recommendation, "swap": _swap_advice}
-    forecasts = []
+    advisor = ctx.advice or DefaultAdvice()
+    advice: dict[str, Advice] = {
+        "cpu": advisor._get_cpu_recommendation,
+        "memory": advisor._get_memory_recommendation,
+        "swap": _swap_advice,
+    }
+    forecasts: list[Forecast] = []
     for (node, _), rows in view.series():
         rows = rows[view.hours[rows] < last_hour]
         for resource in RESOURCES:
@@ -94,7 +146,7 @@ def capacity_planning_analysis(
             current = _current_peak(series, max(start, last_hour - DAY), last_hour)
             row = _forecast(series, days_, current, now, cfg)
             row["recommendation"] = _recommend(row, advice[resource], resource)
-            forecasts.append({"node_name": node, "container_name": None, **row})
+            forecasts.append(cast(Forecast, {"node_name": node, "container_name": None, **row}))
     window = {
         "start": start,
         "end": now,
@@ -398,3 +450,101 @@ def _swap_advice(current_pct: float, trend: float) -> str:
     if trend > 0.5:
         return "Investigate: swap use grows steadily (memory pressure)"
     return "No action: swap headroom is sufficient"
+
+
+# --------------------------------------------------------------------------- served
+
+STATUSES = (
+    "exhaustion",
+    "already_exhausted",
+    "no_significant_trend",
+    "decreasing",
+    "beyond_horizon",
+    "insufficient_data",
+)
+TIME_TO_EXHAUSTION = gauge(
+    "time_to_exhaustion_seconds",
+    "Forecast time until the resource's daily peak reaches its limit; +Inf when not "
+    "trending to exhaustion, 0 when already exhausted.",
+    ("node", "resource"),
+    unit="s",
+)
+PEAK = gauge(
+    "capacity_peak_ratio",
+    "Current daily peak of the resource, 0..1 of its limit.",
+    ("node", "resource"),
+    unit="percentunit",
+)
+TREND = gauge(
+    "capacity_trend_ratio_per_day",
+    "Growth of the daily peak per day, as a ratio of the limit (0 without a significant trend).",
+    ("node", "resource"),
+    unit="percentunit",
+)
+STATUS = gauge(
+    "capacity_forecast_status",
+    "1 for the forecast's current status, 0 for the others.",
+    ("node", "resource", "status"),
+)
+
+
+def to_samples(result: CapacityResult, view: ResultView) -> Iterator[Sample]:
+    for f in result["forecasts"]:
+        if f.get("container_name"):
+            continue
+        labels = {"node": f["node_name"], "resource": f["resource_type"]}
+        status = f["status"]
+        if status == "exhaustion" and f["days_to_exhaustion"] is not None:
+            tte = f["days_to_exhaustion"] * DAY
+        else:
+            tte = 0.0 if status == "already_exhausted" else math.inf
+        yield sample("time_to_exhaustion_seconds", tte, **labels)
+        if f.get("current_peak_ratio") is not None:
+            yield sample("capacity_peak_ratio", f["current_peak_ratio"], **labels)
+        yield sample("capacity_trend_ratio_per_day", f.get("trend_ratio_per_day") or 0.0, **labels)
+        for s in STATUSES:
+            yield sample("capacity_forecast_status", 1 if s == status else 0, **labels, status=s)
+
+
+def render_text(r: CapacityResult, t: Text) -> None:
+    forecast_lines(r["forecasts"], t)
+
+
+def forecast_lines(forecasts: list[Forecast], t: Text) -> None:
+    t.title("📈 CAPACITY PLANNING ANALYSIS")
+    units = {"cpu": "%", "memory": " MiB", "swap": " MiB"}
+    by_node: dict[str, list[Forecast]] = {}
+    for f in forecasts:
+        by_node.setdefault(f["node_name"], []).append(f)
+    for node, node_forecasts in sorted(by_node.items()):
+        t.line(f"📊 {node}:")
+        for f in node_forecasts:
+            unit = units.get(f["resource_type"], "")
+            peak, trend = f["current_peak"], f["trend_per_day"]
+            line = f"   {f['resource_type']:<7} peak {cell(peak)}{unit}"
+            if trend is not None:
+                line += f" (trend: {trend:+.2f}{unit}/day)"
+            status = f["status"]
+            if status == "exhaustion" and f["days_to_exhaustion"] is not None:
+                line += t.paint(f"  ⚠️ exhaustion in ~{f['days_to_exhaustion']:.0f} days", "red")
+            elif status == "already_exhausted":
+                line += t.paint("  ⛔ already exhausted", "red")
+            else:
+                line += f"  {status.replace('_', ' ')}"
+            t.line(line)
+            if f.get("recommendation"):
+                t.line(t.paint(f"      💡 {f['recommendation']}", "dim"))
+
+
+ANALYSIS = Analysis[CapacityResult](
+    name="capacity",
+    title="daily-peak trends per node and resource, and when each reaches its limit",
+    run=capacity_planning_analysis,
+    render_text=render_text,
+    window=Window("days", lambda c: c.capacity.days),
+    serve=Served(
+        refresh_seconds=900,
+        metrics=(TIME_TO_EXHAUSTION, PEAK, TREND, STATUS),
+        to_samples=to_samples,
+    ),
+)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from psycopg import sql
 
@@ -133,17 +134,28 @@ def snap_cpu_count(estimate: float | None) -> int | None:
     return min(COMMON_CPU_COUNTS, key=lambda n: abs(math.log(n / estimate)))
 
 
+class Advice(Protocol):
+    """Capacity advice for a resource given its daily peak (percent) and trend (points per
+    day); `PerformanceAnalyzer` subclasses may override it, as the original library allowed."""
+
+    def _get_cpu_recommendation(self, current_avg: float, trend: float) -> str: ...
+
+    def _get_memory_recommendation(self, current_avg: float, trend: float) -> str: ...
+
+
 @dataclass
 class Context:
     """What an analysis needs besides its arguments: where the data is, the thresholds,
-    the CPU-count override and the per-process caches (rollups, estimates)."""
+    the CPU-count override, the capacity advice and the per-process caches (rollups,
+    estimates)."""
 
     store: Store
     config: Config = field(default_factory=Config)
     cpu_count: int | None = None
+    advice: Advice | None = None
     caches: dict[str, Any] = field(default_factory=dict)
 
-    def cache(self, name: str, factory: Any) -> Any:
+    def cache(self, name: str, factory: Callable[[], Any]) -> Any:
         if name not in self.caches:
             self.caches[name] = factory()
         return self.caches[name]

@@ -24,10 +24,14 @@ node's row on (node_name, sample_time)):
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypedDict
 
 from psycopg import sql
 
+from ..metricdef import gauge
+from ..render import Text, pct
+from ..samples import Sample, sample
 from .common import (
     CONTAINER_ROW,
     HOUR,
@@ -38,8 +42,41 @@ from .common import (
     window_rows,
     window_seconds,
 )
+from .unit import Analysis, ResultView, Served, Window
 
 RESOURCES = ("cpu", "memory")
+
+
+class ContainerShare(TypedDict):
+    container_name: str
+    share: float | None  # of the node's use while under pressure
+    share_before: float | None
+    share_change: float | None
+    share_of_capacity: float | None
+
+
+class Contention(TypedDict):
+    node_name: str
+    resource: str  # cpu or memory
+    contention_score: float
+    pressure_fraction: float | None
+    concentration: float | None
+    pressure_samples: int
+    samples: int
+    top_consumer: str | None
+    top_grower: str | None
+    victims: list[str]
+    unattributed_share: float | None
+    containers: list[ContainerShare]
+    window: dict[str, int]
+
+
+class ContentionResult(TypedDict):
+    window: dict[str, int]
+    thresholds: dict[str, float]
+    nodes: list[Contention]
+
+
 _NODE_COLUMNS = ("cpu_total_pct", "cpu_iowait_pct", "mem_available_mb", "mem_total_mb")
 
 # Node samples with their use and pressure flags (parameters: start, now, wstart, limits).
@@ -100,7 +137,7 @@ def _sql(ctx: Context, template: sql.SQL) -> sql.Composable:
     )
 
 
-def resource_contention_analysis(ctx: Context, *, hours: float, now: int) -> dict[str, Any]:
+def resource_contention_analysis(ctx: Context, *, hours: float, now: int) -> ContentionResult:
     """Contention per node and resource over the last `hours` before `now`."""
     cfg = ctx.config.contention
     seconds = window_seconds(hours, HOUR, "hours")
@@ -151,14 +188,14 @@ def _entry(
     resource: str,
     victim_drop: float,
     window: dict[str, int],
-) -> dict[str, Any]:
+) -> Contention:
     """One node and resource: shares, aggressor, victims and the score (module doc)."""
     key = "cpu" if resource == "cpu" else "mem"
     pressure = node[f"{key}_pressure"] or 0
     samples = node["samples"]
     capacity = 100.0 if resource == "cpu" else node["mem_total"]
     n_p = node[f"{key}_n_p"] or 0
-    rows = []
+    rows: list[ContainerShare] = []
     for c in containers:
         share = _ratio(c[f"{key}_use_p"], node[f"{key}_use_p"]) if pressure else None
         before = _ratio(c[f"{key}_use_b"], node[f"{key}_use_b"])
@@ -202,3 +239,54 @@ def _entry(
         "containers": rows,
         "window": window,
     }
+
+
+# --------------------------------------------------------------------------- served
+
+SCORE = gauge(
+    "contention_score",
+    "Resource contention between a node's containers, 0..1.",
+    ("node", "resource"),
+    unit="percentunit",
+)
+
+
+def to_samples(result: ContentionResult, view: ResultView) -> Iterator[Sample]:
+    for n in result["nodes"]:
+        yield sample(
+            "contention_score", n["contention_score"], node=n["node_name"], resource=n["resource"]
+        )
+
+
+def render_text(r: ContentionResult, t: Text) -> None:
+    t.title("⚔️  RESOURCE CONTENTION")
+    t.table(
+        ("node", "resource", "score", "top consumer", "share"),
+        (
+            (
+                n["node_name"],
+                n["resource"],
+                n["contention_score"],
+                n["top_consumer"],
+                pct(
+                    max(
+                        (c["share"] for c in n.get("containers", []) if c["share"] is not None),
+                        default=None,
+                    )
+                ),
+            )
+            for n in r["nodes"]
+            if n["contention_score"]
+        ),
+        lambda row: "red" if row[2] != "-" and float(row[2]) >= 0.5 else None,
+    )
+
+
+ANALYSIS = Analysis[ContentionResult](
+    name="contention",
+    title="which container dominates a node's CPU or memory while the node is under pressure",
+    run=resource_contention_analysis,
+    render_text=render_text,
+    window=Window("hours", lambda c: 1, served=lambda c: c.contention.window_hours),
+    serve=Served(refresh_seconds=60, metrics=(SCORE,), to_samples=to_samples),
+)

@@ -25,19 +25,57 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NotRequired, TypedDict, cast
 
 import numpy as np
 from psycopg import sql
 
+from ..metricdef import gauge
+from ..render import Text
+from ..rollups import rollups_of
+from ..samples import CORRELATION, Sample, sample
 from ..schema import NODE_METRICS
-from .common import DAY, HOUR, NODE_ROW, Context, clean, round_float, window_rows, window_seconds
+from .common import (
+    DAY,
+    HOUR,
+    NODE_ROW,
+    Context,
+    clean,
+    round_float,
+    window_rows,
+    window_seconds,
+)
+from .unit import Analysis, ResultView, Served, Window
+
+
+class Correlation(TypedDict):
+    node_name: str
+    metric_a: str
+    metric_b: str
+    coefficient: float
+    samples: int
+    deseasonalised_coefficient: NotRequired[float | None]
+    spearman: NotRequired[float | None]
+    lag_minutes: NotRequired[int | None]
+    lag_coefficient: NotRequired[float | None]
+    interpretation: NotRequired[str]
+    window: NotRequired[dict[str, int]]
+    evidence_window: NotRequired[dict[str, int]]
+
+
+class CorrelationResult(TypedDict):
+    window: dict[str, int]
+    min_abs: float
+    nodes_analysed: int
+    correlations: list[Correlation]
+
 
 Pair = tuple[str, str]
 PAIRS: tuple[Pair, ...] = tuple(itertools.combinations(NODE_METRICS, 2))
 
 
-def correlation_analysis(ctx: Context, *, hours: float, now: int) -> dict[str, Any]:
+def correlation_analysis(ctx: Context, *, hours: float, now: int) -> CorrelationResult:
     """Strong metric pairs per node over the last `hours` before `now`, with evidence."""
     cfg = ctx.config.correlation
     start = now - window_seconds(hours, HOUR, "hours")
@@ -46,7 +84,7 @@ def correlation_analysis(ctx: Context, *, hours: float, now: int) -> dict[str, A
     with ctx.store.read() as cur:
         cur.execute(_pairs_sql(ctx), params)
         rows = cur.fetchall()
-    strong = _strong_pairs(rows, cfg.min_abs, cfg.min_samples)
+    strong = cast(list[Correlation], _strong_pairs(rows, cfg.min_abs, cfg.min_samples))
     if strong:
         nodes = sorted({s["node_name"] for s in strong})
         pairs = sorted({(s["metric_a"], s["metric_b"]) for s in strong})
@@ -144,10 +182,8 @@ def _hour_profiles(
     ctx: Context, nodes: list[str], pairs: list[Pair], now: int
 ) -> dict[str, dict[str, np.ndarray]]:
     """node -> metric -> 24 hour-of-day means (NaN where unknown), from the rollups."""
-    from ..rollups import HourlyRollups
-
     cfg = ctx.config.correlation
-    rollups = ctx.cache("rollups", lambda: HourlyRollups(ctx.store))
+    rollups = rollups_of(ctx)
     view = rollups.view("node", now - int(cfg.profile_days * DAY), now)
     metrics = sorted({m for p in pairs for m in p})
     wanted = set(nodes)
@@ -370,3 +406,53 @@ def _interpret(s: dict[str, Any], min_abs: float) -> str:
     if s.get("lag_minutes"):
         return "lagged_coupling"
     return "direct_coupling"
+
+
+# --------------------------------------------------------------------------- served
+
+COEFFICIENT = gauge(
+    "metric_correlation",
+    "Pearson coefficient of strongly correlated metric pairs.",
+    ("node", "metric_a", "metric_b"),
+)
+
+
+def to_samples(result: CorrelationResult, view: ResultView) -> Iterator[Sample]:
+    for c in result["correlations"]:
+        yield sample(
+            "metric_correlation",
+            c["coefficient"],
+            CORRELATION,
+            abs(c["coefficient"]),
+            node=c["node_name"],
+            metric_a=c["metric_a"],
+            metric_b=c["metric_b"],
+        )
+
+
+def render_text(r: CorrelationResult, t: Text) -> None:
+    t.title("🔗 STRONG CORRELATIONS")
+    t.table(
+        ("node", "metric a", "metric b", "pearson", "deseasonalised", "lag min"),
+        (
+            (
+                c["node_name"],
+                c["metric_a"],
+                c["metric_b"],
+                c["coefficient"],
+                c.get("deseasonalised_coefficient"),
+                c.get("lag_minutes"),
+            )
+            for c in r["correlations"]
+        ),
+    )
+
+
+ANALYSIS = Analysis[CorrelationResult](
+    name="correlation",
+    title="strongly coupled metric pairs per node, with lead/lag and seasonal evidence",
+    run=correlation_analysis,
+    render_text=render_text,
+    window=Window("hours", lambda c: c.correlation.window_hours),
+    serve=Served(refresh_seconds=900, metrics=(COEFFICIENT,), to_samples=to_samples),
+)

@@ -7,17 +7,60 @@ every node (freshness first: a silent node is the worst threat of all).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from psycopg import sql
 
 from ..config import EmergencyConfig, Levels
+from ..metricdef import gauge
+from ..render import PRIORITY_COLOUR, STATUS_COLOUR, Text, when
+from ..samples import Sample, sample
 from .common import HOUR, NODE_ROW, Context, clean, round_float, window_rows
 from .hosts import cpu_count_of, node_spans
+from .unit import Analysis, ResultView, Served
 
 LEVEL = {None: 0, "P3-ADVISORY": 1, "P2-WARNING": 2, "P1-CRITICAL": 3}
 CHECKS = ("cpu", "memory", "temperature", "load", "swap", "iowait", "network_errors", "stale")
+
+
+class Threat(TypedDict):
+    """One check of one node; a threat when its priority is not INFO."""
+
+    node_name: str
+    container_name: str | None
+    check: str
+    priority: str
+    level: int  # 0 INFO .. 3 P1-CRITICAL
+    value: float | None
+    threshold: float | None
+    unit: str
+    samples: int
+    message: str
+
+
+class CheckLevel(TypedDict):
+    node_name: str
+    check: str
+    level: int
+    value: float | None
+    samples: int
+
+
+class EmergencyWindow(TypedDict):
+    start: int
+    end: int
+    seconds: int
+
+
+class EmergencyResult(TypedDict):
+    status: str  # OK, WARNING or CRITICAL
+    window: EmergencyWindow
+    nodes: int
+    threats: list[Threat]
+    immediate_actions: list[str]
+    checks: list[CheckLevel]  # every node and check, threat or not
 
 
 @dataclass(frozen=True)
@@ -140,7 +183,7 @@ def _query(ctx: Context) -> sql.Composed:
     )
 
 
-def emergency_health_check(ctx: Context, *, now: int) -> dict[str, Any]:
+def emergency_health_check(ctx: Context, *, now: int) -> EmergencyResult:
     """Threats of the last `window_seconds` per node, most severe first."""
     cfg = ctx.config.emergency
     start = now - cfg.window_seconds
@@ -151,7 +194,7 @@ def emergency_health_check(ctx: Context, *, now: int) -> dict[str, Any]:
         recent = {r["node_name"]: r for r in cur.fetchall()}
     cpus = cpu_count_of(ctx, now) if ctx.cpu_count is None else {}
 
-    checks: list[dict[str, Any]] = []
+    checks: list[Threat] = []
     for node in sorted(spans):
         values = _values(recent.get(node), cpus.get(node, ctx.cpu_count), cfg)
         values["stale"] = (now - spans[node][1], 1)
@@ -176,7 +219,14 @@ def emergency_health_check(ctx: Context, *, now: int) -> dict[str, Any]:
         "threats": threats,
         "immediate_actions": actions,
         "checks": [
-            {k: c[k] for k in ("node_name", "check", "level", "value", "samples")} for c in checks
+            {
+                "node_name": c["node_name"],
+                "check": c["check"],
+                "level": c["level"],
+                "value": c["value"],
+                "samples": c["samples"],
+            }
+            for c in checks
         ],
     }
 
@@ -201,7 +251,7 @@ def _values(
 
 def _evaluate(
     node: str, name: str, value: float | None, samples: int, cfg: EmergencyConfig
-) -> dict[str, Any]:
+) -> Threat:
     check = CATALOGUE[name]
     levels = check.levels(cfg)
     enough = samples >= 1 and value is not None
@@ -218,3 +268,62 @@ def _evaluate(
         "samples": samples,
         "message": f"{node}: {check.message.format(v=value)}" if priority else "",
     }
+
+
+# --------------------------------------------------------------------------- served
+
+
+THREAT = gauge(
+    "emergency_threat",
+    "Emergency check level per node and check: 0 none, 1 P3-ADVISORY, 2 P2-WARNING, 3 P1-CRITICAL.",
+    ("node", "check"),
+)
+
+
+def to_samples(result: EmergencyResult, view: ResultView) -> Iterator[Sample]:
+    for c in result["checks"]:
+        yield sample("emergency_threat", c["level"], node=c["node_name"], check=c["check"])
+
+
+def critical_nodes(result: EmergencyResult) -> set[str]:
+    """Nodes with a P1 threat: their SLI grade is CRITICAL."""
+    return {t["node_name"] for t in result["threats"] if t["priority"] == "P1-CRITICAL"}
+
+
+def render_text(r: EmergencyResult, t: Text) -> None:
+    minutes = r["window"]["seconds"] // 60
+    t.title(f"🚨 EMERGENCY HEALTH CHECK - Last {minutes} minutes ({when(r['window']['end'])})")
+    serious = [x for x in r["threats"] if x["priority"] != "P3-ADVISORY"]
+    if not serious:
+        t.line(t.paint(f"✅ OK: no immediate threats on {r['nodes']} nodes", "green"))
+    else:
+        t.line(
+            t.paint(
+                f"⚠️  {r['status']}: {len(serious)} immediate threats detected!",
+                STATUS_COLOUR[r["status"]],
+            )
+        )
+        for x in serious:
+            t.line(
+                t.paint(f"   • [{x['priority']}] {x['message']}", PRIORITY_COLOUR[x["priority"]])
+            )
+    advisories = [x for x in r["threats"] if x["priority"] == "P3-ADVISORY"]
+    if advisories:
+        t.line()
+        t.line(f"ℹ️  {len(advisories)} advisories:")
+        for x in advisories:
+            t.line(t.paint(f"   • {x['message']}", "blue"))
+    if r["immediate_actions"]:
+        t.line()
+        t.line("🔧 IMMEDIATE ACTIONS REQUIRED:")
+        for action in r["immediate_actions"]:
+            t.line(f"   → {action}")
+
+
+ANALYSIS = Analysis[EmergencyResult](
+    name="emergency",
+    title="what is about to break right now, node by node",
+    run=emergency_health_check,
+    render_text=render_text,
+    serve=Served(refresh_seconds=10, metrics=(THREAT,), to_samples=to_samples),
+)

@@ -25,13 +25,39 @@ with the minutes of the current hour):
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
 from ..config import PatternConfig
-from ..rollups import HourlyRollups
+from ..metricdef import NODE, gauge
+from ..render import Text
+from ..rollups import rollups_of
+from ..samples import Sample, sample
 from .common import DAY, HOUR, Context, round_float, window_seconds
+from .unit import Analysis, ResultView, Served, Window
+
+
+class NodePattern(TypedDict):
+    node_name: str
+    peak_hour_utc: int | None
+    daily_seasonality: float | None
+    weekly_seasonality: float | None
+    pattern: str  # steady, daily-cycle, weekly-cycle or bursty
+    cv: float | None
+    mean_cpu_pct: float | None
+    hourly_profile: list[float | None]
+    weekday_profile: list[float | None]
+    samples: int
+    evidence: dict[str, Any]
+
+
+class PatternResult(TypedDict):
+    window: dict[str, Any]
+    nodes: list[NodePattern]
+    insufficient_data: list[str]
+
 
 DAILY_LAG = 24 * HOUR
 WEEKLY_LAG = 7 * DAY
@@ -39,17 +65,18 @@ MIN_PAIR_FRACTION = 0.75  # of one period's hours, for a seasonality to be measu
 IDLE_CPU_PCT = 1.0  # the floor of the mean in the coefficient of variation
 
 
-def workload_pattern_analysis(ctx: Context, *, days: float, now: int) -> dict[str, Any]:
+def workload_pattern_analysis(ctx: Context, *, days: float, now: int) -> PatternResult:
     """Profiles, seasonality and pattern per node; see the module docstring."""
     cfg = ctx.config.patterns
     span = window_seconds(days, DAY, "days")
     end = now // HOUR * HOUR  # hours before it are complete
     start = end - max(HOUR, span // HOUR * HOUR)
     history = end - max(span, int(cfg.weekly_history_days * DAY)) // HOUR * HOUR
-    rollups = ctx.cache("rollups", lambda: HourlyRollups(ctx.store))
+    rollups = rollups_of(ctx)
     view = rollups.view("node", min(start, history), now)
     cpu = view.stat("mean", "cpu_total_pct").astype(float)
-    nodes, insufficient = [], []
+    nodes: list[NodePattern] = []
+    insufficient: list[str] = []
     for (node, _), rows in view.series():
         ok = rows[np.isfinite(cpu[rows]) & (view.hours[rows] < end)]
         hours, values = view.hours[ok], cpu[ok]
@@ -74,7 +101,7 @@ def workload_pattern_analysis(ctx: Context, *, days: float, now: int) -> dict[st
                 "bursty_cv": cfg.bursty_cv,
             },
         }
-        nodes.append({"node_name": node, **row})
+        nodes.append(cast(NodePattern, {"node_name": node, **row}))
     window = {"start": start, "end": end, "days": round_float(days), "weekly_start": history}
     return {"window": window, "nodes": nodes, "insufficient_data": insufficient}
 
@@ -143,3 +170,58 @@ def classify(
     if cv is not None and cv > cfg.bursty_cv:
         return "bursty"
     return "steady"
+
+
+# --------------------------------------------------------------------------- served
+
+PEAK_HOUR = gauge("workload_peak_hour", "Hour of day (UTC, 0..23) of the node's CPU peak.", NODE)
+SEASONALITY = gauge(
+    "workload_seasonality_ratio",
+    "Strength of the daily or weekly CPU cycle, 0..1.",
+    ("node", "period"),
+    unit="percentunit",
+)
+
+
+def to_samples(result: PatternResult, view: ResultView) -> Iterator[Sample]:
+    for n in result["nodes"]:
+        node = n["node_name"]
+        if n.get("peak_hour_utc") is not None:
+            yield sample("workload_peak_hour", n["peak_hour_utc"], node=node)
+        for period, value in (
+            ("daily", n.get("daily_seasonality")),
+            ("weekly", n.get("weekly_seasonality")),
+        ):
+            if value is not None:
+                yield sample("workload_seasonality_ratio", value, node=node, period=period)
+
+
+def render_text(r: PatternResult, t: Text) -> None:
+    pattern_table(r["nodes"], t)
+
+
+def pattern_table(nodes: list[NodePattern], t: Text) -> None:
+    t.title("🕐 WORKLOAD PATTERNS")
+    t.table(
+        ("node", "pattern", "peak hour (UTC)", "daily", "weekly"),
+        (
+            (
+                n["node_name"],
+                n["pattern"],
+                n["peak_hour_utc"],
+                n["daily_seasonality"],
+                n["weekly_seasonality"],
+            )
+            for n in nodes
+        ),
+    )
+
+
+ANALYSIS = Analysis[PatternResult](
+    name="patterns",
+    title="daily and weekly cycles, peak hour and burstiness of each node's CPU",
+    run=workload_pattern_analysis,
+    render_text=render_text,
+    window=Window("days", lambda c: c.patterns.days),
+    serve=Served(refresh_seconds=900, metrics=(PEAK_HOUR, SEASONALITY), to_samples=to_samples),
+)

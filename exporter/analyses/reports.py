@@ -4,26 +4,51 @@ run once per report, plus week-over-week trends from the hourly rollups."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypedDict
 
 import numpy as np
 
-from .common import DAY, round_float
-from .sli import system_availability_check
-
-if TYPE_CHECKING:
-    from ..analyzer import PerformanceAnalyzer
+from ..render import PRIORITY_COLOUR, STATUS_COLOUR, Text, when
+from ..rollups import RollupView, rollups_of
+from .anomalies import Anomaly, anomaly_table, detect_anomalies
+from .capacity import Forecast, capacity_planning_analysis, forecast_lines
+from .common import DAY, Context, round_float
+from .emergency import Threat, emergency_health_check
+from .patterns import NodePattern, pattern_table, workload_pattern_analysis
+from .sli import NodeSli, SliRow, sli_table, system_availability_check
+from .unit import Analysis
 
 CAPACITY_WARNING_DAYS = 30
 WORST_NODES = 5
 
 
-def daily_health_report(analyzer: PerformanceAnalyzer, *, now: int) -> dict[str, Any]:
+class DailySummary(TypedDict):
+    nodes: int
+    grades: dict[str, int]
+    threats: dict[str, int]
+    anomalies: int
+    capacity_warnings: int
+    text: str
+
+
+class DailyReport(TypedDict):
+    report: str
+    status: str
+    window: dict[str, Any]
+    nodes: list[NodeSli]
+    threats: list[Threat]
+    immediate_actions: list[str]
+    anomalies: list[Anomaly]
+    capacity_warnings: list[Forecast]
+    summary: DailySummary
+
+
+def daily_health_report(ctx: Context, *, now: int) -> DailyReport:
     """The last 24 h: status, grade and SLIs per node, anomalies, capacity warnings."""
-    emergency = analyzer.emergency_health_check(now=now)
-    slis = system_availability_check(analyzer.ctx, hours=24, now=now, emergency=emergency)
-    anomalies = analyzer.detect_anomalies(24, now=now)
-    capacity = analyzer.capacity_planning_analysis(analyzer.config.capacity.days, now=now)
+    emergency = emergency_health_check(ctx, now=now)
+    slis = system_availability_check(ctx, hours=24, now=now, threats=emergency["threats"])
+    anomalies = detect_anomalies(ctx, hours=24, now=now)
+    capacity = capacity_planning_analysis(ctx, days=ctx.config.capacity.days, now=now)
     warnings = capacity_warnings(capacity["forecasts"])
     grades = Counter(n["grade"] for n in slis["nodes"])
     status = emergency["status"]
@@ -50,18 +75,27 @@ def daily_health_report(analyzer: PerformanceAnalyzer, *, now: int) -> dict[str,
     }
 
 
-def capacity_warnings(forecasts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def capacity_warnings(forecasts: list[Forecast]) -> list[Forecast]:
     """Forecasts already exhausted or exhausting within CAPACITY_WARNING_DAYS, soonest first."""
     urgent = [
         f
         for f in forecasts
         if f["status"] == "already_exhausted"
-        or (f["status"] == "exhaustion" and f["days_to_exhaustion"] <= CAPACITY_WARNING_DAYS)
+        or (
+            f["status"] == "exhaustion"
+            and (f["days_to_exhaustion"] or 0.0) <= CAPACITY_WARNING_DAYS
+        )
     ]
     return sorted(urgent, key=lambda f: f["days_to_exhaustion"] or 0.0)
 
 
-def _daily_sentence(status, nodes, grades, priorities, warnings) -> str:
+def _daily_sentence(
+    status: str,
+    nodes: int,
+    grades: Counter[str],
+    priorities: Counter[str],
+    warnings: list[Forecast],
+) -> str:
     critical = priorities.get("P1-CRITICAL", 0)
     return (
         f"{status}: {nodes} nodes; {critical} critical threats; "
@@ -75,16 +109,27 @@ def _daily_sentence(status, nodes, grades, priorities, warnings) -> str:
 TREND_METRICS = ("cpu_total_pct", "cpu_iowait_pct", "load_1m", "mem_used_pct", "temperature_c")
 
 
-def weekly_performance_summary(analyzer: PerformanceAnalyzer, *, now: int) -> dict[str, Any]:
+class WeeklyReport(TypedDict):
+    report: str
+    window: dict[str, Any]
+    previous_window: dict[str, Any]
+    nodes: list[dict[str, Any]]  # node_name, metrics: {metric: this_week, last_week, change}
+    worst_nodes: list[SliRow]
+    patterns: list[NodePattern]
+    capacity_warnings: list[Forecast]
+    grades: dict[str, int]
+
+
+def weekly_performance_summary(ctx: Context, *, now: int) -> WeeklyReport:
     """The last 7 days against the 7 before: per-node trends, worst nodes, patterns."""
     week = 7 * DAY
-    slis = system_availability_check(analyzer.ctx, hours=24 * 7, now=now)
-    patterns = analyzer.workload_pattern_analysis(7, now=now)
-    capacity = analyzer.capacity_planning_analysis(analyzer.config.capacity.days, now=now)
-    trends = week_over_week(analyzer, now)
+    slis = system_availability_check(ctx, hours=24 * 7, now=now)
+    patterns = workload_pattern_analysis(ctx, days=7, now=now)
+    capacity = capacity_planning_analysis(ctx, days=ctx.config.capacity.days, now=now)
+    trends = week_over_week(ctx, now)
     worst = sorted(
         slis["nodes"],
-        key=lambda n: (min(n["availability"], n["performance"], n["capacity"]), n["node_name"]),
+        key=lambda n: (_worst_ratio(n), n["node_name"]),
     )[:WORST_NODES]
     return {
         "report": "weekly",
@@ -92,7 +137,13 @@ def weekly_performance_summary(analyzer: PerformanceAnalyzer, *, now: int) -> di
         "previous_window": {"start": now - 2 * week, "end": now - week, "days": 7},
         "nodes": trends,
         "worst_nodes": [
-            {k: n[k] for k in ("node_name", "availability", "performance", "capacity", "grade")}
+            {
+                "node_name": n["node_name"],
+                "availability": n["availability"],
+                "performance": n["performance"],
+                "capacity": n["capacity"],
+                "grade": n["grade"],
+            }
             for n in worst
         ],
         "patterns": patterns["nodes"],
@@ -101,10 +152,15 @@ def weekly_performance_summary(analyzer: PerformanceAnalyzer, *, now: int) -> di
     }
 
 
-def week_over_week(analyzer: PerformanceAnalyzer, now: int) -> list[dict[str, Any]]:
+def _worst_ratio(n: NodeSli) -> float:
+    ratios = [r for r in (n["availability"], n["performance"], n["capacity"]) if r is not None]
+    return min(ratios, default=1.0)
+
+
+def week_over_week(ctx: Context, now: int) -> list[dict[str, Any]]:
     """Per node: mean and peak-hour mean of each trend metric this week and last week."""
     week = 7 * DAY
-    view = analyzer.rollups.view("node", now - 2 * week, now)
+    view = rollups_of(ctx).view("node", now - 2 * week, now)
     out = []
     for (node, _), rows in view.series():
         this = view.hours[rows] > now - week - 3600
@@ -126,7 +182,7 @@ def week_over_week(analyzer: PerformanceAnalyzer, now: int) -> list[dict[str, An
     return out
 
 
-def _hourly(view, rows, metric: str) -> np.ndarray:
+def _hourly(view: RollupView, rows: np.ndarray, metric: str) -> np.ndarray:
     if metric == "mem_used_pct":
         total = view.stat("mean", "mem_total_mb")[rows].astype(float)
         avail = view.stat("mean", "mem_available_mb")[rows].astype(float)
@@ -144,3 +200,65 @@ def _summary(values: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
         "peak_hour_mean": round_float(values[ok].max(), 3),
         "hours": int(ok.sum()),
     }
+
+
+# --------------------------------------------------------------------------- text
+
+
+def daily_text(r: DailyReport, t: Text) -> None:
+    t.title(f"📅 DAILY HEALTH REPORT - {when(r['window']['end'])}")
+    t.line(t.paint(r["summary"]["text"], STATUS_COLOUR.get(r["status"])))
+    t.line()
+    t.title(f"📊 SLI COMPLIANCE - last {r['window']['hours']:g} h ({when(r['window']['end'])})")
+    sli_table(r["nodes"], t)
+    t.line()
+    if r["threats"]:
+        t.line("Threats now:")
+        for x in r["threats"]:
+            t.line(
+                t.paint(f"   • [{x['priority']}] {x['message']}", PRIORITY_COLOUR[x["priority"]])
+            )
+        t.line()
+    t.title(f"🔍 ANOMALIES - {when(r['window']['start'])} to {when(r['window']['end'])}")
+    anomaly_table(r["anomalies"], t)
+    t.line()
+    forecast_lines(r["capacity_warnings"], t)
+
+
+def weekly_text(r: WeeklyReport, t: Text) -> None:
+    t.title(f"🗓️  WEEKLY PERFORMANCE SUMMARY - week to {when(r['window']['end'])}")
+    t.line("Week over week (mean CPU %, change):")
+    t.table(
+        ("node", "cpu this week", "last week", "change", "peak hour"),
+        (
+            (
+                n["node_name"],
+                n["metrics"]["cpu_total_pct"]["this_week"]["mean"],
+                n["metrics"]["cpu_total_pct"]["last_week"]["mean"],
+                n["metrics"]["cpu_total_pct"]["change"],
+                n["metrics"]["cpu_total_pct"]["this_week"]["peak_hour_mean"],
+            )
+            for n in r["nodes"]
+        ),
+    )
+    t.line()
+    t.line("Worst nodes:")
+    sli_table(r["worst_nodes"], t)
+    t.line()
+    pattern_table(r["patterns"], t)
+    t.line()
+    forecast_lines(r["capacity_warnings"], t)
+
+
+DAILY = Analysis[DailyReport](
+    name="daily",
+    title="the last 24 h: status, grades, threats, anomalies and capacity warnings",
+    run=daily_health_report,
+    render_text=daily_text,
+)
+WEEKLY = Analysis[WeeklyReport](
+    name="weekly",
+    title="the last 7 days against the 7 before: trends, worst nodes, patterns",
+    run=weekly_performance_summary,
+    render_text=weekly_text,
+)

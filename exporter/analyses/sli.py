@@ -16,10 +16,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypedDict
 
 from psycopg import sql
 
+from ..config import SliConfig
+from ..metricdef import NODE, gauge
+from ..render import GRADE_COLOUR, Text, pct, when
+from ..samples import Sample, sample
 from ..schema import NODE_METRICS
 from .common import (
     HOUR,
@@ -31,10 +36,50 @@ from .common import (
     window_rows,
     window_seconds,
 )
-from .emergency import emergency_health_check
+from .emergency import EmergencyResult, Threat, critical_nodes, emergency_health_check
 from .hosts import cpu_count_of, node_spans
+from .unit import Analysis, ResultView, Served, Window
 
 DEFAULT_INTERVAL = 60
+GRADES = ("critical", "poor", "acceptable", "good", "excellent")  # index = health_score
+
+
+class SliRow(TypedDict):
+    """What a table of grades shows of a node."""
+
+    node_name: str
+    availability: float | None
+    performance: float | None
+    capacity: float | None
+    grade: str
+
+
+class NodeSli(TypedDict):
+    node_name: str
+    availability: float | None
+    performance: float | None
+    capacity: float | None
+    grade: str
+    samples: int
+    expected_samples: int
+    interval_seconds: int
+    cpu_count: int | None
+    critical_threats: list[str]  # checks at P1 now
+    invalid_values: dict[str, int]  # column -> values skipped as invalid
+
+
+class SliWindow(TypedDict):
+    start: int
+    end: int
+    hours: float
+
+
+class SliResult(TypedDict):
+    window: SliWindow
+    thresholds: dict[str, dict[str, float]]
+    nodes: list[NodeSli]
+
+
 # Nodes per statement: a day of 50 nodes is about 0.5 s on the reference machine, a week
 # (the weekly report) about 4 s, well inside the statement timeout at any fleet size.
 NODES_PER_QUERY = 50
@@ -103,7 +148,9 @@ def _query(ctx: Context) -> sql.Composed:
     )
 
 
-def grade(availability: float, performance: float, capacity: float, critical: bool, cfg) -> str:
+def grade(
+    availability: float, performance: float, capacity: float, critical: bool, cfg: SliConfig
+) -> str:
     """The contract's grade of three ratios (CRITICAL while a P1 threat is active)."""
     if critical:
         return "CRITICAL"
@@ -118,10 +165,10 @@ def grade(availability: float, performance: float, capacity: float, critical: bo
 
 
 def system_availability_check(
-    ctx: Context, *, hours: float, now: int, emergency: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Availability, performance and capacity ratios and a grade per node; `emergency` is
-    the emergency check at the same `now` when the caller already has it."""
+    ctx: Context, *, hours: float, now: int, threats: list[Threat] | None = None
+) -> SliResult:
+    """Availability, performance and capacity ratios and a grade per node; `threats` are
+    the emergency check's at the same `now` when the caller already has them."""
     cfg = ctx.config.sli
     seconds = window_seconds(hours, HOUR, "hours")
     start = now - seconds
@@ -144,10 +191,11 @@ def system_availability_check(
                 },
             )
             rows.update({r["node_name"]: r for r in cur.fetchall()})
-    emergency = emergency or emergency_health_check(ctx, now=now)
-    critical = {t["node_name"] for t in emergency["threats"] if t["priority"] == "P1-CRITICAL"}
+    if threats is None:
+        threats = emergency_health_check(ctx, now=now)["threats"]
+    critical = {t["node_name"] for t in threats if t["priority"] == "P1-CRITICAL"}
 
-    result = []
+    result: list[NodeSli] = []
     for node in nodes:
         row = rows.get(node)
         first = spans[node][0]
@@ -175,7 +223,7 @@ def system_availability_check(
                 "cpu_count": ctx.cpu_count or cpus.get(node),
                 "critical_threats": [
                     t["check"]
-                    for t in emergency["threats"]
+                    for t in threats
                     if t["node_name"] == node and t["priority"] == "P1-CRITICAL"
                 ],
                 "invalid_values": {
@@ -207,3 +255,83 @@ def _ratio(row: dict[str, Any] | None, prefix: str) -> float:
     if not row or not row[f"{prefix}_n"]:
         return 1.0
     return row[f"{prefix}_good"] / row[f"{prefix}_n"]
+
+
+# --------------------------------------------------------------------------- served
+
+COMPLIANCE = gauge(
+    "sli_compliance_ratio",
+    "Share of the SLI window (default 24 h) in compliance, 0..1, per node and SLI.",
+    ("node", "sli"),
+    unit="percentunit",
+)
+HEALTH_GRADE = gauge(
+    "health_grade", "1 for the node's current health grade, 0 for the others.", ("node", "grade")
+)
+HEALTH_SCORE = gauge(
+    "health_score",
+    "Health grade as a number: 4 excellent, 3 good, 2 acceptable, 1 poor, 0 critical.",
+    NODE,
+)
+SLIS = ("availability", "performance", "capacity")
+
+
+def current_grade(n: NodeSli, critical: set[str] | None, cfg: SliConfig) -> str:
+    """The node's grade as of the latest emergency check (CRITICAL follows the P1 threats of
+    that check, not those of the SLI run)."""
+    if critical is None:
+        return n["grade"]
+    ratios = [n[s] for s in SLIS]
+    a, p, c = (1.0 if r is None else r for r in ratios)
+    return grade(a, p, c, n["node_name"] in critical, cfg)
+
+
+def to_samples(result: SliResult, view: ResultView) -> Iterator[Sample]:
+    emergency: EmergencyResult | None = view.results.get("emergency")
+    critical = None if emergency is None else critical_nodes(emergency)
+    for n in result["nodes"]:
+        node = n["node_name"]
+        for s in SLIS:
+            yield sample("sli_compliance_ratio", n[s], node=node, sli=s)
+        grade_now = current_grade(n, critical, view.config.sli).lower()
+        for g in GRADES:
+            yield sample("health_grade", 1 if g == grade_now else 0, node=node, grade=g)
+        yield sample("health_score", GRADES.index(grade_now), node=node)
+
+
+def render_text(r: SliResult, t: Text) -> None:
+    t.title(f"📊 SLI COMPLIANCE - last {r['window']['hours']:g} h ({when(r['window']['end'])})")
+    sli_table(r["nodes"], t)
+
+
+def sli_table(nodes: Sequence[SliRow], t: Text) -> None:
+    t.table(
+        ("node", "availability", "performance", "capacity", "grade"),
+        (
+            (
+                n["node_name"],
+                pct(n["availability"]),
+                pct(n["performance"]),
+                pct(n["capacity"]),
+                n["grade"],
+            )
+            for n in nodes
+        ),
+        lambda row: GRADE_COLOUR.get(row[4]),
+    )
+
+
+ANALYSIS = Analysis[SliResult](
+    name="availability",
+    title="SLI compliance (availability, performance, capacity) and a grade per node",
+    run=system_availability_check,
+    render_text=render_text,
+    window=Window("hours", lambda c: c.sli.window_hours),
+    serve=Served(
+        refresh_seconds=60,
+        metrics=(COMPLIANCE, HEALTH_GRADE, HEALTH_SCORE),
+        to_samples=to_samples,
+        depends_on=("emergency",),
+    ),
+    aliases=("sli",),
+)

@@ -4,10 +4,11 @@ metric over the window, for export to other systems."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 from psycopg import sql
 
+from ..render import Text
 from .common import (
     CONTAINER_ROW,
     HOUR,
@@ -19,8 +20,37 @@ from .common import (
     window_rows,
     window_seconds,
 )
+from .unit import Analysis, Window
 
 STATS = ("avg", "max", "p95")
+
+# column -> {avg, max, p95: float | None, samples: int}
+MetricStats = dict[str, dict[str, Any]]
+
+
+class ContainerSummary(TypedDict):
+    container_name: str
+    samples: int
+    metrics: MetricStats
+
+
+class NodeSummary(TypedDict):
+    node_name: str
+    samples: int
+    metrics: MetricStats
+    containers: list[ContainerSummary]
+
+
+class SummaryWindow(TypedDict):
+    start: int
+    end: int
+    hours: float
+
+
+class SummaryResult(TypedDict):
+    generated_at: int
+    window: SummaryWindow
+    nodes: list[NodeSummary]
 
 
 def _query(ctx: Context, node: bool) -> sql.Composed:
@@ -49,7 +79,7 @@ def _query(ctx: Context, node: bool) -> sql.Composed:
     )
 
 
-def export_metrics_summary(ctx: Context, *, hours: float, now: int) -> dict[str, Any]:
+def export_metrics_summary(ctx: Context, *, hours: float, now: int) -> SummaryResult:
     """{nodes: [{node_name, samples, metrics: {column: {avg, max, p95, samples}},
     containers: [...]}], generated_at, window}."""
     start = now - window_seconds(hours, HOUR, "hours")
@@ -59,7 +89,7 @@ def export_metrics_summary(ctx: Context, *, hours: float, now: int) -> dict[str,
         node_rows = cur.fetchall()
         cur.execute(_query(ctx, node=False), params)
         container_rows = cur.fetchall()
-    nodes: dict[str, dict[str, Any]] = {
+    nodes: dict[str, NodeSummary] = {
         r["node_name"]: {
             "node_name": r["node_name"],
             "samples": r["samples"],
@@ -87,8 +117,27 @@ def export_metrics_summary(ctx: Context, *, hours: float, now: int) -> dict[str,
     }
 
 
-def _metrics(row: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+def _metrics(row: dict[str, Any], metrics: tuple[str, ...]) -> MetricStats:
     return {
         m: {s: round_float(row[f"{m}:{s}"], 4) for s in STATS} | {"samples": row[f"{m}:samples"]}
         for m in metrics
     }
+
+
+def render_text(r: SummaryResult, t: Text) -> None:
+    t.title(f"📋 METRICS SUMMARY - last {r['window']['hours']:g} h")
+    for n in r["nodes"]:
+        t.line(f"{n['node_name']} ({n['samples']} samples)")
+        t.table(
+            ("metric", "avg", "max", "p95"),
+            ((m, s["avg"], s["max"], s["p95"]) for m, s in n["metrics"].items()),
+        )
+
+
+ANALYSIS = Analysis[SummaryResult](
+    name="summary",
+    title="average, maximum and 95th percentile of every metric per node and container",
+    run=export_metrics_summary,
+    render_text=render_text,
+    window=Window("hours", lambda c: 1),
+)

@@ -30,11 +30,44 @@ see docs/performance.md and the final report.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypedDict
 
 from psycopg import sql
 
+from ..metricdef import gauge
+from ..render import Text, when
+from ..samples import THRESHOLD, Sample, sample
 from .common import DAY, NODE_ROW, Context, clean, round_float
+from .unit import Analysis, ResultView, Served
+
+
+class Threshold(TypedDict):
+    node_name: str
+    metric: str
+    priority: str
+    threshold: float | None
+    direction: str  # above or below
+    basis: str
+    learned: float | None
+    static_floor: float | None
+    floored: bool
+    median: float | None
+    robust_sd: float | None
+    samples: int
+
+
+class Insufficient(TypedDict):
+    node_name: str
+    metric: str
+    samples: int
+
+
+class ThresholdResult(TypedDict):
+    history: dict[str, Any]
+    thresholds: list[Threshold]
+    insufficient_data: list[Insufficient]
+
 
 ROBUST = 1.4826  # MAD x this = sd for normal data
 # metric -> higher is worse
@@ -71,7 +104,7 @@ _QUANTILES_SQL = sql.SQL(
 WORK_MEM = "64MB"  # the two sorts of the history stay in memory (disk merges were 3x slower)
 
 
-def generate_alert_config(ctx: Context, *, now: int) -> dict[str, Any]:
+def generate_alert_config(ctx: Context, *, now: int) -> ThresholdResult:
     """Thresholds P1..P3 per node and metric learned from the last `history_days`."""
     cfg = ctx.config.alerts
     start = now - int(cfg.history_days * DAY)
@@ -80,7 +113,8 @@ def generate_alert_config(ctx: Context, *, now: int) -> dict[str, Any]:
         cur.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
         cur.execute(_quantiles_sql(ctx, percent), {"start": start, "now": now})
         rows = cur.fetchall()
-    thresholds, insufficient = [], []
+    thresholds: list[Threshold] = []
+    insufficient: list[Insufficient] = []
     days = round_float(cfg.history_days, 3)
     totals = {r["node_name"]: r["p"][2] for r in rows if r["metric"] == "mem_total_mb"}
     for row in sorted(rows, key=lambda r: (r["node_name"], r["metric"])):
@@ -156,7 +190,7 @@ def _floors(ctx: Context, metric: str, mem_total: float | None) -> tuple[float, 
     return None
 
 
-def _levels(ctx: Context, row: dict[str, Any], days: float | None) -> list[dict[str, Any]]:
+def _levels(ctx: Context, row: dict[str, Any], days: float | None) -> list[Threshold]:
     """The three thresholds of one node and metric, ordered, floored and clamped."""
     metric, worse_up = row["metric"], METRICS[row["metric"]]
     p01, p05, med, p95, p99 = (float(v) for v in row["p"])
@@ -198,3 +232,45 @@ def _levels(ctx: Context, row: dict[str, Any], days: float | None) -> list[dict[
         }
         for i, priority in enumerate(("P3", "P2", "P1"))
     ]
+
+
+# --------------------------------------------------------------------------- served
+
+LEARNED = gauge(
+    "dynamic_threshold",
+    "Alert threshold learned from the node's own history, in the metric's unit.",
+    ("node", "metric", "priority"),
+)
+
+
+def to_samples(result: ThresholdResult, view: ResultView) -> Iterator[Sample]:
+    for t in result["thresholds"]:
+        if t["threshold"] is not None:
+            yield sample(
+                "dynamic_threshold",
+                t["threshold"],
+                THRESHOLD,
+                0.0,
+                node=t["node_name"],
+                metric=t["metric"],
+                priority=t["priority"][:2],
+            )
+
+
+def render_text(r: ThresholdResult, t: Text) -> None:
+    h = r["history"]
+    t.title(f"🔔 LEARNED ALERT THRESHOLDS - history {when(h['start'])} to {when(h['end'])}")
+    t.table(
+        ("node", "metric", "priority", "threshold"),
+        ((x["node_name"], x["metric"], x["priority"], x["threshold"]) for x in r["thresholds"]),
+    )
+
+
+ANALYSIS = Analysis[ThresholdResult](
+    name="alert-config",
+    title="alert thresholds P1..P3 per node and metric learned from its own history",
+    run=generate_alert_config,
+    render_text=render_text,
+    serve=Served(refresh_seconds=900, metrics=(LEARNED,), to_samples=to_samples),
+    aliases=("thresholds",),
+)

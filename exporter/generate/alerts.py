@@ -408,12 +408,38 @@ def _exporter(job: str) -> list[Alert]:
             verify="`perf_analyzer_analysis_errors_total` grows.",
             fire=Case(
                 {
-                    'perf_analyzer_analysis_last_run_success{analysis="sli",instance="pa:10610"}': "0x70"
+                    'perf_analyzer_analysis_last_run_success{analysis="availability",instance="pa:10610"}': "0x70"
                 }
             ),
             calm=Case(
                 {
-                    'perf_analyzer_analysis_last_run_success{analysis="sli",instance="pa:10610"}': "1x70"
+                    'perf_analyzer_analysis_last_run_success{analysis="availability",instance="pa:10610"}': "1x70"
+                }
+            ),
+            identity=("instance", "analysis"),
+        ),
+        Alert(
+            name=f"{PREFIX}ExpositionFailing",
+            group="perf-analyzer-exporter",
+            expr="increase(perf_analyzer_exposition_errors_total[15m]) > 0",
+            for_="0m",
+            priority="P2",
+            summary="An analysis's results cannot be turned into metrics",
+            description="perf-analyzer ({{ $labels.instance }}): the {{ $labels.analysis }} "
+            "analysis ran, but its result could not be turned into metrics; its metric "
+            "families are missing from the scrape.",
+            action="A bug in perf-analyzer: read the exporter's log for the traceback of "
+            "'building the metrics of analysis', and report it with the version "
+            "(`perf_analyzer_build_info`).",
+            verify="`perf_analyzer_exposition_errors_total` stops growing after an upgrade.",
+            fire=Case(
+                {
+                    'perf_analyzer_exposition_errors_total{analysis="capacity",instance="pa:10610"}': "0+1x70"
+                }
+            ),
+            calm=Case(
+                {
+                    'perf_analyzer_exposition_errors_total{analysis="capacity",instance="pa:10610"}': "0x70"
                 }
             ),
             identity=("instance", "analysis"),

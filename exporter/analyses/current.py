@@ -1,0 +1,116 @@
+"""Current values: the last few minutes' averages, every node's newest sample and the SLIs
+over the same few minutes (the short-window signal burn-rate rules average over time).
+Served by the exporter only; `report summary` prints the same averages for a person."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TypedDict
+
+from ..metricdef import CONTAINER, NODE, gauge
+from ..samples import CONTAINER_VALUE, Sample, sample
+from .common import Context
+from .hosts import node_spans
+from .sli import SLIS, SliResult, system_availability_check
+from .summary import SummaryResult, export_metrics_summary
+from .unit import Analysis, ResultView, Served
+
+MIB = 2**20
+
+
+class CurrentResult(TypedDict):
+    summary: SummaryResult
+    spans: dict[str, tuple[int, int]]  # node -> (first, newest sample time)
+    sli: SliResult
+
+
+def current_values(ctx: Context, *, now: int) -> CurrentResult:
+    """The last `exporter.current_window_seconds` of every node, and its newest sample."""
+    window = ctx.config.exporter.current_window_seconds / 3600
+    return {
+        "summary": export_metrics_summary(ctx, hours=window, now=now),
+        "spans": node_spans(ctx, now),
+        # a threat is not an outage: the short-window grades ignore the emergency check
+        "sli": system_availability_check(ctx, hours=window, now=now, threats=[]),
+    }
+
+
+LAST_SAMPLE = gauge(
+    "node_last_sample_timestamp_seconds",
+    "Unix time of the newest sample of each node.",
+    NODE,
+    unit="dateTimeAsIso",
+)
+# metric, help, Grafana unit <- summary column, scale
+NODE_VALUES = (
+    ("cpu_usage_ratio", "CPU busy, 0..1 of the whole node", "percentunit", "cpu_total_pct", 0.01),
+    ("cpu_iowait_ratio", "CPU time waiting for I/O, 0..1", "percentunit", "cpu_iowait_pct", 0.01),
+    ("memory_available_bytes", "Memory available", "bytes", "mem_available_mb", MIB),
+    ("memory_total_bytes", "Memory installed", "bytes", "mem_total_mb", MIB),
+    ("swap_used_bytes", "Swap in use", "bytes", "swap_used_mb", MIB),
+    ("load1", "1-minute load average", "none", "load_1m", 1.0),
+    ("temperature_celsius", "Hottest sensor", "celsius", "temperature_c", 1.0),
+)
+CONTAINER_VALUES = (
+    (
+        "container_cpu_usage_ratio",
+        "Container CPU, 0..1 of the node's whole CPU",
+        "percentunit",
+        "cpu_total_pct",
+        0.01,
+    ),
+    ("container_memory_rss_bytes", "Container resident memory", "bytes", "c_rss_mb", MIB),
+)
+SLI_NOW = gauge(
+    "sli_current_ratio",
+    "Share of the last 5 minutes in compliance, 0..1, per node and SLI: the short-window "
+    "signal that burn-rate rules average over time.",
+    ("node", "sli"),
+    unit="percentunit",
+)
+METRICS = (
+    LAST_SAMPLE,
+    *(
+        gauge(name, f"{text}; last 5 minutes' average.", NODE, unit=unit)
+        for name, text, unit, _, _ in NODE_VALUES
+    ),
+    *(
+        gauge(name, f"{text}; last 5 minutes' average.", CONTAINER, unit=unit)
+        for name, text, unit, _, _ in CONTAINER_VALUES
+    ),
+    SLI_NOW,
+)
+
+
+def to_samples(result: CurrentResult, view: ResultView) -> Iterator[Sample]:
+    for node, (_, last) in result["spans"].items():
+        yield sample("node_last_sample_timestamp_seconds", last, node=node)
+    for s in result["sli"]["nodes"]:
+        for name in SLIS:
+            yield sample("sli_current_ratio", s[name], node=s["node_name"], sli=name)
+    for n in result["summary"]["nodes"]:
+        for metric, _, _, column, scale in NODE_VALUES:
+            avg = n["metrics"].get(column, {}).get("avg")
+            if avg is not None:
+                yield sample(metric, avg * scale, node=n["node_name"])
+        for c in n["containers"]:
+            for metric, _, _, column, scale in CONTAINER_VALUES:
+                avg = c["metrics"].get(column, {}).get("avg")
+                if avg is not None:
+                    yield sample(
+                        metric,
+                        avg * scale,
+                        CONTAINER_VALUE,
+                        avg,
+                        node=n["node_name"],
+                        container=c["container_name"],
+                    )
+
+
+ANALYSIS = Analysis[CurrentResult](
+    name="current",
+    title="the last few minutes' averages and every node's newest sample",
+    run=current_values,
+    serve=Served(refresh_seconds=10, metrics=METRICS, to_samples=to_samples),
+    report=False,
+)
