@@ -20,7 +20,7 @@ import functools
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, dataclass_transform
+from typing import Annotated, Any, TypeVar, cast, dataclass_transform
 
 from pydantic import (
     AfterValidator,
@@ -143,7 +143,7 @@ def _section(cls: type[_T]) -> type[_T]:
             raise ConfigError(_sentence(exc, section)) from None
 
     section.__init__ = __init__  # type: ignore[method-assign]
-    return section
+    return cast(type[_T], section)
 
 
 # --------------------------------------------------------------------------- sections
@@ -177,7 +177,12 @@ class Levels:
         return None
 
     def threshold(self, priority: str) -> float:
-        return {Priority.P1: self.p1, Priority.P2: self.p2, Priority.P3: self.p3}[priority]
+        limits: dict[str, float] = {
+            Priority.P1: self.p1,
+            Priority.P2: self.p2,
+            Priority.P3: self.p3,
+        }
+        return limits[priority]
 
 
 # What each emergency level may hold: percentages stay percentages, rates are not negative.
