@@ -261,3 +261,16 @@ def test_emergency_check_honours_min_samples(restarted_nodes):
         "node-b": (Priority.P1, 3),
     }
     assert _cpu_threats(restarted_nodes, 4) == {}
+
+
+def test_vocabulary_matches_the_words_in_use():
+    from exporter.analyses.emergency import CHECKS
+    from exporter.metrics import FORECAST_STATUSES, GRADES
+    from exporter.vocabulary import ForecastStatus, Grade
+
+    assert [g.label for g in Grade] == list(GRADES)
+    assert [g.score for g in Grade] == [GRADES.index(g.label) for g in Grade]
+    assert Grade.EXCELLENT == "EXCELLENT" and f"{Grade.POOR}" == "POOR"
+    assert list(ForecastStatus) == list(FORECAST_STATUSES)
+    assert list(Check) == list(CHECKS)
+    assert [p.value for p in Priority] == ["P1-CRITICAL", "P2-WARNING", "P3-ADVISORY"]
