@@ -426,7 +426,7 @@ def _defaults(cls: type) -> Any:
     """An instance with every default, or None when some field has none (Levels)."""
     try:
         return cls()
-    except TypeError:
+    except (TypeError, ConfigError):
         return None
 
 

@@ -274,3 +274,9 @@ def test_vocabulary_matches_the_words_in_use():
     assert list(ForecastStatus) == list(FORECAST_STATUSES)
     assert list(Check) == list(CHECKS)
     assert [p.value for p in Priority] == ["P1-CRITICAL", "P2-WARNING", "P3-ADVISORY"]
+
+
+def test_from_dict_builds_one_section_under_its_path():
+    assert from_dict({"p3": 1, "p2": 2, "p1": 3}, Levels) == Levels(1, 2, 3)
+    with pytest.raises(ConfigError, match=r"^configuration key emergency.cpu_pct.p1 is required$"):
+        from_dict({"p3": 1, "p2": 2}, Levels, "emergency.cpu_pct")
