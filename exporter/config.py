@@ -2,62 +2,205 @@
 
 Defaults follow the original README (CPU 96.5 % is P1, 3.2 % free memory is P1, 87.3 °C is
 P1). A configuration can come from Python (`Config(emergency=EmergencyConfig(...))`), from a
-YAML file (`load_config(path)`) or from a dict; unknown keys and wrong types are errors that
-name the key, so a typo never silently falls back to a default.
+YAML file (`load_config(path)`) or from a dict (`from_dict`). Every value is checked for
+meaning, not only for type: windows are positive, ratios lie in [0, 1], percentages in
+[0, 100], related keys agree (`anomalies.persist <= anomalies.recent_samples`), NaN and
+infinity are refused, and so are unknown keys. A problem is one `ConfigError` sentence that
+names the key and what it allows, so a typo or a slip never silently falls back to a default
+or makes an analysis divide by zero.
+
+The sections are frozen pydantic dataclasses: they validate in `__init__`, so
+`dataclasses.replace` validates too, and they stay hashable.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import functools
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar, cast, dataclass_transform
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from .vocabulary import Priority
 
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names it."""
 
 
-@dataclass(frozen=True)
+# --------------------------------------------------------------------------- rules
+
+
+class _Broken(ValueError):
+    """A rule a value breaks, raised during validation and turned into one sentence by
+    `_sentence`. `key` is relative to the section being validated ('' is the value itself);
+    `other` is a second key of that section the rule compares with, whose value is `limit`."""
+
+    def __init__(
+        self,
+        rule: str,
+        got: Any,
+        key: str = "",
+        other: str = "",
+        limit: Any = None,
+        because: str = "",
+    ) -> None:
+        super().__init__(rule)
+        self.rule, self.got, self.key = rule, got, key
+        self.other, self.limit, self.because = other, limit, because
+
+
+def _is_number(value: Any) -> Any:
+    """Numbers only: a string or a YAML boolean is never quietly converted, and NaN or
+    infinity would slip through every comparison below."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Broken("must be a number", value)
+    if not math.isfinite(value):
+        raise _Broken("must be a finite number", value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Range:
+    """An allowed range, bounds inclusive except `gt`."""
+
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+
+    @property
+    def text(self) -> str:
+        if self.ge is not None and self.le is not None:
+            return f"between {self.ge:g} and {self.le:g}"
+        bounds = (("> ", self.gt), (">= ", self.ge), ("<= ", self.le))
+        return " and ".join(f"{op}{bound:g}" for op, bound in bounds if bound is not None)
+
+    def check(self, value: Any, key: str = "") -> Any:
+        inside = (
+            (self.gt is None or value > self.gt)
+            and (self.ge is None or value >= self.ge)
+            and (self.le is None or value <= self.le)
+        )
+        if not inside:
+            raise _Broken(f"must be {self.text}", value, key)
+        return value
+
+
+_NUMBER = BeforeValidator(_is_number)
+Number = Annotated[float, _NUMBER]
+Positive = Annotated[float, _NUMBER, AfterValidator(_Range(gt=0).check)]
+NonNegative = Annotated[float, _NUMBER, AfterValidator(_Range(ge=0).check)]
+Ratio = Annotated[float, _NUMBER, AfterValidator(_Range(ge=0, le=1).check)]
+Percent = Annotated[float, _NUMBER, AfterValidator(_Range(ge=0, le=100).check)]
+Limit = Annotated[float, _NUMBER, AfterValidator(_Range(gt=0, le=100).check)]  # % of a whole
+Count = Annotated[int, _NUMBER, AfterValidator(_Range(ge=1).check)]
+NonNegativeInt = Annotated[int, _NUMBER, AfterValidator(_Range(ge=0).check)]
+HoursOfDay = Annotated[int, _NUMBER, AfterValidator(_Range(ge=1, le=24).check)]
+Flag = Annotated[bool, Strict()]
+
+
+def _at_most(section: Any, key: str, other: str, because: str = "") -> None:
+    """`section.key <= section.other`, or a ConfigError naming both."""
+    value, limit = getattr(section, key), getattr(section, other)
+    if value > limit:
+        raise _Broken("must be <=", value, key, other, limit, because)
+
+
+def _below(section: Any, key: str, other: str) -> None:
+    """`section.key < section.other`, or a ConfigError naming both."""
+    value, limit = getattr(section, key), getattr(section, other)
+    if value >= limit:
+        raise _Broken("must be <", value, key, other, limit)
+
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
+def _section(cls: type[_T]) -> type[_T]:
+    """A frozen pydantic dataclass that refuses unknown keys and whose constructor (hence
+    also `dataclasses.replace`) raises a ConfigError sentence instead of a ValidationError."""
+    section = pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))(cls)
+    init = section.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise ConfigError(_sentence(exc, section)) from None
+
+    section.__init__ = __init__  # type: ignore[method-assign]
+    return cast(type[_T], section)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@_section
 class Levels:
     """Thresholds of one check: P3 advisory, P2 warning, P1 critical. `higher_is_worse`
     False means the value is bad when it falls below (free memory)."""
 
-    p3: float
-    p2: float
-    p1: float
-    higher_is_worse: bool = True
+    p3: Number
+    p2: Number
+    p1: Number
+    higher_is_worse: Flag = True
 
-    def __post_init__(self) -> None:
-        ordered = (
-            (self.p3 <= self.p2 <= self.p1)
-            if self.higher_is_worse
-            else (self.p3 >= self.p2 >= self.p1)
-        )
-        if not ordered:
-            raise ConfigError(f"levels must worsen from p3 to p1, got {self}")
+    @model_validator(mode="after")
+    def _worsen(self) -> Levels:
+        rule = "must be >=" if self.higher_is_worse else "must be <="
+        for key, other in (("p2", "p3"), ("p1", "p2")):
+            value, limit = getattr(self, key), getattr(self, other)
+            if (value < limit) if self.higher_is_worse else (value > limit):
+                raise _Broken(rule, value, key, other, limit, "levels must worsen from p3 to p1")
+        return self
 
-    def priority(self, value: float) -> str | None:
+    def priority(self, value: float) -> Priority | None:
         """The priority `value` reaches, or None below P3."""
-        for name, limit in (
-            ("P1-CRITICAL", self.p1),
-            ("P2-WARNING", self.p2),
-            ("P3-ADVISORY", self.p3),
-        ):
+        for name in Priority:  # most severe first
+            limit = self.threshold(name)
             if (value >= limit) if self.higher_is_worse else (value <= limit):
                 return name
         return None
 
     def threshold(self, priority: str) -> float:
-        return {"P1-CRITICAL": self.p1, "P2-WARNING": self.p2, "P3-ADVISORY": self.p3}[priority]
+        limits: dict[str, float] = {
+            Priority.P1: self.p1,
+            Priority.P2: self.p2,
+            Priority.P3: self.p3,
+        }
+        return limits[priority]
 
 
-@dataclass(frozen=True)
+# What each emergency level may hold: percentages stay percentages, rates are not negative.
+_LEVEL_RANGES = {
+    "cpu_pct": _Range(ge=0, le=100),
+    "iowait_pct": _Range(ge=0, le=100),
+    "mem_available_pct": _Range(ge=0, le=100),
+    "load_per_cpu": _Range(ge=0),
+    "swap_growth_mb_per_min": _Range(ge=0),
+    "network_errors_per_s": _Range(ge=0),
+    "stale_seconds": _Range(gt=0),
+}
+
+
+@_section
 class EmergencyConfig:
-    window_seconds: int = 300
-    min_samples: int = 3  # a threat must be sustained over this many samples of the window
+    window_seconds: Count = 300
+    min_samples: Count = 3  # a threat must be sustained over this many samples of the window
     cpu_pct: Levels = Levels(85, 90, 95)
     iowait_pct: Levels = Levels(20, 30, 40)
     mem_available_pct: Levels = Levels(15, 10, 5, higher_is_worse=False)
@@ -66,25 +209,39 @@ class EmergencyConfig:
     swap_growth_mb_per_min: Levels = Levels(1, 10, 50)  # only while memory is below its P3
     network_errors_per_s: Levels = Levels(1, 10, 50)  # errors + drops, both directions
     stale_seconds: Levels = Levels(180, 300, 600)  # age of the newest sample
-    forget_after_hours: float = 24  # a node silent this long is gone (decommissioned)
+    forget_after_hours: Positive = 24  # a node silent this long is gone (decommissioned)
+
+    @model_validator(mode="after")
+    def _level_ranges(self) -> EmergencyConfig:
+        for name, allowed in _LEVEL_RANGES.items():
+            levels = getattr(self, name)
+            for p in ("p3", "p2", "p1"):
+                allowed.check(getattr(levels, p), f"{name}.{p}")
+        return self
 
 
-@dataclass(frozen=True)
+@_section
 class SliConfig:
-    window_hours: float = 24
+    window_hours: Positive = 24
     # performance: a sample is good when CPU, I/O wait and load per CPU are below these
-    cpu_pct: float = 90
-    iowait_pct: float = 30
-    load_per_cpu: float = 2.0
+    cpu_pct: Percent = 90
+    iowait_pct: Percent = 30
+    load_per_cpu: Positive = 2.0
     # capacity: a sample is good when free memory and swap are inside these
-    mem_available_pct: float = 10
-    swap_used_mb: float = 4096
-    excellent: float = 0.99
-    good: float = 0.95
-    acceptable: float = 0.90
+    mem_available_pct: Percent = 10
+    swap_used_mb: NonNegative = 4096
+    excellent: Ratio = 0.99
+    good: Ratio = 0.95
+    acceptable: Ratio = 0.90
+
+    @model_validator(mode="after")
+    def _grades_ordered(self) -> SliConfig:
+        _at_most(self, "good", "excellent", "grades must not overlap")
+        _at_most(self, "acceptable", "good", "grades must not overlap")
+        return self
 
 
-@dataclass(frozen=True)
+@_section
 class AnomalyConfig:
     """Seasonal robust anomaly detection (analyses/anomalies.py). A sample is anomalous when
     it is beyond `score_threshold` robust scales from its baseline AND moved by at least the
@@ -93,187 +250,248 @@ class AnomalyConfig:
     `*_scale_floor` bounds the robust scale from below (flat series never score),
     `*_min_change` is the smallest change worth reporting."""
 
-    window_hours: float = 1  # the exporter's window (the API's default is 24 h)
-    recent_samples: int = 5  # persistence: `persist` of the last `recent_samples` must agree
-    persist: int = 3
-    score_threshold: float = 4.0  # |robust z| that counts as anomalous (P3)
-    p2_score: float = 6.0
-    p1_score: float = 10.0
-    history_days: float = 28  # hour-of-week needs >= 21 days, hour-of-day >= 7
-    changepoint_hours: float = 6  # a shift sustained this long becomes "new normal"
-    hour_of_week_days: float = 21  # history needed for the hour-of-week baseline
-    hour_of_day_days: float = 7  # history needed for the hour-of-day baseline
-    rolling_min_hours: int = 6  # hourly means needed (of the last 24) for the rolling baseline
-    scale_floor_rel: float = 0.02  # robust scale >= this fraction of the baseline level
-    min_change_rel: float = 0.1  # practical change >= this fraction of the baseline level
-    pct_scale_floor: float = 0.5  # percent (CPU, I/O wait)
-    pct_min_change: float = 5.0
-    mb_scale_floor: float = 16.0  # MiB (memory, swap, container RSS)
-    mb_min_change: float = 256.0
-    load_scale_floor: float = 0.1
-    load_min_change: float = 1.0
-    celsius_scale_floor: float = 0.5
-    celsius_min_change: float = 5.0
-    mb_s_scale_floor: float = 0.05  # MiB/s (disk, network)
-    mb_s_min_change: float = 1.0
-    ops_scale_floor: float = 50.0  # context switches per second
-    ops_min_change: float = 2000.0
-    errors_scale_floor: float = 0.25  # network errors and drops per second
-    errors_min_change: float = 1.0
-    zero_rate_max: float = 0.02  # counters nonzero in at most this share of past hours: a
+    window_hours: Positive = 1  # the exporter's window (the API's default is 24 h)
+    recent_samples: Count = 5  # persistence: `persist` of the last `recent_samples` must agree
+    persist: Count = 3
+    score_threshold: Positive = 4.0  # |robust z| that counts as anomalous (P3)
+    p2_score: Positive = 6.0
+    p1_score: Positive = 10.0
+    history_days: Positive = 28  # hour-of-week needs >= 21 days, hour-of-day >= 7
+    changepoint_hours: Positive = 6  # a shift sustained this long becomes "new normal"
+    hour_of_week_days: Positive = 21  # history needed for the hour-of-week baseline
+    hour_of_day_days: Positive = 7  # history needed for the hour-of-day baseline
+    rolling_min_hours: HoursOfDay = 6  # hourly means needed (of the last 24) for the rolling
+    # baseline
+    scale_floor_rel: NonNegative = 0.02  # robust scale >= this fraction of the baseline level
+    min_change_rel: NonNegative = 0.1  # practical change >= this fraction of the baseline level
+    # the absolute scale floors are divisors: they must stay above 0
+    pct_scale_floor: Positive = 0.5  # percent (CPU, I/O wait)
+    pct_min_change: NonNegative = 5.0
+    mb_scale_floor: Positive = 16.0  # MiB (memory, swap, container RSS)
+    mb_min_change: NonNegative = 256.0
+    load_scale_floor: Positive = 0.1
+    load_min_change: NonNegative = 1.0
+    celsius_scale_floor: Positive = 0.5
+    celsius_min_change: NonNegative = 5.0
+    mb_s_scale_floor: Positive = 0.05  # MiB/s (disk, network)
+    mb_s_min_change: NonNegative = 1.0
+    ops_scale_floor: Positive = 50.0  # context switches per second
+    ops_min_change: NonNegative = 2000.0
+    errors_scale_floor: Positive = 0.25  # network errors and drops per second
+    errors_min_change: NonNegative = 1.0
+    zero_rate_max: Ratio = 0.02  # counters nonzero in at most this share of past hours: a
     # frequency test (any error burst is anomalous) instead of the robust score
 
+    @model_validator(mode="after")
+    def _consistent(self) -> AnomalyConfig:
+        _at_most(self, "persist", "recent_samples")
+        _at_most(self, "score_threshold", "p2_score", "scores must rise from P3 to P1")
+        _at_most(self, "p2_score", "p1_score", "scores must rise from P3 to P1")
+        return self
 
-@dataclass(frozen=True)
+
+@_section
 class ContentionConfig:
-    window_hours: float = 1
-    cpu_pct: float = 80  # CPU pressure: node CPU above this ...
-    iowait_pct: float = 20  # ... or I/O wait above this (stalled CPU)
-    mem_available_pct: float = 15  # memory pressure: free memory below this, % of total
-    baseline_hours: float = 6  # shares "before" come from calm samples this far back, too
-    victim_drop: float = 0.02  # a container whose share falls this much is a victim
+    window_hours: Positive = 1
+    cpu_pct: Percent = 80  # CPU pressure: node CPU above this ...
+    iowait_pct: Percent = 20  # ... or I/O wait above this (stalled CPU)
+    mem_available_pct: Percent = 15  # memory pressure: free memory below this, % of total
+    baseline_hours: Positive = 6  # shares "before" come from calm samples this far back, too
+    victim_drop: Ratio = 0.02  # a container whose share falls this much is a victim
 
 
-@dataclass(frozen=True)
+@_section
 class CorrelationConfig:
-    window_hours: float = 24
-    min_abs: float = 0.7  # |Pearson| of a strong pair
-    max_lag_minutes: int = 15  # lead/lag search range, both ways
-    lag_min_gain: float = 0.02  # a lag is reported when it beats lag 0 by this much
-    min_samples: int = 60  # fewer paired samples: the pair is not judged
-    profile_days: float = 7  # history of the hour-of-day profile removed before deseasonalising
-    evidence_hours: float = 24  # rank and lag evidence read at most this much of the window
+    window_hours: Positive = 24
+    min_abs: Ratio = 0.7  # |Pearson| of a strong pair
+    max_lag_minutes: NonNegativeInt = 15  # lead/lag search range, both ways
+    lag_min_gain: Ratio = 0.02  # a lag is reported when it beats lag 0 by this much
+    min_samples: Count = 60  # fewer paired samples: the pair is not judged
+    profile_days: Positive = 7  # history of the hour-of-day profile removed before
+    # deseasonalising
+    evidence_hours: Positive = 24  # rank and lag evidence read at most this much of the window
 
 
-@dataclass(frozen=True)
+@_section
 class CapacityConfig:
-    days: float = 30
-    horizon_days: float = 365  # beyond this a trend is "beyond_horizon"
-    cpu_limit_pct: float = 100
-    mem_limit_pct: float = 100  # of mem_total_mb, used = total - available
-    swap_limit_mb: float = 8192
-    min_days: int = 3  # fewer daily peaks: insufficient_data
-    min_r2: float = 0.3  # weaker fits: no_significant_trend
-    drop_restart_pct: float = 20  # a fall of the daily peak by this % of the limit, held
+    days: Positive = 30
+    horizon_days: Positive = 365  # beyond this a trend is "beyond_horizon"
+    cpu_limit_pct: Limit = 100
+    mem_limit_pct: Limit = 100  # of mem_total_mb, used = total - available
+    swap_limit_mb: Positive = 8192
+    min_days: Count = 3  # fewer daily peaks: insufficient_data
+    min_r2: Ratio = 0.3  # weaker fits: no_significant_trend
+    drop_restart_pct: Percent = 20  # a fall of the daily peak by this % of the limit, held
     # for 3 days (a weekend dip is not), restarts the fit: cleanup, restart, resize
-    min_day_hours: int = 12  # a UTC day with fewer hours of data gives no daily peak
+    min_day_hours: HoursOfDay = 12  # a UTC day with fewer hours of data gives no daily peak
     # already_exhausted: the last 24 h's busiest hour reached this share of the limit (an
     # hour's mean of samples capped at 100 % never quite reaches 100 %)
-    exhausted_ratio: float = 0.99
+    exhausted_ratio: Ratio = 0.99
 
 
-@dataclass(frozen=True)
+@_section
 class PatternConfig:
-    days: float = 7
-    daily_seasonality_min: float = 0.3
-    weekly_seasonality_min: float = 0.3
-    bursty_cv: float = 0.5  # coefficient of variation of hourly means above which: bursty
+    days: Positive = 7
+    daily_seasonality_min: Ratio = 0.3
+    weekly_seasonality_min: Ratio = 0.3
+    bursty_cv: NonNegative = 0.5  # coefficient of variation of hourly means above which:
+    # bursty
     # weekly-cycle: lag-168 h autocorrelation beats lag-24 h by this much, i.e. the
     # day-of-week differences dominate the daily cycle (a pure weekend step gives ~0.7, a
     # daily cycle with 30 % quieter weekends 0.1-0.35)
-    weekly_margin: float = 0.4
-    weekly_history_days: float = 14  # weekly seasonality reads max(days, this) of history
-    min_hours: int = 48  # fewer hourly means in the window: the node is insufficient_data
+    weekly_margin: NonNegative = 0.4
+    weekly_history_days: Positive = 14  # weekly seasonality reads max(days, this) of history
+    min_hours: Count = 48  # fewer hourly means in the window: the node is insufficient_data
 
 
-@dataclass(frozen=True)
+@_section
 class AlertConfig:
-    history_days: float = 14
-    p1_robust_scales: float = 6.0  # P1 = median + this many robust sd (1.4826 MAD)
-    floor_ratio: float = 0.5  # sanity floor: this share of the static emergency level
-    min_samples: int = 1440  # fewer history samples (a day at 60 s): no learned threshold
-    max_exact_rows: int = 500_000  # history larger than this is read via TABLESAMPLE
+    history_days: Positive = 14
+    p1_robust_scales: Positive = 6.0  # P1 = median + this many robust sd (1.4826 MAD)
+    floor_ratio: Ratio = 0.5  # sanity floor: this share of the static emergency level
+    min_samples: Count = 1440  # fewer history samples (a day at 60 s): no learned threshold
+    max_exact_rows: Count = 500_000  # history larger than this is read via TABLESAMPLE
 
 
-@dataclass(frozen=True)
+@_section
 class ExporterConfig:
     # analysis name -> seconds between its runs in the background (0: on every scrape,
     # which waits for it); analyses not named keep their default (see README)
-    refresh: dict[str, float] = field(default_factory=dict)
-    retry_seconds: float = 5  # a failed analysis is retried no sooner than this
-    max_series: int = 150_000  # about 100 series per node and 1,000 nodes, with room
-    scrape_timeout_seconds: float = 10  # when Prometheus sends no timeout header
-    scrape_timeout_margin_seconds: float = 0.5  # answer this long before Prometheus gives up
-    workers: int = 3  # analyses running at once (the pool holds one more connection)
-    statement_timeout_seconds: float = 30
-    current_window_seconds: int = 300  # the "last 5 minutes" of the current values
+    refresh: dict[str, NonNegative] = dataclasses.field(default_factory=dict)
+    retry_seconds: NonNegative = 5  # a failed analysis is retried no sooner than this
+    max_series: Count = 150_000  # about 100 series per node and 1,000 nodes, with room
+    scrape_timeout_seconds: Positive = 10  # when Prometheus sends no timeout header
+    scrape_timeout_margin_seconds: NonNegative = 0.5  # answer this long before Prometheus
+    # gives up
+    workers: Count = 3  # analyses running at once (the pool holds one more connection)
+    statement_timeout_seconds: Positive = 30
+    current_window_seconds: Count = 300  # the "last 5 minutes" of the current values
+
+    @model_validator(mode="after")
+    def _margin_fits(self) -> ExporterConfig:
+        _below(self, "scrape_timeout_margin_seconds", "scrape_timeout_seconds")
+        return self
 
 
-@dataclass(frozen=True)
+@_section
 class Config:
-    emergency: EmergencyConfig = field(default_factory=EmergencyConfig)
-    sli: SliConfig = field(default_factory=SliConfig)
-    anomalies: AnomalyConfig = field(default_factory=AnomalyConfig)
-    contention: ContentionConfig = field(default_factory=ContentionConfig)
-    correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
-    capacity: CapacityConfig = field(default_factory=CapacityConfig)
-    patterns: PatternConfig = field(default_factory=PatternConfig)
-    alerts: AlertConfig = field(default_factory=AlertConfig)
-    exporter: ExporterConfig = field(default_factory=ExporterConfig)
+    emergency: EmergencyConfig = dataclasses.field(default_factory=EmergencyConfig)
+    sli: SliConfig = dataclasses.field(default_factory=SliConfig)
+    anomalies: AnomalyConfig = dataclasses.field(default_factory=AnomalyConfig)
+    contention: ContentionConfig = dataclasses.field(default_factory=ContentionConfig)
+    correlation: CorrelationConfig = dataclasses.field(default_factory=CorrelationConfig)
+    capacity: CapacityConfig = dataclasses.field(default_factory=CapacityConfig)
+    patterns: PatternConfig = dataclasses.field(default_factory=PatternConfig)
+    alerts: AlertConfig = dataclasses.field(default_factory=AlertConfig)
+    exporter: ExporterConfig = dataclasses.field(default_factory=ExporterConfig)
 
 
 # --------------------------------------------------------------------------- loading
 
 
 def from_dict(
-    data: dict[str, Any] | None, cls: type = Config, path: str = "", base: Any = None
+    data: Mapping[str, Any] | None, cls: type = Config, path: str = "", base: Any = None
 ) -> Any:
-    """Build `cls` from nested dicts over `base` (default: cls's defaults), refusing unknown
-    keys and wrong types; a partial mapping overrides only the keys it names."""
-    if data is None:
-        return base if base is not None else cls()
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'the configuration'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f" in {path}" if path else ""
-        raise ConfigError(
-            f"unknown configuration key {unknown[0]!r}{where}; known: {sorted(names)}"
-        )
+    """Build `cls` from nested mappings over `base` (default: cls's defaults): a partial
+    mapping overrides only the keys it names, then the whole is validated at once. `path`
+    prefixes the key names in errors (the position of `cls` in a larger configuration)."""
     defaults = base if base is not None else _defaults(cls)
-    values = {
-        key: _coerce(
-            value, hints[key], f"{path}.{key}" if path else key, getattr(defaults, key, None)
-        )
-        for key, value in data.items()
-    }
+    if data is None and defaults is not None:
+        return defaults
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or 'the configuration'} must be a mapping, got {data!r}")
+    merged = _merge(dataclasses.asdict(defaults), data) if defaults is not None else data
     try:
-        return dataclasses.replace(defaults, **values) if defaults is not None else cls(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"{path or 'configuration'}: {exc}") from None
+        return _adapter(cls).validate_python(merged)
+    except ValidationError as exc:
+        raise ConfigError(_sentence(exc, cls, path)) from None
 
 
 def _defaults(cls: type) -> Any:
     """An instance with every default, or None when some field has none (Levels)."""
     try:
         return cls()
-    except TypeError:
+    except (TypeError, ConfigError):
         return None
 
 
-def _coerce(value: Any, hint: Any, path: str, default: Any) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return from_dict(value, hint, path, base=default)
-    if hint is bool or hint == "bool":
-        if isinstance(value, bool):
-            return value
-    elif hint in (float, int):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if hint is int and not float(value).is_integer():
-                raise ConfigError(f"{path} must be a whole number, got {value!r}")
-            return hint(value)
-    elif isinstance(hint, types.UnionType):
-        return value
-    elif typing.get_origin(hint) is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path} must be a mapping, got {value!r}")
-        return {
-            str(k): _coerce(v, typing.get_args(hint)[1], f"{path}.{k}", None)
-            for k, v in value.items()
-        }
-    raise ConfigError(f"{path} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter[Any]:
+    return TypeAdapter(cls)
+
+
+def _merge(defaults: dict[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """`defaults` with `data` laid over it, mapping by mapping."""
+    merged = dict(defaults)
+    for key, value in data.items():
+        below = merged.get(key)
+        if isinstance(below, dict) and isinstance(value, Mapping):
+            merged[key] = _merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _sentence(exc: ValidationError, root: type, path: str = "") -> str:
+    """The first problem of a ValidationError as one sentence naming the key; the number of
+    further problems, if any, in parentheses."""
+    errors = exc.errors()
+    text = _describe(errors[0], root, [path] if path else [])
+    if len(errors) > 1:
+        more = len(errors) - 1
+        text += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return text
+
+
+def _describe(error: Any, root: type, prefix: list[str]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    broken = (error.get("ctx") or {}).get("error")
+    if isinstance(broken, _Broken):
+        rule = broken.rule
+        if broken.other:
+            rule += f" {_key(prefix, loc, broken.other)} ({_show(broken.limit)})"
+        text = f"configuration key {_key(prefix, loc, broken.key)} {rule}, got {_show(broken.got)}"
+        return f"{text} ({broken.because})" if broken.because else text
+    kind, got = error["type"], error.get("input")
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        *parent, name = loc
+        where = ".".join(prefix + parent)
+        known = ", ".join(_known_keys(root, parent))
+        return (
+            f"unknown configuration key {name!r}{f' in {where}' if where else ''} (known: {known})"
+        )
+    key = _key(prefix, loc)
+    if kind in ("dataclass_type", "dataclass_exact_type", "dict_type"):
+        return f"configuration key {key} must be a mapping, got {got!r}"
+    if kind == "int_from_float":
+        return f"configuration key {key} must be a whole number, got {got!r}"
+    if kind == "bool_type":
+        return f"configuration key {key} must be true or false, got {got!r}"
+    if kind == "missing":
+        return f"configuration key {key} is required"
+    return f"configuration key {key} is invalid ({error['msg']}), got {got!r}"
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it: validation has already made 5 into 5.0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def _key(prefix: list[str], loc: list[str], name: str = "") -> str:
+    return ".".join(part for part in (*prefix, *loc, name) if part)
+
+
+def _known_keys(root: type, parent: list[str]) -> list[str]:
+    """Field names of the section at `parent` below `root` ([] when it is not a section)."""
+    cls: Any = root
+    for part in parent:
+        fields = getattr(cls, "__pydantic_fields__", {})
+        if part not in fields:
+            return []
+        cls = fields[part].annotation
+    return sorted(getattr(cls, "__pydantic_fields__", {}))
 
 
 def load_config(path: str | Path) -> Config:

@@ -16,6 +16,7 @@ from exporter.cli import load_fleet
 from exporter.schema import COLUMN_NAMES, init_table
 from exporter.simulate import FleetSpec
 from exporter.store import Store
+from exporter.vocabulary import Priority
 
 HOUR, DAY = 3600, 86400
 END = 1_790_000_040
@@ -104,7 +105,7 @@ def test_result_shape(fleet_result, fleet_db):
         "hours": 24.0,
     }
     for a in fleet_result["anomalies"]:
-        assert a["priority"] in ("P1-CRITICAL", "P2-WARNING", "P3-ADVISORY", "INFO")
+        assert a["priority"] in (*Priority, "INFO")
         assert fleet_db.fleet.end - DAY < a["detected_at"] <= fleet_db.fleet.end
         assert {"value", "baseline", "score", "sample_time", "scale", "samples"} <= set(a)
     series = {(s["node_name"], s["container_name"], s["metric"]) for s in fleet_result["scores"]}

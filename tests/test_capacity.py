@@ -13,18 +13,12 @@ from exporter import PerformanceAnalyzer
 from exporter.analyses.capacity import restart_index, t975
 from exporter.schema import init_table
 from exporter.store import Store, StoreError
+from exporter.vocabulary import ForecastStatus
 
 DAY = 86400
 END = 1_790_000_040  # a Monday, 14:14 UTC
 TOTAL = 16384.0
-STATUSES = {
-    "exhaustion",
-    "already_exhausted",
-    "no_significant_trend",
-    "decreasing",
-    "beyond_horizon",
-    "insufficient_data",
-}
+STATUSES = set(ForecastStatus)
 
 
 def forecast(result: dict, node: str, resource: str) -> dict:

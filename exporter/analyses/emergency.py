@@ -254,7 +254,10 @@ def _evaluate(
 ) -> Threat:
     check = CATALOGUE[name]
     levels = check.levels(cfg)
-    enough = samples >= 1 and value is not None
+    # a threat must be sustained: a node's first sample or two never raise one (staleness
+    # is the age of the newest sample, one value by nature)
+    needed = 1 if name == "stale" else cfg.min_samples
+    enough = samples >= needed and value is not None
     priority = levels.priority(value) if enough else None
     return {
         "node_name": node,
