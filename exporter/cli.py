@@ -310,6 +310,25 @@ def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+class AnalysisName(click.ParamType):
+    """A name `report` accepts: read from the registry when the command runs."""
+
+    name = "name"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "{" + "|".join(a.name for a in registry.reportable()) + "}"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        names = [a.name for a in registry.reportable()]
+        try:
+            analysis = registry.get(value)
+        except KeyError:
+            analysis = None
+        if analysis is None or not analysis.report:
+            self.fail(f"{value!r} is not one of {', '.join(names)}", param, ctx)
+        return analysis.name
+
+
 def load_settings(config_file: str | None) -> Any:
     from .config import Config, load_config
 
@@ -319,7 +338,7 @@ def load_settings(config_file: str | None) -> Any:
 
 
 @main.command()
-@click.argument("name", type=click.Choice([a.name for a in registry.reportable()]))
+@click.argument("name", type=AnalysisName())
 @db_options
 @config_option
 @click.option(
