@@ -367,6 +367,10 @@ class ExporterConfig:
     statement_timeout_seconds: Positive = 30
     current_window_seconds: Count = 300  # the "last 5 minutes" of the current values
 
+    def __hash__(self) -> int:  # the refresh mapping is a dict; the rest hashes as fields
+        values = [getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "refresh"]
+        return hash((tuple(sorted(self.refresh.items())), *values))
+
     @model_validator(mode="after")
     def _margin_fits(self) -> ExporterConfig:
         _below(self, "scrape_timeout_margin_seconds", "scrape_timeout_seconds")
