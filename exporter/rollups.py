@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 from psycopg import sql
@@ -114,12 +115,8 @@ class HourlyRollups:
             self._extend(kind, store, first, max(first, settled))
             keep = (store.hours >= first) & (store.hours < settled)
             fresh = self._fetch(kind, max(first, settled), now)  # not stored: still changing
-            columns = [
-                _select(stored, keep, new)
-                for stored, new in zip(
-                    (store.ids, store.hours, store.samples, store.stats), fresh, strict=True
-                )
-            ]
+            stored: tuple[np.ndarray, ...] = (store.ids, store.hours, store.samples, store.stats)
+            columns = [_select(old, keep, new) for old, new in zip(stored, fresh, strict=True)]
             keys = list(self._keys)
         return RollupView(store.metrics, keys, *columns)
 
@@ -169,9 +166,9 @@ class HourlyRollups:
             which=NODE_ROW if kind == "node" else CONTAINER_ROW,
         )
         with self.store.read() as cur:
-            cur.row_factory = tuple_row  # thousands of rows: no dicts needed
+            cur.row_factory = tuple_row  # type: ignore[assignment]  # thousands of rows
             cur.execute(query, {"start": start - 1, "now": now})
-            rows = cur.fetchall()
+            rows = cast(list[tuple[Any, ...]], cur.fetchall())
         self.rows_read += len(rows)
         if not rows:
             return _empty(len(metrics))

@@ -6,6 +6,7 @@ first and, within a class, the least important first (see `exposition.apply_budg
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +32,14 @@ class Sample:
 
 
 def sample(
-    name: str, value: float, cut_class: int = KEEP, importance: float = 0.0, /, **labels: Any
+    name: str,
+    value: float | None,
+    cut_class: int = KEEP,
+    importance: float = 0.0,
+    /,
+    **labels: Any,
 ) -> Sample:
-    """A sample of metric `name` (without prefix); label values None become ""."""
+    """A sample of metric `name` (without prefix); label values None become "", an unknown
+    value (None) becomes NaN."""
     pairs = tuple((k, "" if v is None else str(v)) for k, v in labels.items())
-    return Sample(name, pairs, float(value), cut_class, importance)
+    return Sample(name, pairs, math.nan if value is None else float(value), cut_class, importance)

@@ -119,7 +119,7 @@ _CONTAINER_SQL = sql.SQL(
 )
 
 
-def _sql(ctx: Context, template: sql.SQL) -> sql.Composable:
+def _sql(ctx: Context, template: sql.SQL) -> sql.Composed:
     flagged = _FLAGGED.format(
         cpu=clean("cpu_total_pct"),
         iowait=clean("cpu_iowait_pct"),
@@ -158,7 +158,7 @@ def resource_contention_analysis(ctx: Context, *, hours: float, now: int) -> Con
     by_node: dict[str, list[dict[str, Any]]] = {}
     for c in containers:
         by_node.setdefault(c["node_name"], []).append(c)
-    window = {"start": wstart, "end": now, "baseline_start": params["start"]}
+    window = {"start": wstart, "end": now, "baseline_start": int(params["start"])}
     out = [
         _entry(n, by_node.get(n["node_name"], []), resource, cfg.victim_drop, window)
         for n in sorted(nodes, key=lambda r: r["node_name"])
@@ -216,10 +216,10 @@ def _entry(
     attributed = sum(r["share"] or 0.0 for r in rows)
     unattributed = max(0.0, 1.0 - attributed) if pressure else None
     top = rows[0] if rows and rows[0]["share"] else None
-    concentration = max((top["share"] if top else 0.0), unattributed or 0.0)
+    concentration = max((top["share"] or 0.0) if top else 0.0, unattributed or 0.0)
     fraction = pressure / samples if samples else 0.0
     growers = [r for r in rows if (r["share_change"] or 0.0) > 0]
-    grower = max(growers, key=lambda r: r["share_change"]) if growers else None
+    grower = max(growers, key=lambda r: r["share_change"] or 0.0) if growers else None
     return {
         "node_name": node["node_name"],
         "resource": resource,

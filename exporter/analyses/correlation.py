@@ -84,7 +84,7 @@ def correlation_analysis(ctx: Context, *, hours: float, now: int) -> Correlation
     with ctx.store.read() as cur:
         cur.execute(_pairs_sql(ctx), params)
         rows = cur.fetchall()
-    strong = cast(list[Correlation], _strong_pairs(rows, cfg.min_abs, cfg.min_samples))
+    strong = _strong_pairs(rows, cfg.min_abs, cfg.min_samples)
     if strong:
         nodes = sorted({s["node_name"] for s in strong})
         pairs = sorted({(s["metric_a"], s["metric_b"]) for s in strong})
@@ -110,7 +110,7 @@ def correlation_analysis(ctx: Context, *, hours: float, now: int) -> Correlation
         "window": window,
         "min_abs": cfg.min_abs,
         "nodes_analysed": len(rows),
-        "correlations": strong,
+        "correlations": cast(list[Correlation], strong),
     }
 
 
@@ -121,7 +121,7 @@ def _pair_alias(prefix: str, i: int) -> sql.Identifier:
     return sql.Identifier(f"{prefix}{i}")
 
 
-def _pairs_sql(ctx: Context) -> sql.Composable:
+def _pairs_sql(ctx: Context) -> sql.Composed:
     """corr() and regr_count() of every pair, per node (one scan of the window), and each
     metric's span: PostgreSQL's corr() of a constant float column can be rounding noise
     rather than NULL, so a pair with a zero-span column is skipped."""
@@ -154,7 +154,9 @@ def _clean_columns(metrics: tuple[str, ...] | list[str]) -> sql.Composable:
     )
 
 
-def _strong_pairs(rows: list[dict[str, Any]], min_abs: float, min_samples: int) -> list[dict]:
+def _strong_pairs(
+    rows: list[dict[str, Any]], min_abs: float, min_samples: int
+) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         for i, (a, b) in enumerate(PAIRS):

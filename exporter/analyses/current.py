@@ -11,7 +11,7 @@ from ..metricdef import CONTAINER, NODE, gauge
 from ..samples import CONTAINER_VALUE, Sample, sample
 from .common import Context
 from .hosts import node_spans
-from .sli import SLIS, SliResult, system_availability_check
+from .sli import SliResult, ratios, system_availability_check
 from .summary import SummaryResult, export_metrics_summary
 from .unit import Analysis, ResultView, Served
 
@@ -86,8 +86,8 @@ def to_samples(result: CurrentResult, view: ResultView) -> Iterator[Sample]:
     for node, (_, last) in result["spans"].items():
         yield sample("node_last_sample_timestamp_seconds", last, node=node)
     for s in result["sli"]["nodes"]:
-        for name in SLIS:
-            yield sample("sli_current_ratio", s[name], node=s["node_name"], sli=name)
+        for name, ratio in ratios(s):
+            yield sample("sli_current_ratio", ratio, node=s["node_name"], sli=name)
     for n in result["summary"]["nodes"]:
         for metric, _, _, column, scale in NODE_VALUES:
             avg = n["metrics"].get(column, {}).get("avg")

@@ -258,7 +258,7 @@ def _evaluate(
     # is the age of the newest sample, one value by nature)
     needed = 1 if name == "stale" else cfg.min_samples
     enough = samples >= needed and value is not None
-    priority = levels.priority(value) if enough else None
+    priority = levels.priority(value) if enough and value is not None else None
     return {
         "node_name": node,
         "container_name": None,

@@ -273,7 +273,15 @@ HEALTH_SCORE = gauge(
     "Health grade as a number: 4 excellent, 3 good, 2 acceptable, 1 poor, 0 critical.",
     NODE,
 )
-SLIS = ("availability", "performance", "capacity")
+
+
+def ratios(n: SliRow) -> tuple[tuple[str, float | None], ...]:
+    """(SLI name, ratio) of a node: the `sli` label values and what they measure."""
+    return (
+        ("availability", n["availability"]),
+        ("performance", n["performance"]),
+        ("capacity", n["capacity"]),
+    )
 
 
 def current_grade(n: NodeSli, critical: set[str] | None, cfg: SliConfig) -> str:
@@ -281,8 +289,7 @@ def current_grade(n: NodeSli, critical: set[str] | None, cfg: SliConfig) -> str:
     that check, not those of the SLI run)."""
     if critical is None:
         return n["grade"]
-    ratios = [n[s] for s in SLIS]
-    a, p, c = (1.0 if r is None else r for r in ratios)
+    a, p, c = (1.0 if r is None else r for _, r in ratios(n))
     return grade(a, p, c, n["node_name"] in critical, cfg)
 
 
@@ -291,8 +298,8 @@ def to_samples(result: SliResult, view: ResultView) -> Iterator[Sample]:
     critical = None if emergency is None else critical_nodes(emergency)
     for n in result["nodes"]:
         node = n["node_name"]
-        for s in SLIS:
-            yield sample("sli_compliance_ratio", n[s], node=node, sli=s)
+        for name, ratio in ratios(n):
+            yield sample("sli_compliance_ratio", ratio, node=node, sli=name)
         grade_now = current_grade(n, critical, view.config.sli).lower()
         for g in GRADES:
             yield sample("health_grade", 1 if g == grade_now else 0, node=node, grade=g)

@@ -149,7 +149,7 @@ def _sample_percent(cur: Any, ctx: Context, start: int, now: int, budget: int) -
     return round(max(0.01, min(100.0, 100.0 * budget / rows)), 2)
 
 
-def _quantiles_sql(ctx: Context, percent: float | None) -> sql.Composable:
+def _quantiles_sql(ctx: Context, percent: float | None) -> sql.Composed:
     values = sql.SQL(", ").join(
         sql.SQL("({}, {})").format(sql.Literal(m), clean(m)) for m in (*METRICS, "mem_total_mb")
     )
