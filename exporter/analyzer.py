@@ -1,4 +1,5 @@
-"""PerformanceAnalyzer: the original library's API over the analyses in `analyses/`.
+"""PerformanceAnalyzer: the Python API (README, "Library") over the analyses in
+`analyses/`, one method per analysis in the registry.
 
 Every method takes `now=` (unix seconds, default the wall clock) and then sees only samples
 up to `now`, exactly as it would have at that moment; every method returns plain

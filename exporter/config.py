@@ -1,6 +1,6 @@
 """Every threshold, window and limit of the analyses, with its default, in one object.
 
-Defaults follow the original README (CPU 96.5 % is P1, 3.2 % free memory is P1, 87.3 °C is
+Defaults are the levels SREs page on (CPU 95 % is P1, 5 % free memory is P1, 85 °C is
 P1). A configuration can come from Python (`Config(emergency=EmergencyConfig(...))`), from a
 YAML file (`load_config(path)`) or from a dict (`from_dict`). Every value is checked for
 meaning, not only for type: windows are positive, ratios lie in [0, 1], percentages in

@@ -12,12 +12,13 @@ from .analyses import (
     contention,
     correlation,
     current,
+    daily,
     emergency,
     patterns,
-    reports,
     sli,
     summary,
     thresholds,
+    weekly,
 )
 from .analyses.common import Context
 from .analyses.unit import Analysis
@@ -34,8 +35,8 @@ ANALYSES: tuple[Analysis[Any], ...] = (
     correlation.ANALYSIS,
     patterns.ANALYSIS,
     thresholds.ANALYSIS,
-    reports.DAILY,
-    reports.WEEKLY,
+    daily.ANALYSIS,
+    weekly.ANALYSIS,
     summary.ANALYSIS,
 )
 

@@ -95,7 +95,7 @@ class CapacityResult(TypedDict):
 
 
 class DefaultAdvice:
-    """The advice of the original library, overridable by subclassing PerformanceAnalyzer."""
+    """Default capacity advice, overridable by subclassing PerformanceAnalyzer."""
 
     def _get_cpu_recommendation(self, current_avg: float, trend: float) -> str:
         """Advice for a node's CPU given its daily peak (percent) and trend (points/day)."""
@@ -444,12 +444,29 @@ def _recommend(row: dict[str, Any], advice: Advice, resource: str) -> str:
 
 
 def _swap_advice(current_pct: float, trend: float) -> str:
-    """Swap has no overridable hook in the original API: plain advice here."""
+    """Swap has no overridable hook in the Python API: plain advice here."""
     if current_pct >= 90:
         return "Act now: swap is nearly full; add memory or find the consumer"
     if trend > 0.5:
         return "Investigate: swap use grows steadily (memory pressure)"
     return "No action: swap headroom is sufficient"
+
+
+CAPACITY_WARNING_DAYS = 30  # reports warn of resources exhausting sooner than this
+
+
+def capacity_warnings(forecasts: list[Forecast]) -> list[Forecast]:
+    """Forecasts already exhausted or exhausting within CAPACITY_WARNING_DAYS, soonest first."""
+    urgent = [
+        f
+        for f in forecasts
+        if f["status"] == "already_exhausted"
+        or (
+            f["status"] == "exhaustion"
+            and (f["days_to_exhaustion"] or 0.0) <= CAPACITY_WARNING_DAYS
+        )
+    ]
+    return sorted(urgent, key=lambda f: f["days_to_exhaustion"] or 0.0)
 
 
 # --------------------------------------------------------------------------- served

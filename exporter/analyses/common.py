@@ -136,7 +136,7 @@ def snap_cpu_count(estimate: float | None) -> int | None:
 
 class Advice(Protocol):
     """Capacity advice for a resource given its daily peak (percent) and trend (points per
-    day); `PerformanceAnalyzer` subclasses may override it, as the original library allowed."""
+    day); `PerformanceAnalyzer` subclasses may override it."""
 
     def _get_cpu_recommendation(self, current_avg: float, trend: float) -> str: ...
 

@@ -296,8 +296,8 @@ def _evidence_sql(ctx: Context, metrics: list[str], pairs: list[Pair]) -> sql.Co
 # --------------------------------------------------------------------------- step 3: lags
 
 # Evidence sorts every recent sample of the nodes it covers: a batch of nodes per query keeps
-# each statement well inside the statement timeout however large the fleet (about 7 s for
-# 50 nodes on the reference machine, so 25 nodes take 3-4 s).
+# each statement well inside the statement timeout however large the fleet (timings in
+# docs/performance.md).
 EVIDENCE_NODES_PER_QUERY = 25
 LAG_PAIRS_PER_QUERY = 40  # pairs x (2 * lag + 1) output columns stay under PostgreSQL's 1664
 
@@ -329,7 +329,7 @@ def _lag_sql(ctx: Context, pairs: list[Pair], max_lag: int) -> sql.Composable:
     """One row per node and minute (the newest sample of the minute, so sampling jitter
     inside a minute still lines up); b(t + k) is lead(b, k) when the row k positions ahead
     is exactly k minutes ahead (a gap gives NULL, never a misaligned value). One sort, no
-    self-join: a join of every minute with 2 * lag + 1 others sorts 30x the rows."""
+    self-join, which would sort every minute 2 * lag + 1 times."""
     ident = sql.Identifier
     firsts = sorted({a for a, _ in pairs})
     seconds = sorted({b for _, b in pairs})

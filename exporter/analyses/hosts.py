@@ -8,7 +8,7 @@ from psycopg import sql
 from .common import DAY, Context, clean, snap_cpu_count
 
 # Loose index scan over (node_name, sample_time): one index probe per node instead of a
-# scan of the table's history (0.6 ms against 82 s on a 50-node month). The shard filter
+# scan of the table's history (see docs/performance.md). The shard filter
 # applies to the nodes found, not inside the walk (there it would read the skipped nodes).
 _SPAN_SQL = """
 WITH RECURSIVE nodes AS (

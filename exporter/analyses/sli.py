@@ -1,4 +1,4 @@
-"""SLI compliance and health grades per node, as the contract defines them.
+"""SLI compliance and health grades per node, as the README defines them.
 
 - availability: the share of the window's sample intervals in which the node reported.
   The interval is the node's median spacing of samples in the window (60 s if it has too
@@ -80,8 +80,8 @@ class SliResult(TypedDict):
     nodes: list[NodeSli]
 
 
-# Nodes per statement: a day of 50 nodes is about 0.5 s on the reference machine, a week
-# (the weekly report) about 4 s, well inside the statement timeout at any fleet size.
+# Nodes per statement: keeps every statement, even the weekly report's week, well inside the
+# statement timeout at any fleet size (timings in docs/performance.md).
 NODES_PER_QUERY = 50
 
 _SQL = """

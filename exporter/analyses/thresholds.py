@@ -101,7 +101,7 @@ _QUANTILES_SQL = sql.SQL(
     " FROM h JOIN q USING (node_name, metric) GROUP BY h.node_name, h.metric) m"
     " USING (node_name, metric)"
 )
-WORK_MEM = "64MB"  # the two sorts of the history stay in memory (disk merges were 3x slower)
+WORK_MEM = "64MB"  # the two sorts of the history stay in memory, not in disk merges
 
 
 def generate_alert_config(ctx: Context, *, now: int) -> ThresholdResult:
