@@ -41,6 +41,7 @@ from ..metricdef import gauge
 from ..render import Text, cell
 from ..rollups import RollupView, rollups_of
 from ..samples import Sample, sample
+from ..vocabulary import ForecastStatus
 from .common import DAY, HOUR, Context, round_float, window_seconds
 from .unit import Analysis, ResultView, Served, Window
 
@@ -471,14 +472,7 @@ def capacity_warnings(forecasts: list[Forecast]) -> list[Forecast]:
 
 # --------------------------------------------------------------------------- served
 
-STATUSES = (
-    "exhaustion",
-    "already_exhausted",
-    "no_significant_trend",
-    "decreasing",
-    "beyond_horizon",
-    "insufficient_data",
-)
+STATUSES = tuple(s.value for s in ForecastStatus)
 TIME_TO_EXHAUSTION = gauge(
     "time_to_exhaustion_seconds",
     "Forecast time until the resource's daily peak reaches its limit; +Inf when not "

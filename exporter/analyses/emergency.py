@@ -17,12 +17,13 @@ from ..config import EmergencyConfig, Levels
 from ..metricdef import gauge
 from ..render import PRIORITY_COLOUR, STATUS_COLOUR, Text, when
 from ..samples import Sample, sample
+from ..vocabulary import Check as CheckName
 from .common import HOUR, NODE_ROW, Context, clean, round_float, window_rows
 from .hosts import cpu_count_of, node_spans
 from .unit import Analysis, ResultView, Served
 
 LEVEL = {None: 0, "P3-ADVISORY": 1, "P2-WARNING": 2, "P1-CRITICAL": 3}
-CHECKS = ("cpu", "memory", "temperature", "load", "swap", "iowait", "network_errors", "stale")
+CHECKS = tuple(c.value for c in CheckName)
 
 
 class Threat(TypedDict):

@@ -26,6 +26,7 @@ from ..metricdef import NODE, gauge
 from ..render import GRADE_COLOUR, Text, pct, when
 from ..samples import Sample, sample
 from ..schema import NODE_METRICS
+from ..vocabulary import Grade
 from .common import (
     HOUR,
     NODE_ROW,
@@ -41,7 +42,7 @@ from .hosts import cpu_count_of, node_spans
 from .unit import Analysis, ResultView, Served, Window
 
 DEFAULT_INTERVAL = 60
-GRADES = ("critical", "poor", "acceptable", "good", "excellent")  # index = health_score
+GRADES = tuple(g.label for g in Grade)  # index = health_score
 
 
 class SliRow(TypedDict):
