@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import resource
 import selectors
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,11 +22,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 
 from exporter.embedded import free_port
 from exporter.server import accepts_gzip
 from tests.test_serve import get, live_dsn, wait_until_listening  # noqa: F401  (a fixture)
-from tests.test_webconfig import _hash
+from tests.test_webconfig import TLS, _config, _hash, pki  # noqa: F401  (pki is a fixture)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -246,3 +249,47 @@ def test_sigterm_exits_promptly_with_slow_clients_and_a_table_lock(
     assert waiting >= 1
     assert left == 0, err  # the queries waiting on the lock were cancelled, not abandoned
     assert "Traceback" not in err
+
+
+def _healthcheck_script() -> str:
+    dockerfile = (Path(__file__).parent.parent / "Dockerfile").read_text()
+    line = dockerfile.split("HEALTHCHECK", 1)[1].split("CMD", 1)[1].split("\n")[0]
+    command = json.loads(line)
+    assert command[:2] == ["python", "-c"]
+    return command[2]
+
+
+def test_docker_healthcheck_works_over_tls_and_plain_http(tmp_path: Path, pki):  # noqa: F811
+    script = _healthcheck_script()
+    web = _config(tmp_path, pki, TLS + f"basic_auth_users:\n  p: '{_hash('pw')}'\n")
+    down = "postgresql://127.0.0.1:1/db"
+    for extra in ((), ("--web.config.file", str(web))):
+        process, port = start("serve", "--dsn", down, *extra)
+        try:
+            if extra:
+                ctx = ssl.create_default_context(cafile=str(pki.ca_crt))
+                wait_until_listening(process, port, scheme="https", context=ctx)
+            else:
+                wait_until_listening(process, port)
+            run = subprocess.run(
+                [sys.executable, "-c", script.replace("10610", str(port))], timeout=10
+            )
+            assert run.returncode == 0, extra
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=20)
+    run = subprocess.run([sys.executable, "-c", script.replace("10610", str(port))], timeout=10)
+    assert run.returncode == 1  # nothing listens any more
+
+
+def test_deploy_limits_match_the_readme_sizing():
+    root = Path(__file__).parent.parent
+    assert "768 MiB at 200" in (root / "README.md").read_text()
+    unit = (root / "deploy" / "perf-analyzer.service").read_text()
+    assert "MemoryMax=768M" in unit and "LimitNOFILE=" in unit
+    manifests = list(yaml.safe_load_all((root / "deploy" / "kubernetes.yml").read_text()))
+    container = manifests[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["memory"] == "768Mi"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+    assert manifests[2]["spec"]["endpoints"][0]["scheme"] == "https"
