@@ -112,7 +112,7 @@ class ExporterApp:
         if (
             self.auth.enabled
             and (self.protect_probes or not probe)
-            and not self.auth.check(environ.get("HTTP_AUTHORIZATION"))
+            and not self.auth.check(environ.get("HTTP_AUTHORIZATION"), environ.get("REMOTE_ADDR"))
         ):
             return self._reply(
                 start_response,
