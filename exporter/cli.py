@@ -561,6 +561,12 @@ def synth(
 # --------------------------------------------------------------------------- serve
 
 
+def _set_protect_probes(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    from . import server
+
+    server.PROTECT_PROBES = value
+
+
 def exporter_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The exporter's HTTP flags, shared by `serve` and `demo`."""
     for option in reversed(
@@ -585,6 +591,16 @@ def exporter_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 type=click.Path(dir_okay=False),
                 default=None,
                 help="TLS and basic auth, in the Prometheus exporter-toolkit format.",
+            ),
+            click.option(
+                "--web.protect-probes",
+                "protect_probes",
+                is_flag=True,
+                default=False,
+                expose_value=False,
+                callback=_set_protect_probes,
+                help="Require basic auth on /-/healthy and /-/ready too (they answer without "
+                "credentials by default).",
             ),
             click.option(
                 "--max-series",

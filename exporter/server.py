@@ -1,16 +1,25 @@
 """HTTP: /metrics, a landing page, /-/healthy and /-/ready, behind optional TLS and basic
 auth (the exporter-toolkit web configuration file), stopped cleanly by SIGTERM.
 
-A threaded WSGI server: each request has its own thread and a socket timeout, so a slow or
-stalled client never blocks the others; TLS handshakes happen in that thread too, not in
-the accept loop. On shutdown the server stops accepting, lets in-flight scrapes finish, and
-only then the analyses and the database pool are closed.
+A threaded WSGI server: each connection has its own thread, so a slow or stalled client
+never blocks the others; TLS handshakes happen in that thread too, not in the accept loop.
+Clients are bounded: at most `MAX_CONNECTIONS` at once (at the limit a new connection
+replaces the oldest one still sending its request head, else it is closed), the whole request
+head, TLS handshake included, must arrive within `HEAD_DEADLINE_SECONDS` (not per `recv`, so
+a client trickling one byte at a time is still dropped), and running out of file descriptors
+backs the accept loop off instead of spinning. On shutdown the server stops accepting, drops
+connections that have not sent a request, gives in-flight scrapes `SHUTDOWN_GRACE_SECONDS`,
+then cancels the analyses' running queries so the process exits promptly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gc
 import html
 import logging
+import resource
 import socket
 import socketserver
 import ssl
@@ -28,7 +37,13 @@ from .webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT_SECONDS = 15  # a client that sends nothing for this long is dropped
+REQUEST_TIMEOUT_SECONDS = 15  # a client that takes a response this slowly is dropped
+HEAD_DEADLINE_SECONDS = 10.0  # the whole request head, TLS handshake included
+MAX_CONNECTIONS = 512  # lowered further when the open-files limit is small
+SHUTDOWN_GRACE_SECONDS = 5.0  # in-flight requests get this long after SIGTERM
+ACCEPT_BACKOFF_MAX_SECONDS = 1.0  # the longest pause of the accept loop out of descriptors
+LOG_EVERY_SECONDS = 30.0  # refused and dropped connections: one summary line at most this often
+PROTECT_PROBES = False  # /-/healthy and /-/ready behind basic auth too (--web.protect-probes)
 TIMEOUT_HEADER = "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"
 
 StartResponse = Callable[..., Any]
@@ -42,6 +57,29 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip: listed (or `*`) with a q-value above 0.
+
+    An explicit `gzip` entry wins over `*`, so `gzip;q=0, *` means no gzip."""
+    star: bool | None = None
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        name = name.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0  # a q-value that cannot be read allows nothing
+        if name in ("gzip", "x-gzip"):
+            return q > 0
+        if name == "*":
+            star = q > 0
+    return bool(star)
+
+
 class ExporterApp:
     """The WSGI application: routes, auth, and the scrape itself."""
 
@@ -52,12 +90,15 @@ class ExporterApp:
         *,
         telemetry_path: str = "/metrics",
         table: str = "",
+        protect_probes: bool | None = None,
     ) -> None:
         self.collector = collector
         self.web = web
         self.auth = web.basic_auth()
         self.telemetry_path = telemetry_path
         self.table = table
+        # probes answer without credentials by default: a kubelet or a load balancer has none
+        self.protect_probes = PROTECT_PROBES if protect_probes is None else protect_probes
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -67,7 +108,12 @@ class ExporterApp:
     def _route(
         self, environ: dict[str, Any], start_response: StartResponse, method: str, path: str
     ) -> list[bytes]:
-        if self.auth.enabled and not self.auth.check(environ.get("HTTP_AUTHORIZATION")):
+        probe = path in ("/-/healthy", "/-/ready")
+        if (
+            self.auth.enabled
+            and (self.protect_probes or not probe)
+            and not self.auth.check(environ.get("HTTP_AUTHORIZATION"), environ.get("REMOTE_ADDR"))
+        ):
             return self._reply(
                 start_response,
                 "401 Unauthorized",
@@ -102,7 +148,7 @@ class ExporterApp:
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
         scraped = self.collector.exposition(encoder, content_type, deadline)
         body, headers = scraped.raw, []
-        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+        if accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", "")):
             body = scraped.gzipped()
             headers.append(("Content-Encoding", "gzip"))
         return self._reply(start_response, "200 OK", body, content_type, extra=headers)
@@ -147,14 +193,152 @@ class ExporterApp:
         return [body]
 
 
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one, so a burst of clients or a pool of
+    connections is not refused at a distribution's low default; returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            log.info("open files limit raised from %d to %d", soft, target)
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("open files limit stays at %d: %s", soft, exc)
+    return soft
+
+
+class _Connection:
+    """One accepted socket: when it arrived and whether its request head is complete."""
+
+    __slots__ = ("deadline", "dropped", "head_done", "sock", "thread")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.head_done = False
+        self.dropped = False
+        self.thread: threading.Thread | None = None
+
+    def drop(self) -> None:
+        """Wake the thread blocked on this socket: its next read or write fails at once."""
+        self.dropped = True
+        # the plain socket's shutdown, also for TLS: no close_notify to a stalled peer
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+
+class ConnectionLimits:
+    """The live connections, the cap on them, the head deadline, and the counters.
+
+    A reaper thread drops connections whose head is late; at the cap a new connection
+    replaces the oldest one still sending its head (a scraper sends its head at once, a
+    slow client never finishes it), else it is refused."""
+
+    def __init__(self, max_connections: int, head_deadline: float) -> None:
+        self.max_connections = max_connections
+        self.head_deadline = head_deadline
+        self._live: dict[int, _Connection] = {}  # insertion order: oldest first
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.counts = {"accepted": 0, "refused": 0, "evicted": 0, "head_timeout": 0}
+        self.accept_errors = 0
+        self._logged = dict(self.counts, accept_errors=0)
+        self._last_log = 0.0
+        self._reaper = threading.Thread(target=self._reap, name="http-reaper", daemon=True)
+        self._reaper.start()
+
+    def admit(self, sock: socket.socket) -> _Connection | None:
+        """Register a new connection, or None when it must be refused."""
+        with self._lock:
+            if len(self._live) >= self.max_connections:
+                victim = next(
+                    (c for c in self._live.values() if not c.head_done and not c.dropped), None
+                )
+                if victim is None:
+                    self.counts["refused"] += 1
+                    return None
+                self._remove(victim)
+                victim.drop()
+                self.counts["evicted"] += 1
+            conn = _Connection(sock, time.monotonic() + self.head_deadline)
+            self._live[id(sock)] = conn
+            self.counts["accepted"] += 1
+            return conn
+
+    def _remove(self, conn: _Connection) -> None:
+        self._live.pop(id(conn.sock), None)
+
+    def get(self, sock: socket.socket) -> _Connection | None:
+        with self._lock:
+            conn = self._live.get(id(sock))
+            return conn if conn is not None and conn.sock is sock else None
+
+    def release(self, sock: socket.socket) -> None:
+        with self._lock:
+            conn = self._live.get(id(sock))
+            if conn is not None and conn.sock is sock:
+                self._remove(conn)
+
+    def live(self) -> list[_Connection]:
+        with self._lock:
+            return list(self._live.values())
+
+    def _reap(self) -> None:
+        while not self._stop.wait(0.25):
+            now = time.monotonic()
+            with self._lock:
+                late = [c for c in self._live.values() if not c.head_done and c.deadline < now]
+                for conn in late:
+                    self._remove(conn)
+                self.counts["head_timeout"] += len(late)
+            for conn in late:
+                conn.drop()
+            self._maybe_log(now)
+
+    def _maybe_log(self, now: float) -> None:
+        """One warning line at most every LOG_EVERY_SECONDS while clients are turned away."""
+        # TODO: expose these counters as perf_analyzer_http_* metrics (collector.py).
+        with self._lock:
+            current = dict(self.counts, accept_errors=self.accept_errors)
+        turned_away = {k: current[k] - self._logged[k] for k in current if k != "accepted"}
+        if not any(turned_away.values()) or now - self._last_log < LOG_EVERY_SECONDS:
+            return
+        self._last_log, self._logged = now, current
+        log.warning(
+            "http: %d connections refused at the limit of %d, %d replaced while sending their "
+            "request head, %d dropped for not sending it within %g s, %d accept failures "
+            "(totals since start: %s)",
+            turned_away["refused"],
+            self.max_connections,
+            turned_away["evicted"],
+            turned_away["head_timeout"],
+            self.head_deadline,
+            turned_away["accept_errors"],
+            ", ".join(f"{k} {v}" for k, v in current.items()),
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._maybe_log(time.monotonic() + LOG_EVERY_SECONDS)
+
+
 class _Handler(WSGIRequestHandler):
     timeout = REQUEST_TIMEOUT_SECONDS
+    server: _Server
 
     def setup(self) -> None:
-        self.request.settimeout(self.timeout)
-        if isinstance(self.request, ssl.SSLSocket):  # TLS: handshake here, with the timeout
+        self.conn: _Connection = self.server.connection_of(self.request)
+        self.request.settimeout(min(self.timeout, self.server.limits.head_deadline))
+        if isinstance(self.request, ssl.SSLSocket):  # TLS: handshake here, within the deadline
             self.request.do_handshake()
         super().setup()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()  # reads the headers: the head is complete
+        self.conn.head_done = True
+        self.request.settimeout(self.timeout)
+        return ok
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http %s %s", self.address_string(), format % args)
@@ -167,10 +351,48 @@ class _Handler(WSGIRequestHandler):
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = False  # in-flight scrapes finish on shutdown
-    block_on_close = True
+    daemon_threads = True  # shutdown waits for requests itself, within a grace period
+    block_on_close = False
     allow_reuse_address = True
     request_queue_size = 128  # listen backlog: 50 scrapers connecting at once are not refused
+    limits: ConnectionLimits
+    _accept_backoff = 0.0
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            request = super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # the listening socket stays readable: without a pause this loop would spin
+                self.limits.accept_errors += 1
+                self._accept_backoff = min(
+                    ACCEPT_BACKOFF_MAX_SECONDS, max(0.01, 2 * self._accept_backoff)
+                )
+                time.sleep(self._accept_backoff)
+            raise
+        self._accept_backoff = 0.0
+        return request
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return self.limits.admit(request) is not None  # refused: socketserver closes it
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread, args=(request, client_address), daemon=True
+        )
+        self.connection_of(request).thread = thread
+        thread.start()
+
+    def connection_of(self, request: Any) -> _Connection:
+        conn = self.limits.get(request)
+        if conn is None:  # replaced at the limit before its thread started
+            conn = _Connection(request, 0.0)
+            conn.drop()
+        return conn
+
+    def shutdown_request(self, request: Any) -> None:
+        self.limits.release(request)
+        super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("http request from %s failed", client_address[0], exc_info=True)
@@ -179,8 +401,18 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 class ExporterServer:
     """Binds, serves in a background thread, and stops in order."""
 
-    def __init__(self, app: ExporterApp, listen_address: str) -> None:
+    def __init__(
+        self,
+        app: ExporterApp,
+        listen_address: str,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        head_deadline: float = HEAD_DEADLINE_SECONDS,
+    ) -> None:
         host, port = parse_listen_address(listen_address)
+        open_files = raise_open_files_limit()
+        # leave descriptors for the database pool, the log and the certificates
+        max_connections = max(1, min(max_connections, open_files - 64))
         server_class = _Server
         if ":" in host:
             server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
@@ -188,6 +420,7 @@ class ExporterServer:
             self.httpd = server_class((host, port), _Handler, bind_and_activate=True)
         except OSError as exc:
             raise OSError(f"cannot listen on {listen_address}: {exc.strerror or exc}") from None
+        self.httpd.limits = ConnectionLimits(max_connections, head_deadline)
         self.httpd.set_app(app)
         context = app.web.ssl_context()
         if context is not None:
@@ -199,6 +432,10 @@ class ExporterServer:
         self.scheme = "https" if context is not None else "http"
         self._thread: threading.Thread | None = None
 
+    @property
+    def limits(self) -> ConnectionLimits:
+        return self.httpd.limits
+
     def start(self) -> None:
         self.app.collector.scheduler.start_ticker()
         self._thread = threading.Thread(
@@ -206,11 +443,54 @@ class ExporterServer:
         )
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop accepting, wait for in-flight requests, then close the analyses."""
+    def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop accepting, drop clients that sent no request, give in-flight requests
+        `grace` seconds, then cancel the analyses' queries and close them."""
         self.httpd.shutdown()
-        self.httpd.server_close()  # joins the request threads
+        self.httpd.server_close()
+        deadline = time.monotonic() + grace
+        for conn in self.limits.live():
+            if not conn.head_done:
+                conn.drop()
+        for conn in self.limits.live():
+            if conn.thread is not None:
+                conn.thread.join(max(0.0, deadline - time.monotonic()))
+        late = [c for c in self.limits.live() if c.thread is not None and c.thread.is_alive()]
+        if late:
+            log.warning("shutdown: %d requests still running after %g s, dropped", len(late), grace)
+            for conn in late:
+                conn.drop()
         self.app.collector.scheduler.close(wait_for_runs=False)
+        # an analysis may start its next query after a cancel: repeat until all are idle
+        cancelled, until = 0, time.monotonic() + 3.0
+        while (n := cancel_running_queries()) and time.monotonic() < until:
+            cancelled += n
+            time.sleep(0.2)
+        if cancelled:
+            log.info("shutdown: cancelled %d running queries", cancelled)
+        self.limits.close()
+
+
+def cancel_running_queries() -> int:
+    """Ask the server to cancel the statement of every busy connection of this process.
+
+    Connections are found among live objects because the pool does not list the ones lent
+    out; an analysis waiting on a lock would otherwise keep the process alive until its
+    statement timeout."""
+    import psycopg
+    from psycopg.pq import TransactionStatus
+
+    cancelled = 0
+    for obj in gc.get_objects():
+        if not isinstance(obj, psycopg.Connection) or obj.closed:
+            continue
+        if obj.info.transaction_status == TransactionStatus.ACTIVE:
+            try:
+                obj.cancel_safe(timeout=2.0)
+                cancelled += 1
+            except psycopg.Error as exc:
+                log.debug("cancel failed: %s", exc)
+    return cancelled
 
 
 def run_exporter(
@@ -218,8 +498,9 @@ def run_exporter(
     listen_address: str,
     *,
     on_ready: Callable[[ExporterServer], None] | None = None,
+    grace: float = SHUTDOWN_GRACE_SECONDS,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then stop in order (in-flight scrapes finish)."""
+    """Serve until SIGTERM or SIGINT, then stop in order (in-flight scrapes get `grace`)."""
     import signal
 
     server = ExporterServer(app, listen_address)
@@ -235,6 +516,6 @@ def run_exporter(
         stop.wait()
         log.info("shutting down")
     finally:
-        server.stop()
+        server.stop(grace)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -24,6 +24,9 @@ Differences from the Go exporter-toolkit, all deliberate:
   them on every handshake).
 - A password longer than 72 bytes never authenticates (bcrypt only looks at 72 bytes; the
   Python bcrypt package refuses longer ones rather than truncate).
+- Stricter than the toolkit: a key given twice in one mapping (two `basic_auth_users`
+  sections, say, of which YAML would keep the last) and a bcrypt cost above
+  `BCRYPT_MAX_COST` are refused.
 """
 
 from __future__ import annotations
@@ -138,6 +141,9 @@ _HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 _BCRYPT_HASH = re.compile(r"\$(2[aby])\$(\d\d)\$[./A-Za-z0-9]{53}")
 _BCRYPT_MAX_PASSWORD = 72
+# Above this cost one check takes seconds of CPU: each scrape's first login, and every
+# wrong-password attempt, would cost that much.
+BCRYPT_MAX_COST = 14
 
 
 @dataclass(frozen=True)
@@ -213,8 +219,24 @@ def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
 def _parse_yaml(text: str, p: Path) -> Any:
     import yaml
 
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """SafeLoader that refuses a key given twice in one mapping: YAML keeps the last
+        silently, which can drop a whole section (users, TLS) without a word."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise WebConfigError(
+                        f"web configuration file {p}: key {key!s} is given twice (line "
+                        f"{node.start_mark.line + 1} and line {key_node.start_mark.line + 1})"
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: plain data only
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -533,6 +555,12 @@ def _bcrypt_hash(value: object, p: Path, key: str) -> bytes:
     match = _BCRYPT_HASH.fullmatch(value.strip())
     if not match or not 4 <= int(match.group(2)) <= 31:
         raise WebConfigError(bad)
+    if int(match.group(2)) > BCRYPT_MAX_COST:
+        raise WebConfigError(
+            f"web configuration file {p}: {key} has bcrypt cost {int(match.group(2))}, above "
+            f"the {BCRYPT_MAX_COST} this exporter accepts (each check would take seconds); "
+            "use 10 to 12"
+        )
     hashed = value.strip().encode("ascii")
     if match.group(1) == "2y":  # PHP's name for 2b: the same algorithm
         hashed = b"$2b$" + hashed[4:]
@@ -550,17 +578,30 @@ def _bcrypt_hash(value: object, p: Path, key: str) -> bytes:
 class BasicAuth:
     """Checks `Authorization: Basic` headers against bcrypt hashes without leaking, by
     timing, which user names exist; successful checks are cached so a scrape every 15 s does
-    not pay for bcrypt every time (the exporter-toolkit does the same)."""
+    not pay for bcrypt every time (the exporter-toolkit does the same).
+
+    Failed logins cannot starve real ones: a client address has one check in flight at a
+    time (a guesser's next attempts are refused at once), at most `BCRYPT_SLOTS` checks run
+    at once, at most `BCRYPT_QUEUE` more wait (up to `BCRYPT_WAIT_SECONDS`) and the rest are
+    refused; a (user, password) pair that just failed fails again without bcrypt; and a
+    verified pair is answered from the cache without waiting for a slot."""
 
     CACHE_SIZE = 1024
+    FAILED_CACHE_SIZE = 4096
+    BCRYPT_SLOTS = 2
+    BCRYPT_QUEUE = 8
+    BCRYPT_WAIT_SECONDS = 2.0
 
     def __init__(self, users: dict[str, bytes], *, cache_size: int = CACHE_SIZE) -> None:
         self._users = [(u.encode("utf-8"), h) for u, h in users.items()]
         self._cache: OrderedDict[bytes, None] = OrderedDict()
+        self._failed: OrderedDict[bytes, None] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
-        # One bcrypt at a time, as the toolkit does: bounds the CPU a password guesser can burn.
-        self._bcrypt_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.BCRYPT_SLOTS)
+        self._waiting = 0
+        self._in_flight: set[str] = set()  # client addresses with a check under way
+        self.refused_busy = 0  # checks refused because every bcrypt slot was taken
         # Keyed hash for the cache, so memory never holds a fast unsalted hash of a password.
         self._cache_key = secrets.token_bytes(32)
         self._dummy = self._make_dummy(users) if users else b""
@@ -577,8 +618,9 @@ class BasicAuth:
         """Whether any user is configured; without users every request is allowed."""
         return bool(self._users)
 
-    def check(self, authorization_header: str | None) -> bool:
-        """True when the header carries a configured user and the right password."""
+    def check(self, authorization_header: str | None, client: str | None = None) -> bool:
+        """True when the header carries a configured user and the right password; `client`
+        (the peer address) limits each client to one bcrypt check at a time."""
         if not self._users:
             return True
         creds = _parse_basic(authorization_header)
@@ -593,26 +635,44 @@ class BasicAuth:
         key = hmac.new(
             self._cache_key, len(user).to_bytes(4, "big") + user + password, hashlib.sha256
         ).digest()
-        if known:
-            with self._cache_lock:
-                if key in self._cache:
-                    self._cache.move_to_end(key)
-                    return True
+        with self._cache_lock:
+            if known and key in self._cache:
+                self._cache.move_to_end(key)
+                return True
+            if key in self._failed:
+                return False
+            if client in self._in_flight or (
+                self._waiting >= self.BCRYPT_SLOTS + self.BCRYPT_QUEUE
+            ):
+                self.refused_busy += 1
+                return False
+            self._waiting += 1
+            if client is not None:
+                self._in_flight.add(client)
         target = hashed if hashed is not None else self._dummy
         too_long = len(password) > _BCRYPT_MAX_PASSWORD
-        with self._bcrypt_lock:
+        try:
+            if not self._slots.acquire(timeout=self.BCRYPT_WAIT_SECONDS):
+                self.refused_busy += 1
+                return False
             try:
                 ok = bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD], target)
             except ValueError:
                 ok = False
-        if not (ok and known and not too_long):
-            return False
+            finally:
+                self._slots.release()
+        finally:
+            with self._cache_lock:
+                self._waiting -= 1
+                self._in_flight.discard(client)  # type: ignore[arg-type]
+        ok = ok and known and not too_long
         with self._cache_lock:
-            self._cache[key] = None
-            self._cache.move_to_end(key)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return True
+            cache, size = (self._cache, self._cache_size) if ok else (self._failed, None)
+            cache[key] = None
+            cache.move_to_end(key)
+            while len(cache) > (size or self.FAILED_CACHE_SIZE):
+                cache.popitem(last=False)
+        return ok
 
 
 def _parse_basic(header: str | None) -> tuple[bytes, bytes] | None:

@@ -4,7 +4,8 @@ the de-duplicated source rows, all as SQL fragments composed with quoted identif
 Real tables hold NULL, NaN, +-Infinity, negative and absurd values, duplicate rows and rows
 from the future. Every analysis reads through `window_rows`, which drops duplicates and
 future rows, and through `clean`, which turns an invalid value into NULL so aggregates skip
-it; `invalid_counts` says how many were skipped, per node and column.
+it (NaN, infinities, out-of-range and subnormal values alike); `invalid_counts` says how many
+were skipped, per node and column.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ VALID_RANGES: dict[str, tuple[float, float]] = {
     "net_tx_drops_s": (0, 1e9),
 }
 
+# A nonzero value smaller than this is invalid too: its square (in a variance, a regression)
+# rounds to zero, which PostgreSQL's float8 arithmetic reports as "value out of range:
+# underflow" and fails the whole query. No metric is meaningful at that scale.
+TINIEST_VALID = 1e-150
+
 DAY = 86400
 HOUR = 3600
 
@@ -78,8 +84,8 @@ def clean(column: str, alias: str | None = None) -> sql.Composable:
     """`column` when valid, else NULL: the form every aggregate reads."""
     lo, hi = VALID_RANGES[column]
     col = sql.Identifier(alias, column) if alias else sql.Identifier(column)
-    condition = sql.SQL("{c} BETWEEN {lo} AND {hi}").format(
-        c=col, lo=sql.Literal(lo), hi=sql.Literal(hi)
+    condition = sql.SQL("{c} BETWEEN {lo} AND {hi} AND ({c} = 0 OR abs({c}) >= {tiny})").format(
+        c=col, lo=sql.Literal(lo), hi=sql.Literal(hi), tiny=sql.Literal(TINIEST_VALID)
     )
     if column == "mem_available_mb":
         total = sql.Identifier(alias, "mem_total_mb") if alias else sql.Identifier("mem_total_mb")
