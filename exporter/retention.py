@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from .schema import (
+from .partitions import (
     DAY,
     LOCK_TIMEOUT_MS,
-    PARTITION_KEY,
     PREMAKE_DAYS,
     Layout,
     Partition,
@@ -34,6 +33,7 @@ from .schema import (
     read_layout,
     utc_minute,
 )
+from .schema import PARTITION_KEY
 from .store import Store, StoreError
 
 DELETE_BATCH_ROWS = 50_000

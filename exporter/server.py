@@ -9,6 +9,7 @@ only then the analyses and the database pool are closed.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import socket
@@ -22,9 +23,12 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client.exposition import choose_encoder
 
-from . import __version__
-from .collector import PerfAnalyzerCollector
-from .webconfig import WebConfig
+from . import __version__, allocator
+from .analyzer import PerformanceAnalyzer
+from .collector import PerfAnalyzerCollector, Scheduler
+from .config import Config
+from .store import Store
+from .webconfig import WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
 
@@ -238,3 +242,34 @@ def run_exporter(
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def start_exporter(
+    store: Store,
+    config: Config,
+    *,
+    listen_address: str,
+    telemetry_path: str,
+    web_config_file: str | None,
+    max_series: int | None = None,
+    cpu_count: int | None = None,
+    on_ready: Callable[[ExporterServer], None] | None = None,
+) -> None:
+    """Wire the analyzer, its scheduler, the collector and the HTTP server over `store`,
+    and serve until SIGTERM/SIGINT. `max_series` overrides the configured series budget."""
+    if not telemetry_path.startswith("/"):
+        raise ValueError("--web.telemetry-path must start with /")
+    if max_series is not None:
+        config = dataclasses.replace(
+            config, exporter=dataclasses.replace(config.exporter, max_series=max_series)
+        )
+    web = load_web_config(web_config_file)
+    allocator.return_freed_memory()
+    analyzer = PerformanceAnalyzer(store, cpu_count=cpu_count, config=config)
+    app = ExporterApp(
+        PerfAnalyzerCollector(Scheduler(analyzer, config)),
+        web,
+        telemetry_path=telemetry_path,
+        table=store.table_name,
+    )
+    run_exporter(app, listen_address, on_ready=on_ready)

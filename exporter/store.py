@@ -22,7 +22,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .schema import DEFAULT_TABLE
+from .errors import StoreError
+from .schema import DEFAULT_TABLE, first_value
 from .shard import ALL, Shard
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,6 @@ log = logging.getLogger(__name__)
 APPLICATION_NAME = "perf-analyzer"
 DSN_ENV_VARS = ("PERF_ANALYZER_DSN", "DATA_SOURCE_NAME")
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names: refuse them instead
-
-
-class StoreError(Exception):
-    """A database problem, described in one sentence without secrets. `unreachable` is
-    True when the database could not be reached at all (not when a query failed)."""
-
-    def __init__(self, message: str, *, unreachable: bool = False) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
 
 
 # --------------------------------------------------------------------------- connection info
@@ -360,6 +352,18 @@ class Store:
             return True
         except StoreError:
             return False
+
+    def newest_sample_time(self) -> int | None:
+        """The table's newest sample_time; None when the table is missing or empty."""
+        with self.read() as cur:
+            cur.execute(
+                "SELECT to_regclass(%s) IS NOT NULL AS present", (self.table.as_string(cur),)
+            )
+            if not first_value(cur.fetchone()):
+                return None
+            cur.execute(sql.SQL("SELECT max(sample_time) AS t FROM {}").format(self.table))
+            newest = first_value(cur.fetchone())
+        return None if newest is None else int(newest)
 
     def copy_in(
         self,

@@ -12,9 +12,8 @@ import pytest
 from psycopg import sql
 
 from exporter import PerformanceAnalyzer
-from exporter.cli import load_fleet
 from exporter.schema import COLUMN_NAMES, init_table
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
 HOUR, DAY = 3600, 86400

@@ -17,12 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 
 from exporter import PerformanceAnalyzer, __version__
-from exporter.cli import load_fleet
 from exporter.collector import JOBS, PerfAnalyzerCollector, Scheduler
 from exporter.config import Config, ExporterConfig, RefreshConfig
 from exporter.metrics import METRICS
 from exporter.server import ExporterApp, ExporterServer
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from exporter.webconfig import load_web_config
 

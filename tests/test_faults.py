@@ -27,11 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from exporter.cli import load_fleet
 from exporter.collector import JOBS
 from exporter.config import Config, ExporterConfig, RefreshConfig
 from exporter.embedded import FAST_UNSAFE_SETTINGS, EmbeddedPostgres
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from tests.test_exporter import BackendWatch, exporter_for, names, scrape, value  # noqa: F401
 from tests.test_webconfig import _hash

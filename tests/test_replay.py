@@ -9,8 +9,7 @@ import psycopg
 import pytest
 
 from exporter import PerformanceAnalyzer
-from exporter.cli import load_fleet
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
 METHODS = [

@@ -14,6 +14,7 @@ from exporter.generate import rules
 from exporter.generate.alertmanager import ALERTMANAGER_FILE
 from exporter.generate.alerts import catalogue
 from exporter.generate.learned import learned_groups
+from exporter.generate.yamlfile import dump
 from tests.conftest import require_program
 
 ROOT = Path(__file__).parents[1]
@@ -143,7 +144,7 @@ def test_learned_rules_pass_promtool(analyzer, fleet_db, tmp_path):
     promtool = require_program("promtool")
     learned = analyzer.generate_alert_config(now=fleet_db.fleet.end)
     path = tmp_path / "learned.yml"
-    path.write_text(rules.dump(learned_groups(learned), "rules --dsn"))
+    path.write_text(dump(learned_groups(learned), "rules --dsn"))
     result = run(promtool, "check", "rules", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     text = path.read_text()

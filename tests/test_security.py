@@ -16,10 +16,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from exporter import PerformanceAnalyzer
-from exporter.cli import load_fleet
-from exporter.schema import check_table
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
+from exporter.tablecheck import check_table
 from tests.conftest import require_program
 from tests.test_exporter import Running, scrape, value
 

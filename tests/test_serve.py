@@ -185,8 +185,7 @@ def test_demo_serves_and_stops():
 
 @pytest.fixture(scope="module")
 def live_dsn(pg_server):
-    from exporter.cli import load_fleet
-    from exporter.simulate import FleetSpec
+    from exporter.simulate import FleetSpec, load_fleet
     from exporter.store import Store
 
     name = pg_server.create_database("serve")

@@ -7,9 +7,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from exporter.cli import load_fleet
 from exporter.shard import Shard
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from tests.test_exporter import scrape
 from tests.test_serve import start, stop, wait_until_listening

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import load_fleet
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
