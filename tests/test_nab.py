@@ -5,13 +5,9 @@ loses a detected window or adds false alarms fails here."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "nab_eval.py"
+from . import nab
 
 # series: (windows detected at least, false-alarm episodes at most); measured: 2 of 17
 # windows, 11 false alarms in 107 days (0.10 per day), at 1-hour and 3-hour steps alike.
@@ -27,20 +23,11 @@ EXPECTED = {
 }
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("nab_eval", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["nab_eval"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def nab_scores(dsn):
-    bench = _bench()
-    if not bench.NAB_DIR.is_dir():
-        pytest.fail(f"NAB data missing at {bench.NAB_DIR}")
-    return {s.name: s for s in bench.evaluate(dsn, list(EXPECTED), step_h=3.0)}
+    if not nab.NAB_DIR.is_dir():
+        pytest.fail(f"NAB data missing at {nab.NAB_DIR}")
+    return {s.name: s for s in nab.evaluate(dsn, list(EXPECTED), step_h=3.0)}
 
 
 @pytest.mark.slow
