@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from psycopg import sql
@@ -113,11 +114,14 @@ class HourlyRollups:
             self._extend(kind, store, first, max(first, settled))
             keep = (store.hours >= first) & (store.hours < settled)
             fresh = self._fetch(kind, max(first, settled), now)  # not stored: still changing
+            stored_arrays: tuple[np.ndarray, ...] = (
+                store.ids,
+                store.hours,
+                store.samples,
+                store.stats,
+            )
             columns = [
-                _select(stored, keep, new)
-                for stored, new in zip(
-                    (store.ids, store.hours, store.samples, store.stats), fresh, strict=True
-                )
+                _select(stored, keep, new) for stored, new in zip(stored_arrays, fresh, strict=True)
             ]
             keys = list(self._keys)
         return RollupView(store.metrics, keys, *columns)
@@ -168,9 +172,10 @@ class HourlyRollups:
             which=NODE_ROW if kind == "node" else CONTAINER_ROW,
         )
         with self.store.read() as cur:
-            cur.row_factory = tuple_row  # thousands of rows: no dicts needed
+            # thousands of rows: tuples, not dicts (the cursor's type still says dicts)
+            cur.row_factory = tuple_row  # type: ignore[assignment]
             cur.execute(query, {"start": start - 1, "now": now})
-            rows = cur.fetchall()
+            rows: list[Any] = cur.fetchall()
         self.rows_read += len(rows)
         if not rows:
             return _empty(len(metrics))

@@ -216,7 +216,7 @@ def _filled(dt: np.dtype, n: int) -> np.ndarray:
     template = np.zeros(1, dt)
     template["nfields"] = len(COLUMNS)
     for col in COLUMNS:
-        template[f"len_{col.name}"] = dt[col.name].itemsize if col.name in dt.names else -1
+        template[f"len_{col.name}"] = dt[col.name].itemsize if col.name in (dt.names or ()) else -1
     rows = np.empty(n, dt)
     rows[...] = template
     return rows
@@ -509,11 +509,11 @@ def _setup_findings(fleet: Fleet, n: _Node) -> dict:
             window=_recent_window(start, end, NOISY_S, iv),
         )
     elif kind == "correlated_metrics":
-        slots = (end - start) // iv + 1
+        count = (end - start) // iv + 1
         wrng = np.random.default_rng([spec.seed, n.index, 3])
-        walk = np.cumsum(wrng.standard_normal(slots))
-        x = np.arange(slots)
-        walk -= np.polyval(np.polyfit(x, walk, 1), x) if slots > 1 else walk
+        walk = np.cumsum(wrng.standard_normal(count))
+        x = np.arange(count)
+        walk -= np.polyval(np.polyfit(x, walk, 1), x) if count > 1 else walk
         scale = np.abs(walk).max()
         n.walk = walk * (10.0 / scale) if scale > 0 else walk
         # net_rx = a + b * cpu + e; pick sd(e) for Pearson ~0.95 from the expected sd of cpu.

@@ -57,7 +57,8 @@ def resolve_dsn(dsn: str | None = None) -> str:
 
 def _password_of(dsn: str) -> str | None:
     try:
-        return conninfo_to_dict(dsn).get("password") or os.environ.get("PGPASSWORD")
+        password = conninfo_to_dict(dsn).get("password") or os.environ.get("PGPASSWORD")
+        return str(password) if password else None
     except psycopg.Error:
         match = re.search(r"://[^:/@]*:([^@]*)@", dsn) or re.search(r"password\s*=\s*(\S+)", dsn)
         return match.group(1) if match else os.environ.get("PGPASSWORD")
@@ -80,7 +81,7 @@ def describe_target(dsn: str) -> str:
         return "the configured database"
     host = info.get("host") or os.environ.get("PGHOST") or "localhost"
     port = info.get("port") or os.environ.get("PGPORT") or "5432"
-    user = info.get("user") or os.environ.get("PGUSER") or ""
+    user = str(info.get("user") or os.environ.get("PGUSER") or "")
     dbname = info.get("dbname") or os.environ.get("PGDATABASE") or user or "postgres"
     return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
 
@@ -198,7 +199,8 @@ class Store:
             self._borrowed = source
         elif isinstance(source, ConnectionPool):
             self._pool = source
-            self.dsn = source.conninfo
+            conninfo = source.conninfo
+            self.dsn = conninfo if isinstance(conninfo, str) else conninfo()
         else:
             self.dsn = resolve_dsn(source)
             self._validate_dsn()

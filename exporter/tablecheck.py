@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from .errors import StoreError
 from .partitions import (
     DAY,
     PREMAKE_DAYS,
@@ -22,6 +23,8 @@ from .partitions import (
 from .schema import COLUMNS, INDEXES, INT_TYPES, PARTITION_KEY
 
 if TYPE_CHECKING:
+    import psycopg
+
     from .store import Store
 
 
@@ -144,7 +147,7 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
         unanalyzed = 0
         if layout.kind in ("plain", "partitioned"):
             cur.execute(_SIZE_SQL, oid)
-            size = cur.fetchone()
+            size = _one_row(cur)
             report.size_bytes = size["bytes"]
             unanalyzed = size["unanalyzed"] if size["leaves"] else 0
             if layout.kind == "partitioned":
@@ -165,7 +168,7 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
                     "SELECT min({k})::float8 AS first, max({k})::float8 AS last FROM {t}"
                 ).format(k=sql.Identifier(PARTITION_KEY), t=store.table)
             )
-            span = cur.fetchone()
+            span = _one_row(cur)
             report.first_sample, report.last_sample = span["first"], span["last"]
     _check_columns(report, present)
     _check_indexes(report, indexes)
@@ -174,6 +177,14 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
         _check_partitions(report, layout, partition_indexes, indexes, now)
     _recommend(report, layout, now)
     return report
+
+
+def _one_row(cur: psycopg.Cursor[dict[str, Any]]) -> dict[str, Any]:
+    """The row an aggregate query always returns."""
+    row = cur.fetchone()
+    if row is None:
+        raise StoreError("an aggregate query on the catalog returned no row")
+    return row
 
 
 def _plural(n: int, word: str) -> str:
