@@ -1,4 +1,7 @@
-"""The only code that talks to PostgreSQL.
+"""Connections and transactions: the only code that connects to PostgreSQL.
+
+The SQL itself sits beside the code that needs it (schema, partitions, tablecheck,
+retention, sampler, rollups, analyses), always run on a cursor this module hands out.
 
 Reads run in read-only transactions with a statement timeout, so an analysis can neither
 write nor hold a connection for ever; the table name is always composed as a quoted
