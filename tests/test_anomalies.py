@@ -168,6 +168,7 @@ def healthy_month(dsn):
     return fleet
 
 
+@pytest.mark.slow
 def test_no_false_alarm_over_a_healthy_month(dsn, healthy_month):
     """Replayed every 6 hours over the last 3 weeks (hour-of-day, then hour-of-week)."""
     with PerformanceAnalyzer(dsn) as analyzer:

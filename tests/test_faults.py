@@ -142,6 +142,7 @@ def http(port: int, method: str, path: str, headers: str = "", body: bytes = b""
 # --------------------------------------------------------------------------- the database flaps
 
 
+@pytest.mark.slow
 def test_database_flapping(pg, exporter_for):  # noqa: F811
     running = exporter_for(pg.dsn, config=FAULTS)
     good = scrape(running.url, timeout_header=60)
@@ -182,6 +183,7 @@ def test_database_flapping(pg, exporter_for):  # noqa: F811
         )
 
 
+@pytest.mark.slow
 def test_database_stops_mid_scrape(pg, exporter_for):  # noqa: F811
     running = exporter_for(pg.dsn, config=FAULTS)
     before = scrape(running.url, timeout_header=60)
@@ -216,6 +218,7 @@ def test_database_stops_mid_scrape(pg, exporter_for):  # noqa: F811
 # --------------------------------------------------------------------------- locks and timeouts
 
 
+@pytest.mark.slow
 def test_statement_timeout_cancels_blocked_queries(pg, exporter_for, caplog):  # noqa: F811
     statement_timeout = 1.0
     due = [name for name in JOBS if name != "thresholds"]  # thresholds: its own test below

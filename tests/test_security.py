@@ -70,6 +70,7 @@ def writes(dsn: str) -> tuple:
     return rows, canary
 
 
+@pytest.mark.slow
 def test_select_only_role_runs_everything_and_writes_nothing(readonly):
     owner_dsn, ro_dsn = readonly
     time.sleep(1.1)  # let the load's own statistics reach the counters

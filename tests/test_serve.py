@@ -69,6 +69,7 @@ def get(url: str, **kw) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
+@pytest.mark.slow
 def test_database_down_at_start_then_sigterm():
     process, port = start("serve", "--dsn", "postgresql://u:hunter2@127.0.0.1:1/db")
     wait_until_listening(process, port)
