@@ -5,16 +5,20 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
-from exporter.embedded import EmbeddedPostgres, free_port
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for tests.*
+
+from exporter.embedded import EmbeddedPostgres
 from exporter.schema import COLUMN_NAMES, init_table
 from exporter.simulate import FleetSpec, simulate
 from exporter.store import Store
+from tests.storm import serve
+
+__all__ = ["database", "load", "machine", "serve"]
 
 
 @contextlib.contextmanager
@@ -25,28 +29,6 @@ def database(dsn: str | None) -> Iterator[str]:
         return
     with EmbeddedPostgres(settings={"shared_buffers": "512MB", "max_wal_size": "4GB"}) as pg:
         yield pg.dsn
-
-
-@contextlib.contextmanager
-def serve(dsn: str, log_level: str = "warn") -> Iterator[tuple[subprocess.Popen, str]]:
-    """`perf-analyzer serve` in its own process, listening: (process, metrics URL); it is
-    terminated on exit."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "exporter.cli", "serve", "--dsn", dsn,
-         "--web.listen-address", f"127.0.0.1:{port}", "--log.level", log_level],
-    )  # fmt: skip
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield process, f"http://127.0.0.1:{port}/metrics"
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def machine() -> str:

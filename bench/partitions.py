@@ -20,8 +20,8 @@ from psycopg import sql
 
 from exporter import PerformanceAnalyzer
 from exporter.analyses.hosts import _SPAN_SQL
+from exporter.partitions import DAY, day_start, init_partitioned_table
 from exporter.retention import prune
-from exporter.schema import DAY, day_start, init_partitioned_table
 from exporter.simulate import FleetSpec
 from exporter.store import Store
 

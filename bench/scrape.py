@@ -16,10 +16,11 @@ from typing import Any
 
 from common import database, load, machine, serve
 
+from exporter import registry
 from exporter.simulate import FleetSpec
 from exporter.store import Store
 
-JOBS = 9  # analyses the exporter runs
+JOBS = len(registry.served())  # analyses the exporter runs
 
 
 def rss_mib(pid: int) -> tuple[float, float]:

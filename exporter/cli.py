@@ -7,27 +7,43 @@ sentence on stderr and exit status 1 (2 for usage errors), never a traceback.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
-import threading
-import time
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import click
 
-from . import __version__, allocator, logs, registry
+from . import __version__, logs, registry, sampler
+from . import demo as demo_run
 from .analyses.common import AnalysisError
-from .schema import COLUMN_NAMES, DEFAULT_TABLE, check_table, ensure_partitions, init_table
+from .analyzer import PerformanceAnalyzer
+from .config import Config, load_config
+from .embedded import EmbeddedPostgresError
+from .generate import dashboards as dashboard_files
+from .generate import rules as rule_files
+from .generate.alerts import DEFAULT_DASHBOARD_URL, DEFAULT_RUNBOOK_BASE
+from .generate.learned import LEARNED_FILE, learned_groups
+from .generate.yamlfile import dump
+from .partitions import init_partitioned_table, utc_minute
+from .retention import prune
+from .schema import DEFAULT_TABLE, init_table
+from .server import start_exporter
 from .shard import Shard
+from .simulate import FleetSpec, copy_fleet, simulate
 from .store import Store, StoreError
+from .tablecheck import check_table
 
-log = logging.getLogger("exporter")
-
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (StoreError, AnalysisError, OSError, ValueError)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    StoreError,
+    AnalysisError,
+    EmbeddedPostgresError,
+    OSError,
+    ValueError,
+)
 
 
 def _fail(message: str) -> None:
@@ -39,13 +55,11 @@ class FriendlyGroup(click.Group):
     PERF_ANALYZER_DEBUG is set (then the traceback is shown for a bug report)."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from .embedded import EmbeddedPostgresError
-
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except (*EXPECTED_ERRORS, EmbeddedPostgresError) as exc:
+        except EXPECTED_ERRORS as exc:
             _fail(str(exc))
             ctx.exit(1)
         except KeyboardInterrupt:
@@ -151,8 +165,6 @@ def db_init(
     dsn: str | None, table: str, partitioned: bool, premake_days: int, since: str | None
 ) -> None:
     """Create the samples table and the indexes the analyses need (idempotent)."""
-    from .schema import init_partitioned_table
-
     if since is not None and not partitioned:
         raise click.BadParameter("--from only applies with --partitioned", param_hint="--from")
     with Store(dsn, table) as store:
@@ -232,9 +244,6 @@ def db_prune(
 ) -> None:
     """Remove samples older than --keep-days: whole daily partitions of a partitioned
     table (cheap, no bloat); on a plain table only with --allow-delete."""
-    from .retention import prune
-    from .schema import utc_minute
-
     now = parse_time(at) if at else None
     with Store(dsn, table) as store:
         result = prune(
@@ -329,9 +338,7 @@ class AnalysisName(click.ParamType):
         return analysis.name
 
 
-def load_settings(config_file: str | None) -> Any:
-    from .config import Config, load_config
-
+def load_settings(config_file: str | None) -> Config:
     config = load_config(config_file) if config_file else Config()
     registry.check_refresh(config)
     return config
@@ -430,11 +437,6 @@ def rules(
 ) -> None:
     """Write the Prometheus alert rules, their promtool tests, the Alertmanager example and
     the runbook; with --dsn also the thresholds learned from history."""
-    from pathlib import Path
-
-    from .generate import rules as rule_files
-    from .generate.alerts import DEFAULT_DASHBOARD_URL, DEFAULT_RUNBOOK_BASE
-
     config = load_settings(config_file)
     written = rule_files.write(
         Path(output),
@@ -445,13 +447,10 @@ def rules(
         config=config,
     )
     if dsn:
-        from .analyzer import PerformanceAnalyzer
-        from .generate.learned import LEARNED_FILE, learned_groups
-
         with PerformanceAnalyzer(Store(dsn, table), config=config) as analyzer:
             learned = analyzer.generate_alert_config()
         path = Path(output) / LEARNED_FILE
-        path.write_text(rule_files.dump(learned_groups(learned), "rules --dsn"), encoding="utf-8")
+        path.write_text(dump(learned_groups(learned), "rules --dsn"), encoding="utf-8")
         written.append(path)
     for path in written:
         click.echo(f"wrote {path}")
@@ -471,11 +470,7 @@ def rules(
 @config_option
 def dashboards(output: str, config_file: str | None) -> None:
     """Write the Grafana dashboards (fleet, node, capacity, exporter) as JSON."""
-    from pathlib import Path
-
-    from .generate.dashboards import write
-
-    for path in write(Path(output), config=load_settings(config_file)):
+    for path in dashboard_files.write(Path(output), config=load_settings(config_file)):
         click.echo(f"wrote {path}")
 
 
@@ -508,20 +503,6 @@ def fleet_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def load_fleet(store: Store, spec: Any) -> Any:
-    """Simulate `spec` and COPY it into the store's table, with a progress bar on a TTY."""
-    from .simulate import simulate
-
-    fleet = simulate(spec)
-    init_table(store, indexes=False)
-    ensure_partitions(store, fleet.start, fleet.end)  # a partitioned table: the fleet's days
-    label = f"loading {fleet.row_count:,} rows"
-    with click.progressbar(length=fleet.row_count, label=label, file=sys.stderr) as bar:
-        store.copy_in(COLUMN_NAMES, fleet.copy_chunks(), progress=bar.update)
-    init_table(store)
-    return fleet
-
-
 @main.command()
 @db_options
 @fleet_options
@@ -544,13 +525,16 @@ def synth(
     truth: str | None,
 ) -> None:
     """Write a simulated fleet, with injected findings, into the table."""
-    from .simulate import FleetSpec
-
     spec = FleetSpec(
         nodes=nodes, containers=containers, days=days, interval=interval, seed=seed, end=end
     )
-    with Store(dsn, table) as store:
-        fleet = load_fleet(store, spec)
+    fleet = simulate(spec)
+    label = f"loading {fleet.row_count:,} rows"
+    with (
+        Store(dsn, table) as store,
+        click.progressbar(length=fleet.row_count, label=label, file=sys.stderr) as bar,
+    ):
+        copy_fleet(store, fleet, progress=bar.update)
     if truth:
         with open(truth, "w", encoding="utf-8") as fh:
             json.dump(fleet.truth, fh, indent=2)
@@ -614,39 +598,9 @@ def exporter_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def start_exporter(
-    store: Store,
-    config: Any,
-    *,
-    listen_address: str,
-    telemetry_path: str,
-    web_config_file: str | None,
-    max_series: int | None,
-    cpu_count: int | None = None,
-    on_ready: Callable[[Any], None] | None = None,
-) -> None:
-    """Build the analyzer, collector and server, and serve until SIGTERM/SIGINT."""
-    import dataclasses
-
-    from .analyzer import PerformanceAnalyzer
-    from .collector import PerfAnalyzerCollector, Scheduler
-    from .server import ExporterApp, run_exporter
-    from .webconfig import load_web_config
-
-    if max_series is not None:
-        config = dataclasses.replace(
-            config, exporter=dataclasses.replace(config.exporter, max_series=max_series)
-        )
-    if not telemetry_path.startswith("/"):
+def _check_telemetry_path(path: str) -> None:
+    if not path.startswith("/"):
         raise click.BadParameter("--web.telemetry-path must start with /")
-    web = load_web_config(web_config_file)
-    allocator.return_freed_memory()
-    analyzer = PerformanceAnalyzer(store, cpu_count=cpu_count, config=config)
-    scheduler = Scheduler(analyzer, config)
-    app = ExporterApp(
-        PerfAnalyzerCollector(scheduler), web, telemetry_path=telemetry_path, table=store.table_name
-    )
-    run_exporter(app, listen_address, on_ready=on_ready)
 
 
 def _parse_shard(value: str | None) -> Shard | None:
@@ -689,6 +643,7 @@ def serve(
     shard: Shard | None,
 ) -> None:
     """The Prometheus exporter: analyses served on scrape at --web.telemetry-path."""
+    _check_telemetry_path(telemetry_path)
     config = load_settings(config_file)
     store = Store(
         dsn,
@@ -732,11 +687,9 @@ def sample(
 
     Rows that cannot be written while the database is down are kept (up to an hour) and
     written when it is back."""
-    from .sampler import run
-
     _sigterm_as_interrupt()
     with Store(dsn, table) as store:
-        written = run(store, interval=interval, count=count, node_name=node_name)
+        written = sampler.run(store, interval=interval, count=count, node_name=node_name)
     click.echo(f"wrote {written} rows", err=True)
 
 
@@ -773,122 +726,24 @@ def demo(
 ) -> None:
     """Embedded PostgreSQL, a simulated fleet with every kind of finding, and the exporter
     serving it (http://localhost:10610/metrics by default)."""
-    from .config import Config
-    from .embedded import EmbeddedPostgres
-    from .simulate import FleetSpec
-
+    _check_telemetry_path(telemetry_path)
     _sigterm_as_interrupt()  # until the exporter takes over SIGTERM: stop cleanly while loading
-    if data_dir:
-        os.makedirs(data_dir, exist_ok=True)
-    pg = EmbeddedPostgres(os.path.join(data_dir, "pgdata") if data_dir else None)
-    click.echo("starting embedded PostgreSQL ...", err=True)
-    pg.start()
-    try:
-        with Store(pg.dsn, DEFAULT_TABLE) as store:
-            spec = FleetSpec(
-                nodes=nodes, containers=containers, days=days, interval=interval, seed=seed
-            )
-            fleet = _demo_data(store, spec)
-            _print_demo_summary(store, pg.dsn, fleet)
-            appender = _LiveAppender(store, spec) if live else None
-
-            def ready(server: Any) -> None:
-                host = listen_address.rpartition(":")[0].strip("[]") or "localhost"
-                click.echo(
-                    f"\nserving {server.scheme}://{host}:{server.port}{telemetry_path}"
-                    "  (Ctrl-C stops)"
-                )
-                if appender:
-                    appender.start()
-
-            start_exporter(
-                store,
-                Config(),
-                listen_address=listen_address,
-                telemetry_path=telemetry_path,
-                web_config_file=web_config_file,
-                max_series=max_series,
-                on_ready=ready,
-            )
-            if appender:
-                appender.stop()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        click.echo("stopping", err=True)
-        pg.stop()
-
-
-def _demo_data(store: Store, spec: Any) -> Any:
-    """A new fleet, or (with a kept --data-dir) the old one topped up to now."""
-    from psycopg import sql
-
-    from .simulate import simulate
-
-    newest = None
-    with store.read() as cur:
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (store.table_name,))
-        if cur.fetchone()["present"]:
-            cur.execute(sql.SQL("SELECT max(sample_time) AS t FROM {}").format(store.table))
-            newest = cur.fetchone()["t"]
-    if newest is None:
-        return load_fleet(store, spec)
-    fleet = simulate(spec)
-    added = store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=int(newest)))
-    click.echo(f"kept the fleet in the data directory; added {added:,} samples up to now", err=True)
-    return fleet
-
-
-class _LiveAppender:
-    """Appends the simulated fleet's newest samples every interval (demo --live)."""
-
-    def __init__(self, store: Store, spec: Any) -> None:
-        self.store, self.spec = store, spec
-        self.last = int(time.time()) // spec.interval * spec.interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="live", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        import dataclasses
-
-        from .simulate import simulate
-
-        while not self._stop.wait(self.spec.interval - time.time() % self.spec.interval):
-            end = int(time.time()) // self.spec.interval * self.spec.interval
-            fleet = simulate(dataclasses.replace(self.spec, end=end))
-            try:
-                self.store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=self.last))
-                self.last = end
-            except StoreError as exc:
-                log.warning("live samples not written: %s", exc)
-
-
-def _print_demo_summary(store: Store, dsn: str, fleet: Any) -> None:
-    from .analyzer import PerformanceAnalyzer
-
-    click.echo(f"database: {dsn}  table: {DEFAULT_TABLE}")
-    click.echo(
-        f"fleet: {fleet.spec.nodes} nodes, {fleet.row_count:,} samples over "
-        f"{fleet.spec.days:g} days; injected findings:"
+    spec = FleetSpec(nodes=nodes, containers=containers, days=days, interval=interval, seed=seed)
+    demo_run.run(
+        demo_run.DemoOptions(
+            spec,
+            data_dir=data_dir,
+            live=live,
+            listen_address=listen_address,
+            telemetry_path=telemetry_path,
+            web_config_file=web_config_file,
+            max_series=max_series,
+        )
     )
-    for finding in fleet.truth["findings"]:
-        click.echo(f"  {finding['node']}: {finding['kind']}")
-    click.echo()
-    analyzer = PerformanceAnalyzer(store)
-    emergency = analyzer.emergency_health_check()
-    click.echo(registry.render_text("emergency", emergency, colour=sys.stdout.isatty()))
-    click.echo()
-    click.echo(f"more: perf-analyzer report daily --dsn {dsn}")
 
 
 def _sigterm_as_interrupt() -> None:
-    """SIGTERM stops the demo the same clean way Ctrl-C does."""
+    """SIGTERM stops `sample` and `demo` the same clean way Ctrl-C does."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

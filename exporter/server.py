@@ -15,6 +15,7 @@ then cancels the analyses' running queries so the process exits promptly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import gc
 import html
@@ -31,9 +32,12 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client.exposition import choose_encoder
 
-from . import __version__
-from .collector import PerfAnalyzerCollector
-from .webconfig import WebConfig
+from . import __version__, allocator
+from .analyzer import PerformanceAnalyzer
+from .collector import PerfAnalyzerCollector, Scheduler
+from .config import Config
+from .store import Store
+from .webconfig import WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +402,12 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         log.debug("http request from %s failed", client_address[0], exc_info=True)
 
 
+class _Server6(_Server):
+    """The server on an IPv6 address."""
+
+    address_family = socket.AF_INET6
+
+
 class ExporterServer:
     """Binds, serves in a background thread, and stops in order."""
 
@@ -413,9 +423,7 @@ class ExporterServer:
         open_files = raise_open_files_limit()
         # leave descriptors for the database pool, the log and the certificates
         max_connections = max(1, min(max_connections, open_files - 64))
-        server_class = _Server
-        if ":" in host:
-            server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+        server_class: type[_Server] = _Server6 if ":" in host else _Server
         try:
             self.httpd = server_class((host, port), _Handler, bind_and_activate=True)
         except OSError as exc:
@@ -519,3 +527,34 @@ def run_exporter(
         server.stop(grace)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def start_exporter(
+    store: Store,
+    config: Config,
+    *,
+    listen_address: str,
+    telemetry_path: str,
+    web_config_file: str | None,
+    max_series: int | None = None,
+    cpu_count: int | None = None,
+    on_ready: Callable[[ExporterServer], None] | None = None,
+) -> None:
+    """Wire the analyzer, its scheduler, the collector and the HTTP server over `store`,
+    and serve until SIGTERM/SIGINT. `max_series` overrides the configured series budget."""
+    if not telemetry_path.startswith("/"):
+        raise ValueError("--web.telemetry-path must start with /")
+    if max_series is not None:
+        config = dataclasses.replace(
+            config, exporter=dataclasses.replace(config.exporter, max_series=max_series)
+        )
+    web = load_web_config(web_config_file)
+    allocator.return_freed_memory()
+    analyzer = PerformanceAnalyzer(store, cpu_count=cpu_count, config=config)
+    app = ExporterApp(
+        PerfAnalyzerCollector(Scheduler(analyzer, config)),
+        web,
+        telemetry_path=telemetry_path,
+        table=store.table_name,
+    )
+    run_exporter(app, listen_address, on_ready=on_ready)

@@ -15,12 +15,17 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .schema import COLUMNS
+from .partitions import ensure_partitions
+from .schema import COLUMN_NAMES, COLUMNS, init_table
+
+if TYPE_CHECKING:
+    from .store import Store
 
 FINDING_KINDS: tuple[str, ...] = (
     "cpu_saturation",
@@ -211,7 +216,7 @@ def _filled(dt: np.dtype, n: int) -> np.ndarray:
     template = np.zeros(1, dt)
     template["nfields"] = len(COLUMNS)
     for col in COLUMNS:
-        template[f"len_{col.name}"] = dt[col.name].itemsize if col.name in dt.names else -1
+        template[f"len_{col.name}"] = dt[col.name].itemsize if col.name in (dt.names or ()) else -1
     rows = np.empty(n, dt)
     rows[...] = template
     return rows
@@ -504,11 +509,11 @@ def _setup_findings(fleet: Fleet, n: _Node) -> dict:
             window=_recent_window(start, end, NOISY_S, iv),
         )
     elif kind == "correlated_metrics":
-        slots = (end - start) // iv + 1
+        count = (end - start) // iv + 1
         wrng = np.random.default_rng([spec.seed, n.index, 3])
-        walk = np.cumsum(wrng.standard_normal(slots))
-        x = np.arange(slots)
-        walk -= np.polyval(np.polyfit(x, walk, 1), x) if slots > 1 else walk
+        walk = np.cumsum(wrng.standard_normal(count))
+        x = np.arange(count)
+        walk -= np.polyval(np.polyfit(x, walk, 1), x) if count > 1 else walk
         scale = np.abs(walk).max()
         n.walk = walk * (10.0 / scale) if scale > 0 else walk
         # net_rx = a + b * cpu + e; pick sd(e) for Pearson ~0.95 from the expected sd of cpu.
@@ -615,4 +620,24 @@ def simulate(spec: FleetSpec) -> Fleet:
         "findings": finding_truth,
         "healthy_nodes": [n.name.decode() for n in nodes if n.finding is None],
     }
+    return fleet
+
+
+def load_fleet(
+    store: Store, spec: FleetSpec, *, progress: Callable[[int], object] | None = None
+) -> Fleet:
+    """Simulate `spec` and COPY it into the store's table; `progress(rows)` after each chunk."""
+    return copy_fleet(store, simulate(spec), progress=progress)
+
+
+def copy_fleet(
+    store: Store, fleet: Fleet, *, progress: Callable[[int], object] | None = None
+) -> Fleet:
+    """COPY a simulated fleet into the store's table (created if missing, and its days'
+    partitions if it is partitioned); the indexes are built after the load, which is
+    several times cheaper than maintaining them row by row."""
+    init_table(store, indexes=False)
+    ensure_partitions(store, fleet.start, fleet.end)
+    store.copy_in(COLUMN_NAMES, fleet.copy_chunks(), progress=progress)
+    init_table(store)
     return fleet

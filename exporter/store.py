@@ -1,4 +1,7 @@
-"""The only code that talks to PostgreSQL.
+"""Connections and transactions: the only code that connects to PostgreSQL.
+
+The SQL itself sits beside the code that needs it (schema, partitions, tablecheck,
+retention, sampler, rollups, analyses), always run on a cursor this module hands out.
 
 Reads run in read-only transactions with a statement timeout, so an analysis can neither
 write nor hold a connection for ever; the table name is always composed as a quoted
@@ -22,7 +25,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .schema import DEFAULT_TABLE
+from .errors import StoreError
+from .schema import DEFAULT_TABLE, first_value
 from .shard import ALL, Shard
 
 log = logging.getLogger(__name__)
@@ -30,15 +34,6 @@ log = logging.getLogger(__name__)
 APPLICATION_NAME = "perf-analyzer"
 DSN_ENV_VARS = ("PERF_ANALYZER_DSN", "DATA_SOURCE_NAME")
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names: refuse them instead
-
-
-class StoreError(Exception):
-    """A database problem, described in one sentence without secrets. `unreachable` is
-    True when the database could not be reached at all (not when a query failed)."""
-
-    def __init__(self, message: str, *, unreachable: bool = False) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
 
 
 # --------------------------------------------------------------------------- connection info
@@ -65,7 +60,8 @@ def resolve_dsn(dsn: str | None = None) -> str:
 
 def _password_of(dsn: str) -> str | None:
     try:
-        return conninfo_to_dict(dsn).get("password") or os.environ.get("PGPASSWORD")
+        password = conninfo_to_dict(dsn).get("password") or os.environ.get("PGPASSWORD")
+        return str(password) if password else None
     except psycopg.Error:
         match = re.search(r"://[^:/@]*:([^@]*)@", dsn) or re.search(r"password\s*=\s*(\S+)", dsn)
         return match.group(1) if match else os.environ.get("PGPASSWORD")
@@ -88,7 +84,7 @@ def describe_target(dsn: str) -> str:
         return "the configured database"
     host = info.get("host") or os.environ.get("PGHOST") or "localhost"
     port = info.get("port") or os.environ.get("PGPORT") or "5432"
-    user = info.get("user") or os.environ.get("PGUSER") or ""
+    user = str(info.get("user") or os.environ.get("PGUSER") or "")
     dbname = info.get("dbname") or os.environ.get("PGDATABASE") or user or "postgres"
     return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
 
@@ -206,7 +202,8 @@ class Store:
             self._borrowed = source
         elif isinstance(source, ConnectionPool):
             self._pool = source
-            self.dsn = source.conninfo
+            conninfo = source.conninfo
+            self.dsn = conninfo if isinstance(conninfo, str) else conninfo()
         else:
             self.dsn = resolve_dsn(source)
             self._validate_dsn()
@@ -360,6 +357,18 @@ class Store:
             return True
         except StoreError:
             return False
+
+    def newest_sample_time(self) -> int | None:
+        """The table's newest sample_time; None when the table is missing or empty."""
+        with self.read() as cur:
+            cur.execute(
+                "SELECT to_regclass(%s) IS NOT NULL AS present", (self.table.as_string(cur),)
+            )
+            if not first_value(cur.fetchone()):
+                return None
+            cur.execute(sql.SQL("SELECT max(sample_time) AS t FROM {}").format(self.table))
+            newest = first_value(cur.fetchone())
+        return None if newest is None else int(newest)
 
     def copy_in(
         self,

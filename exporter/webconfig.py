@@ -664,7 +664,7 @@ class BasicAuth:
         finally:
             with self._cache_lock:
                 self._waiting -= 1
-                self._in_flight.discard(client)  # type: ignore[arg-type]
+                self._in_flight.discard(client)
         ok = ok and known and not too_long
         with self._cache_lock:
             cache, size = (self._cache, self._cache_size) if ok else (self._failed, None)

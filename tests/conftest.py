@@ -112,8 +112,7 @@ class FleetDB:
 def fleet_db(pg_server: Server) -> Iterator[FleetDB]:
     """One 14-node, 30-day simulated fleet (every finding placed, 2 healthy nodes), loaded
     once per session and only ever read: analysis tests share it."""
-    from exporter.cli import load_fleet
-    from exporter.simulate import FleetSpec
+    from exporter.simulate import FleetSpec, load_fleet
 
     name = pg_server.create_database("fleet")
     dsn = pg_server.dsn_for(name)

@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.cli import load_fleet
 from exporter.embedded import free_port
 from exporter.generate.alertmanager import alertmanager_config
 from exporter.generate.rules import RULES_FILE, write
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from tests.conftest import require_program
 from tests.harness import Processes

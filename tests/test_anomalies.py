@@ -12,9 +12,8 @@ import pytest
 from psycopg import sql
 
 from exporter import PerformanceAnalyzer
-from exporter.cli import load_fleet
 from exporter.schema import COLUMN_NAMES, init_table
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from exporter.vocabulary import Priority
 
@@ -170,6 +169,7 @@ def healthy_month(dsn):
     return fleet
 
 
+@pytest.mark.slow
 def test_no_false_alarm_over_a_healthy_month(dsn, healthy_month):
     """Replayed every 6 hours over the last 3 weeks (hour-of-day, then hour-of-week)."""
     with PerformanceAnalyzer(dsn) as analyzer:

@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from exporter import PerformanceAnalyzer
-from exporter.cli import load_fleet
 from exporter.schema import COLUMN_NAMES, METRIC_COLUMNS
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
 END = 1_790_000_040

@@ -31,6 +31,7 @@ def assert_one_clear_line(result: subprocess.CompletedProcess[str], *fragments: 
         assert fragment in lines[0]
 
 
+@pytest.mark.slow
 def test_unreachable_server() -> None:
     result = run("db", "check", "--dsn", "postgresql://bob:pa55word@127.0.0.1:1/db")
     assert_one_clear_line(result, "cannot reach PostgreSQL at bob@127.0.0.1:1/db")
@@ -88,6 +89,7 @@ def test_help_works(command: str) -> None:
     assert result.returncode == 0 and "Usage:" in result.stdout
 
 
+@pytest.mark.slow
 def test_sample_writes_this_host(fresh_dsn):
     assert run("db", "init", "--dsn", fresh_dsn).returncode == 0
     result = run(

@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.cli import load_fleet
 from exporter.embedded import free_port
 from exporter.generate import dashboards
 from exporter.metrics import BY_NAME, GRADES
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from tests.conftest import require_program
 from tests.harness import Processes

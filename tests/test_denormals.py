@@ -10,8 +10,7 @@ import pytest
 from psycopg import sql
 
 from exporter import PerformanceAnalyzer
-from exporter.cli import load_fleet
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from tests.test_bad_rows import METHODS
 

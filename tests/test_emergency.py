@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from exporter import PerformanceAnalyzer
-from exporter.cli import load_fleet
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
 HEALTHY = ("node-01", "node-14")

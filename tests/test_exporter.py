@@ -17,12 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 
 from exporter import PerformanceAnalyzer, __version__, registry
-from exporter.cli import load_fleet
 from exporter.collector import PerfAnalyzerCollector, Scheduler
 from exporter.config import Config, ExporterConfig
 from exporter.metrics import METRICS
 from exporter.server import ExporterApp, ExporterServer
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from exporter.webconfig import load_web_config
 
@@ -227,6 +226,7 @@ def test_values_match_the_injected_truth(warm):
         )
 
 
+@pytest.mark.slow
 def test_concurrent_scrapes_share_one_run(live, exporter_for):
     dsn, _ = live
     slow = {a.name: 300 for a in registry.served()}
@@ -250,6 +250,7 @@ def test_concurrent_scrapes_share_one_run(live, exporter_for):
     assert 1 <= watch.most <= running.pool_size
 
 
+@pytest.mark.slow
 def test_deadline_serves_last_results_while_the_table_is_locked(live, exporter_for):
     dsn, _ = live
     running = exporter_for(dsn)
@@ -270,6 +271,7 @@ def test_deadline_serves_last_results_while_the_table_is_locked(live, exporter_f
     assert 1 <= len(BackendWatch(dsn, running.name).now()) <= running.pool_size
 
 
+@pytest.mark.slow
 def test_database_outage_and_recovery(tmp_path, exporter_for):
     from exporter.embedded import FAST_UNSAFE_SETTINGS, EmbeddedPostgres
 
@@ -322,6 +324,7 @@ def _analysis_series(samples: dict) -> int:
     return sum(1 for name, _ in samples if not name.startswith(own))
 
 
+@pytest.mark.slow
 def test_series_budget_cuts_in_order_and_counts(live, exporter_for):
     dsn, _ = live
     full = scrape(exporter_for(dsn).url, timeout_header=120)
@@ -398,6 +401,7 @@ def _body(url: str, accept: str) -> str:
         return r.read().decode()
 
 
+@pytest.mark.slow
 def test_warm_scrapes_join_parts_rendered_once_in_each_format(live, exporter_for, monkeypatch):
     from prometheus_client.openmetrics.parser import (
         text_string_to_metric_families as openmetrics_families,

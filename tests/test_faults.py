@@ -28,10 +28,9 @@ import psycopg
 import pytest
 
 from exporter import registry
-from exporter.cli import load_fleet
 from exporter.config import Config, ExporterConfig
 from exporter.embedded import FAST_UNSAFE_SETTINGS, EmbeddedPostgres
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from tests.test_exporter import BackendWatch, exporter_for, names, scrape, value  # noqa: F401
 from tests.test_webconfig import _hash
@@ -143,6 +142,7 @@ def http(port: int, method: str, path: str, headers: str = "", body: bytes = b""
 # --------------------------------------------------------------------------- the database flaps
 
 
+@pytest.mark.slow
 def test_database_flapping(pg, exporter_for):  # noqa: F811
     running = exporter_for(pg.dsn, config=FAULTS)
     good = scrape(running.url, timeout_header=60)
@@ -183,6 +183,7 @@ def test_database_flapping(pg, exporter_for):  # noqa: F811
         )
 
 
+@pytest.mark.slow
 def test_database_stops_mid_scrape(pg, exporter_for):  # noqa: F811
     running = exporter_for(pg.dsn, config=FAULTS)
     before = scrape(running.url, timeout_header=60)
@@ -217,6 +218,7 @@ def test_database_stops_mid_scrape(pg, exporter_for):  # noqa: F811
 # --------------------------------------------------------------------------- locks and timeouts
 
 
+@pytest.mark.slow
 def test_statement_timeout_cancels_blocked_queries(pg, exporter_for, caplog):  # noqa: F811
     statement_timeout = 1.0
     # alert-config: its own test below

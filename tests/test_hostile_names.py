@@ -8,8 +8,7 @@ import time
 import psycopg
 import pytest
 
-from exporter.cli import load_fleet
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from tests.test_exporter import Running, scrape
 

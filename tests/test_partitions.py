@@ -12,20 +12,13 @@ import pytest
 from psycopg import sql
 
 from exporter import PerformanceAnalyzer
-from exporter.cli import load_fleet
+from exporter.partitions import DAY, ensure_partitions, init_partitioned_table, partition_name
 from exporter.retention import prune
 from exporter.sampler import write_rows
-from exporter.schema import (
-    DAY,
-    INDEXES,
-    check_table,
-    ensure_partitions,
-    init_partitioned_table,
-    init_table,
-    partition_name,
-)
-from exporter.simulate import FleetSpec
+from exporter.schema import INDEXES, init_table
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store, StoreError
+from exporter.tablecheck import check_table
 
 from .test_cli import assert_one_clear_line, run
 from .test_replay import assert_same

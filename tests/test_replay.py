@@ -9,8 +9,7 @@ import psycopg
 import pytest
 
 from exporter import PerformanceAnalyzer
-from exporter.cli import load_fleet
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
 METHODS = [
@@ -71,6 +70,7 @@ def assert_same(a, b, path="result"):
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "kwargs"), METHODS, ids=[m for m, _ in METHODS])
 def test_rows_after_now_change_nothing(two_databases, method, kwargs):
     (full, cut_db), cut = two_databases

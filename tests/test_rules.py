@@ -14,6 +14,7 @@ from exporter.generate import rules
 from exporter.generate.alertmanager import ALERTMANAGER_FILE
 from exporter.generate.alerts import catalogue
 from exporter.generate.learned import learned_groups
+from exporter.generate.yamlfile import dump
 from tests.conftest import require_program
 
 ROOT = Path(__file__).parents[1]
@@ -50,12 +51,14 @@ def test_promtool_checks_the_rules(generated):
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.slow
 def test_promtool_unit_tests_pass(generated):
     promtool = require_program("promtool")
     result = run(promtool, "test", "rules", rules.TESTS_FILE, cwd=generated)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_promtool_unit_tests_can_fail(generated, tmp_path):
     """A broken rule fails its generated test (the tests are not vacuous)."""
     promtool = require_program("promtool")
@@ -139,11 +142,12 @@ def test_alertmanager_inhibits_lower_priorities_of_the_same_node(generated):
     assert rule["target_matchers"] == ['priority=~"P2|P3"'] and rule["equal"] == ["node"]
 
 
+@pytest.mark.slow
 def test_learned_rules_pass_promtool(analyzer, fleet_db, tmp_path):
     promtool = require_program("promtool")
     learned = analyzer.generate_alert_config(now=fleet_db.fleet.end)
     path = tmp_path / "learned.yml"
-    path.write_text(rules.dump(learned_groups(learned), "rules --dsn"))
+    path.write_text(dump(learned_groups(learned), "rules --dsn"))
     result = run(promtool, "check", "rules", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     text = path.read_text()

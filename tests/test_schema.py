@@ -5,8 +5,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from exporter.schema import COLUMN_NAMES, INDEXES, check_table, init_table
+from exporter.schema import COLUMN_NAMES, INDEXES, init_table
 from exporter.store import Store
+from exporter.tablecheck import check_table
 
 
 def test_init_creates_contract_table_and_indexes(fresh_dsn: str) -> None:

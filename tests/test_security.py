@@ -16,10 +16,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from exporter import PerformanceAnalyzer
-from exporter.cli import load_fleet
-from exporter.schema import check_table
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
+from exporter.tablecheck import check_table
 from tests.conftest import require_program
 from tests.test_exporter import Running, scrape, value
 
@@ -71,6 +70,7 @@ def writes(dsn: str) -> tuple:
     return rows, canary
 
 
+@pytest.mark.slow
 def test_select_only_role_runs_everything_and_writes_nothing(readonly):
     owner_dsn, ro_dsn = readonly
     time.sleep(1.1)  # let the load's own statistics reach the counters

@@ -69,6 +69,7 @@ def get(url: str, **kw) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
+@pytest.mark.slow
 def test_database_down_at_start_then_sigterm():
     process, port = start("serve", "--dsn", "postgresql://u:hunter2@127.0.0.1:1/db")
     wait_until_listening(process, port)
@@ -185,8 +186,7 @@ def test_demo_serves_and_stops():
 
 @pytest.fixture(scope="module")
 def live_dsn(pg_server):
-    from exporter.cli import load_fleet
-    from exporter.simulate import FleetSpec
+    from exporter.simulate import FleetSpec, load_fleet
     from exporter.store import Store
 
     name = pg_server.create_database("serve")

@@ -7,9 +7,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from exporter.cli import load_fleet
 from exporter.shard import Shard
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from tests.test_exporter import scrape
 from tests.test_serve import start, stop, wait_until_listening
@@ -35,6 +34,7 @@ def nodes_of(samples: dict, metric: str) -> set[str]:
     return {dict(labels)["node"] for name, labels in samples if name == metric}
 
 
+@pytest.mark.slow
 def test_two_shards_export_every_node_exactly_once(fleet_dsn):
     exporters = [start("serve", "--dsn", fleet_dsn, "--shard", f"{i}/2") for i in (1, 2)]
     try:

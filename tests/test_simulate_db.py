@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from exporter.cli import load_fleet
-from exporter.simulate import Fleet, FleetSpec
+from exporter.simulate import Fleet, FleetSpec, load_fleet
 from exporter.store import Store
 
 END = 1_790_000_040

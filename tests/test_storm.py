@@ -3,17 +3,12 @@ or database-connection leak. `bench/storm.py --seconds 600` runs the 10-minute v
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-from exporter.cli import load_fleet
-from exporter.simulate import FleetSpec
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import storm
+from . import storm
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .rules import dump
+from .yamlfile import dump
 
 ALERTMANAGER_FILE = "alertmanager.yml"
 

@@ -7,35 +7,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from . import HEADER
+from .alertmanager import ALERTMANAGER_FILE, alertmanager_yaml
 from .alerts import DEFAULT_DASHBOARD_URL, DEFAULT_RUNBOOK_BASE, Alert, catalogue, recording_rules
+from .yamlfile import dump
 
 RULES_FILE = "perf-analyzer.rules.yml"
 TESTS_FILE = "perf-analyzer.tests.yml"
 MAX_RULES_PER_GROUP = 20
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style for multi-line strings (PromQL), plain otherwise."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
-
-def dump(data: Any, command: str) -> str:
-    return HEADER.format(command=command) + yaml.dump(
-        data, Dumper=_Dumper, sort_keys=False, width=1000, allow_unicode=True
-    )
-
-
-def annotations(alert: Alert, runbook_base: str, dashboard_url: str) -> dict[str, str]:
+def alert_annotations(alert: Alert, runbook_base: str, dashboard_url: str) -> dict[str, str]:
+    """Summary, description and the runbook and dashboard links of one alert."""
     out = {
         "summary": alert.summary,
         "description": alert.description,
@@ -55,7 +37,7 @@ def rule_groups(alerts: list[Alert], runbook_base: str, dashboard_url: str) -> d
                 "expr": a.expr,
                 "for": a.for_,
                 "labels": {"severity": a.severity, "priority": a.priority, **a.labels},
-                "annotations": annotations(a, runbook_base, dashboard_url),
+                "annotations": alert_annotations(a, runbook_base, dashboard_url),
             }
         )
     for name, rules in groups.items():
@@ -71,14 +53,12 @@ def go_value(value: float) -> str:
     """`{{ $value }}` as Go prints a float64 (%v: shortest, exponent from 1e+06)."""
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    text = f"{value:.17g}"
     shortest = repr(float(value))
     exponent = int(f"{value:e}".split("e")[1]) if value else 0
     if exponent < -4 or exponent >= 21 or (exponent >= 6 and value == int(value)):
         mantissa, exp = f"{value:e}".split("e")
         mantissa = repr(float(mantissa)).rstrip("0").rstrip(".")
         return f"{mantissa}e{int(exp):+03d}"
-    del text
     return shortest[:-2] if shortest.endswith(".0") else shortest
 
 
@@ -135,13 +115,13 @@ def _series_labels(series: str) -> dict[str, str]:
     )
 
 
-def _fire_value(alert: Alert, eval_minutes: int) -> float:
+def _fire_value(alert: Alert, minutes: int) -> float:
     """$value of the alert at eval time: the first series' value (what the catalogue's
     expressions return), except the burn-rate and staleness alerts."""
     if alert.group == "perf-analyzer-slo":
         return 1.0  # every sample bad: the error ratio is 1
     if alert.name.endswith("AnalysisStale"):
-        return eval_minutes * 60.0 - 0.0
+        return minutes * 60.0
     first = next(iter(alert.fire.series.values()))
     head = float(first.split("x")[0].split("+")[0])
     return abs(head) if alert.expr.startswith("abs(") else head
@@ -176,7 +156,7 @@ def test_suite(alerts: list[Alert], runbook_base: str, dashboard_url: str) -> di
         value = _fire_value(a, at)
         rendered = {
             k: render(v, expected, value)
-            for k, v in annotations(a, runbook_base, dashboard_url).items()
+            for k, v in alert_annotations(a, runbook_base, dashboard_url).items()
         }
         checks = [
             {"eval_time": f"{at}m", "alertname": a.name,
@@ -251,10 +231,8 @@ def write(
     files = {
         output / RULES_FILE: dump(rule_groups(alerts, runbook_base, dashboard_url), "rules"),
         output / TESTS_FILE: dump(test_suite(alerts, runbook_base, dashboard_url), "rules"),
+        output / ALERTMANAGER_FILE: alertmanager_yaml(),
     }
-    from .alertmanager import ALERTMANAGER_FILE, alertmanager_yaml
-
-    files[output / ALERTMANAGER_FILE] = alertmanager_yaml()
     if runbook_path is not None:
         files[runbook_path] = runbook(alerts)
     for path, text in files.items():

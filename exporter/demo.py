@@ -1,0 +1,142 @@
+"""`perf-analyzer demo`: an embedded PostgreSQL, a simulated fleet with every kind of finding,
+and the exporter serving it, so the whole path can be seen without a database of one's own.
+
+The demo talks to the person who started it (what it loads, what it found, where it
+serves), so unlike the library modules it prints, on stdout and stderr like the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import click
+
+from . import registry
+from .analyzer import PerformanceAnalyzer
+from .config import Config
+from .embedded import EmbeddedPostgres
+from .errors import StoreError
+from .schema import COLUMN_NAMES, DEFAULT_TABLE
+from .server import ExporterServer, start_exporter
+from .simulate import Fleet, FleetSpec, copy_fleet, simulate
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Where the demo keeps its database and how it serves (the `demo` command's flags)."""
+
+    spec: FleetSpec
+    data_dir: str | None
+    live: bool
+    listen_address: str
+    telemetry_path: str
+    web_config_file: str | None
+    max_series: int | None
+
+
+def run(options: DemoOptions) -> None:
+    """Start the database, load the fleet, print what it holds, and serve until stopped
+    (SIGTERM, SIGINT or Ctrl-C); the database is stopped in every case."""
+    data_dir = options.data_dir
+    if data_dir:
+        os.makedirs(data_dir, exist_ok=True)
+    pg = EmbeddedPostgres(os.path.join(data_dir, "pgdata") if data_dir else None)
+    click.echo("starting embedded PostgreSQL ...", err=True)
+    pg.start()
+    try:
+        with Store(pg.dsn, DEFAULT_TABLE) as store:
+            fleet = load_data(store, options.spec)
+            print_summary(store, pg.dsn, fleet)
+            appender = LiveAppender(store, options.spec) if options.live else None
+
+            def ready(server: ExporterServer) -> None:
+                host = options.listen_address.rpartition(":")[0].strip("[]") or "localhost"
+                click.echo(
+                    f"\nserving {server.scheme}://{host}:{server.port}{options.telemetry_path}"
+                    "  (Ctrl-C stops)"
+                )
+                if appender:
+                    appender.start()
+
+            start_exporter(
+                store,
+                Config(),
+                listen_address=options.listen_address,
+                telemetry_path=options.telemetry_path,
+                web_config_file=options.web_config_file,
+                max_series=options.max_series,
+                on_ready=ready,
+            )
+            if appender:
+                appender.stop()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        click.echo("stopping", err=True)
+        pg.stop()
+
+
+def load_data(store: Store, spec: FleetSpec) -> Fleet:
+    """A new fleet, or (with a kept data directory) the old one topped up to now."""
+    newest = store.newest_sample_time()
+    fleet = simulate(spec)
+    if newest is None:
+        label = f"loading {fleet.row_count:,} rows"
+        with click.progressbar(length=fleet.row_count, label=label, file=sys.stderr) as bar:
+            return copy_fleet(store, fleet, progress=bar.update)
+    added = store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=newest))
+    click.echo(f"kept the fleet in the data directory; added {added:,} samples up to now", err=True)
+    return fleet
+
+
+class LiveAppender:
+    """Appends the simulated fleet's newest samples every interval (`demo --live`), so the
+    current views move."""
+
+    def __init__(self, store: Store, spec: FleetSpec) -> None:
+        self.store, self.spec = store, spec
+        self.last = int(time.time()) // spec.interval * spec.interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.spec.interval - time.time() % self.spec.interval):
+            end = int(time.time()) // self.spec.interval * self.spec.interval
+            fleet = simulate(dataclasses.replace(self.spec, end=end))
+            try:
+                self.store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=self.last))
+                self.last = end
+            except StoreError as exc:
+                log.warning("live samples not written: %s", exc)
+
+
+def print_summary(store: Store, dsn: str, fleet: Fleet) -> None:
+    """The database, the injected findings and the emergency check, before serving."""
+    click.echo(f"database: {dsn}  table: {store.table_name}")
+    click.echo(
+        f"fleet: {fleet.spec.nodes} nodes, {fleet.row_count:,} samples over "
+        f"{fleet.spec.days:g} days; injected findings:"
+    )
+    for finding in fleet.truth["findings"]:
+        click.echo(f"  {finding['node']}: {finding['kind']}")
+    click.echo()
+    analyzer = PerformanceAnalyzer(store)
+    emergency = analyzer.emergency_health_check()
+    click.echo(registry.render_text("emergency", emergency, colour=sys.stdout.isatty()))
+    click.echo()
+    click.echo(f"more: perf-analyzer report daily --dsn {dsn}")
