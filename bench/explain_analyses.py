@@ -1,5 +1,5 @@
 """EXPLAIN (ANALYZE, BUFFERS) of every query each analysis sends, on a fleet already
-loaded (e.g. by bench/analyses.py --keep, or any database holding the contract table):
+loaded (e.g. by bench/analyses.py --keep, or any database holding the samples table):
 prints, per analysis and query, the execution time, the shared buffers read and hit, and
 the plan's top nodes, so the plans can be reviewed and quoted in docs/performance.md.
 

@@ -1,4 +1,4 @@
-"""The fleet benchmark of issue 7: for one fleet size, in one run and side by side,
+"""The fleet benchmark: for one fleet size, in one run and side by side,
 
 - the simulator's COPY rate (generate, COPY, build the indexes);
 - the floor of any 30-day analysis without rollups: one aggregate pass over the window

@@ -1,4 +1,4 @@
-"""The samples table of the contract: its columns and the DDL that creates it.
+"""The samples table (README, "The samples table"): its columns and the DDL that creates it.
 
 Column definitions live here once; the store, the simulator, the sampler and `db check`
 all read them, so a column can never be spelled two ways. Daily partitions are managed in

@@ -1,4 +1,4 @@
-"""`db check`: compare an existing table with the contract and describe how it is stored, in
+"""`db check`: compare an existing table with the samples table (README, "The samples table") and describe how it is stored, in
 plain sentences that each say what to do.
 """
 
@@ -112,7 +112,7 @@ AHEAD_WARNING_DAYS = 2  # fewer days of partitions ahead than this: writes soon 
 
 
 def check_table(store: Store, *, now: float | None = None) -> CheckReport:
-    """Compare the table with the contract and describe how it is stored (plain or
+    """Compare the table with the expected columns and describe how it is stored (plain or
     partitioned, size, rows, time span); every finding says what to do."""
     now = time.time() if now is None else now
     name = store.table_name

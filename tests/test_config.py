@@ -1,4 +1,4 @@
-"""Configuration: defaults from the original README, partial overrides, and values checked
+"""Configuration: the documented defaults, partial overrides, and values checked
 for meaning, each problem one sentence that names the key."""
 
 from __future__ import annotations

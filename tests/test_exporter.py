@@ -40,7 +40,13 @@ def live(pg_server):
 
 
 class Running:
-    def __init__(self, dsn: str, config: Config | None = None, web_config: str | None = None):
+    def __init__(
+        self,
+        dsn: str,
+        config: Config | None = None,
+        web_config: str | None = None,
+        protect_probes: bool = False,
+    ):
         self.config = config or Config()
         self.name = f"perf-analyzer-test-{id(self)}"
         self.pool_size = self.config.exporter.workers + 1
@@ -55,6 +61,7 @@ class Running:
             PerfAnalyzerCollector(self.scheduler),
             load_web_config(web_config),
             table="monitor_samples_ring",
+            protect_probes=protect_probes,
         )
         self.server = ExporterServer(app, "127.0.0.1:0")
         self.server.start()

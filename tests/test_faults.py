@@ -1,4 +1,4 @@
-"""Faults, end to end (issue 8): a real PostgreSQL that flaps, dies mid-scrape or holds a
+"""Faults, end to end: a real PostgreSQL that flaps, dies mid-scrape or holds a
 table lock, and the real HTTP server in front of it; no mocks.
 
 The module runs its own PostgreSQL (the tests stop and start it) with a 3-node, 1-day fleet
@@ -356,8 +356,8 @@ def test_basic_auth_failures_take_the_same_time(pg, exporter_for, tmp_path):  # 
     alone with fewer samples; this also covers the request path in front of it)."""
     web = tmp_path / "web.yml"
     web.write_text(f"basic_auth_users:\n  prometheus: '{_hash('s3cret', cost=7)}'\n")
-    running = exporter_for(pg.dsn, web_config=str(web))
-    url = running.url + "/-/healthy"
+    running = exporter_for(pg.dsn, web_config=str(web), protect_probes=True)
+    url = running.url + "/-/healthy"  # protected: the auth path without running analyses
 
     def attempt(user: str, password: str) -> tuple[int, float]:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -370,16 +370,17 @@ def test_basic_auth_failures_take_the_same_time(pg, exporter_for, tmp_path):  # 
             status = err.code
         return status, time.perf_counter() - started
 
+    # a failed pair is remembered, so each attempt guesses anew: every failure costs bcrypt
     cases = {
-        "unknown user, a real password": ("nobody", "s3cret"),
-        "unknown user, wrong password": ("nobody", "guess"),
-        "right user, wrong password": ("prometheus", "guess"),
+        "unknown user, a real password": ("nobody{i}", "s3cret"),
+        "unknown user, wrong password": ("nobody", "guess{i}"),
+        "right user, wrong password": ("prometheus", "guess{i}"),
         "right user, right password": ("prometheus", "s3cret"),  # cached after the first
     }
     times: dict[str, list[float]] = {case: [] for case in cases}
     for i in range(33):  # interleaved, so load from elsewhere hits every case alike
-        for case, creds in cases.items():
-            status, took = attempt(*creds)
+        for case, (user, password) in cases.items():
+            status, took = attempt(user.format(i=i), password.format(i=i))
             assert status == (200 if case.startswith("right user, right") else 401), case
             if i >= 3:  # warm-up
                 times[case].append(took)

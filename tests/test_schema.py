@@ -60,7 +60,7 @@ def test_check_missing_table(fresh_dsn: str) -> None:
 
 @pytest.mark.parametrize("sample_time_type", ["integer", "bigint"])
 def test_original_readme_schema_is_usable(fresh_dsn: str, sample_time_type: str) -> None:
-    """The original README's DDL (varchar, FLOAT, INTEGER time) passes, indexes aside."""
+    """A plain DDL (varchar, FLOAT, INTEGER time) passes, indexes aside."""
     metrics = ", ".join(f"{c} FLOAT" for c in COLUMN_NAMES[4:])
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         conn.execute(

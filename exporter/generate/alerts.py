@@ -2,7 +2,7 @@
 runbook text and the promtool test data that proves it), from the same configuration the
 analyzer uses.
 
-Priorities follow the original README (P1 critical, P2 warning, P3 advisory) and map to
+Priorities are P1 critical, P2 warning, P3 advisory, and map to
 the `severity` label that mixin tooling, kube-prometheus inhibitions and PagerDuty
 integrations expect.
 """
