@@ -847,15 +847,16 @@ def _window_flags(
     start: int,
     now: int,
 ) -> list[tuple[int, dict[str, Any]]]:
-    """Samples of the window's hours beyond the range once `persist` of the last
-    `recent_samples` are, and complete hours whose mean is (known at the hour's last
-    second), each with its evidence."""
+    """Samples of the window's hours beyond the range once those of the last
+    `recent_samples` cover `range_persist_minutes`, and complete hours whose mean is
+    (known at the hour's last second), each with its evidence."""
     r = model.range
     assert r is not None
     first_t = start // HOUR * HOUR
     median = float(r.median[s, m])
     flags = []
-    reach = (cfg.recent_samples - 0.5) * float(model.interval[s])
+    interval = float(model.interval[s])  # each sample stands for its interval
+    reach, persist = (cfg.recent_samples - 0.5) * interval, cfg.range_persist_minutes * 60
     beyond = [t for t, v in samples if _beyond(r.bounds(model.hour_index(t)), s, m, v)]
     for t, v in samples:
         if t < first_t:
@@ -863,7 +864,7 @@ def _window_flags(
         h = model.hour_index(t)
         lo, hi = r.bounds(h)
         support = bisect.bisect_right(beyond, t) - bisect.bisect_right(beyond, t - reach)
-        if (v > hi[s, m] or v < lo[s, m]) and support >= cfg.persist:
+        if (v > hi[s, m] or v < lo[s, m]) and support * interval >= persist:
             edge = float(r.hi[s, h, m] if v > hi[s, m] else r.lo[s, h, m])
             flags.append((t, _flag(v, median, edge, r.lo[s, h, m], r.hi[s, h, m], r.noise[s, m])))
     for h in range(model.hour_index(first_t), model.hour_index(now) + 1):
