@@ -19,6 +19,17 @@ last `recent_samples` samples deviate the same way; consecutive ones form one ep
 reported once with its peak. Network error and drop counters that were ~never nonzero
 (`zero_rate_max` of past hours) get a frequency test instead: any sustained burst is news.
 
+Range departures: the range a series has shown is the extremes of its hourly min and max
+(and of its hourly means) over the past `range_days`, ending `range_quiet_hours` ago so an
+episode never widens its own range. A sample beyond it by `range_margin` median hourly sd
+(once those beyond cover `range_persist_minutes`), or a complete hour whose mean is beyond
+the means' range by `range_margin` times their noise, is flagged; an episode ends after
+`range_quiet_hours` with nothing flagged and is reported once, as `kind: "range_departure"`,
+when it starts. This catches departures too small for the seasonal score but new for the
+series. Its priority, and the cap on every spike's or dip's, is how far past the range the
+value went: (value - median) / (range edge - median) from `range_p2_ratio` P2, from
+`range_p1_ratio` P1, else P3. A sample inside the range is never a spike: shown before.
+
 Level shifts: when hourly means stay beyond their bounds for `changepoint_hours` in a row,
 the series has a new normal since the start of that run. It is reported once, as
 `kind: "level_shift"` with `since`, by the window in which it became known; later hours are
