@@ -281,12 +281,22 @@ class AnomalyConfig:
     errors_min_change: NonNegative = 1.0
     zero_rate_max: Ratio = 0.02  # counters nonzero in at most this share of past hours: a
     # frequency test (any error burst is anomalous) instead of the robust score
+    # Range departures: a sample beyond the extremes its series showed over the past
+    # `range_days` by `range_margin` noise scales (hourly means likewise), once per episode
+    range_margin: NonNegative = 2.0  # in median hourly sd (hourly means: their own noise)
+    range_quiet_hours: Positive = 6  # an episode ends after this long with nothing beyond
+    range_days: Positive = 14  # history whose extremes make the range
+    range_persist_minutes: Positive = 3  # samples beyond it (of the last `recent_samples`,
+    # each standing for its interval) must cover this long: one wild 1-minute sample is not
+    range_p2_ratio: Positive = 1.5  # (peak - median) / (range edge - median) for P2 ...
+    range_p1_ratio: Positive = 2.5  # ... and for P1; spikes and dips are capped by it too
 
     @model_validator(mode="after")
     def _consistent(self) -> AnomalyConfig:
         _at_most(self, "persist", "recent_samples")
         _at_most(self, "score_threshold", "p2_score", "scores must rise from P3 to P1")
         _at_most(self, "p2_score", "p1_score", "scores must rise from P3 to P1")
+        _at_most(self, "range_p2_ratio", "range_p1_ratio", "ratios must rise from P2 to P1")
         return self
 
 

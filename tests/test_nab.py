@@ -1,8 +1,9 @@
 """The anomaly detector on NAB's real CloudWatch series (tests/data/nab/), replayed every
 2 hours and scored event by event by tests/nab.py, the function bench/nab_eval.py uses.
 
-The floors and ceilings are what today's detector achieves, with one alarm of slack: a
-change that loses a window or adds false alarms fails here. The targets test states where
+The floors and ceilings are what today's detector achieves, with one event of slack (P1
+false alarms: the target itself): a change that loses a window or adds false alarms fails
+here. The targets test states where
 the detector has to get to; it is expected to fail until then, and fails loudly (strict)
 once reached, so the floors get raised with it."""
 
@@ -13,9 +14,9 @@ import pytest
 from tests import nab
 
 WINDOWS = 17
-RECALL_FLOOR = 1
-P1_FALSE_PER_DAY_MAX = 0.12
-ALL_FALSE_PER_DAY_MAX = 0.13
+RECALL_FLOOR = 11
+P1_FALSE_PER_DAY_MAX = 0.02
+ALL_FALSE_PER_DAY_MAX = 0.125
 
 TARGET_RECALL = 14
 TARGET_FALSE_PER_DAY = 0.12
@@ -95,7 +96,11 @@ def test_false_alarms_stay_rare(replayed):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the detector does not reach the targets yet")
+@pytest.mark.xfail(
+    strict=True,
+    reason="12 of 17 windows: a smaller event right after a bigger one stays inside the range "
+    "the bigger one set (24ae8d), and a departure under two noise scales (53ea38)",
+)
 def test_targets(replayed):
     everything = _total(replayed, nab.ALL)
     assert everything.detected >= TARGET_RECALL, everything

@@ -19,6 +19,17 @@ last `recent_samples` samples deviate the same way; consecutive ones form one ep
 reported once with its peak. Network error and drop counters that were ~never nonzero
 (`zero_rate_max` of past hours) get a frequency test instead: any sustained burst is news.
 
+Range departures: the range a series has shown is the extremes of its hourly min and max
+(and of its hourly means) over the past `range_days`, ending `range_quiet_hours` ago so an
+episode never widens its own range. A sample beyond it by `range_margin` median hourly sd
+(once those beyond cover `range_persist_minutes`), or a complete hour whose mean is beyond
+the means' range by `range_margin` times their noise, is flagged; an episode ends after
+`range_quiet_hours` with nothing flagged and is reported once, as `kind: "range_departure"`,
+when it starts. This catches departures too small for the seasonal score but new for the
+series. Its priority, and the cap on every spike's or dip's, is how far past the range the
+value went: (value - median) / (range edge - median) from `range_p2_ratio` P2, from
+`range_p1_ratio` P1, else P3. A sample inside the range is never a spike: shown before.
+
 Level shifts: when hourly means stay beyond their bounds for `changepoint_hours` in a row,
 the series has a new normal since the start of that run. It is reported once, as
 `kind: "level_shift"` with `since`, by the window in which it became known; later hours are
@@ -27,6 +38,7 @@ scored against the old seasonal profile moved by the shift, so it never alarms a
 
 from __future__ import annotations
 
+import bisect
 import math
 import warnings
 from collections.abc import Iterator
@@ -73,13 +85,20 @@ class Anomaly(TypedDict):
     score: float | None
     priority: str
     sample_time: int
-    kind: str  # spike, dip or level_shift
+    kind: str  # spike, dip, level_shift or range_departure
     detected_at: int | None
     scale: float | None
     baseline_kind: str
     samples: int
     window: Span
     since: NotRequired[int]  # level shifts: the first sample of the new level
+    # range departures: the range before (sample or hourly-mean extremes), the margin in
+    # noise scales (`scale`), the farthest value so far, and what left the range
+    range_low: NotRequired[float | None]
+    range_high: NotRequired[float | None]
+    margin: NotRequired[float]
+    peak: NotRequired[float | None]
+    source: NotRequired[str]  # sample or hourly_mean
 
 
 class Score(TypedDict):
@@ -210,6 +229,8 @@ class _Model:
     interval: np.ndarray  # (S,) seconds between samples, from the rollups' hourly counts
     shifts: list[dict[str, Any]] = field(default_factory=list)
     kinds_now: np.ndarray = field(default_factory=lambda: np.empty(0, np.int8))
+    range: _Range | None = None
+    grids: dict[str, np.ndarray] = field(default_factory=dict)
 
     def hour_index(self, t: int) -> int:
         return (t // HOUR * HOUR - self.first_hour) // HOUR
@@ -262,6 +283,8 @@ def _fit_kind(
     )
     model.shifts = _level_shifts(model, grids, floors, cfg, now)
     model.kinds_now = fit.kind[:, -1, :]
+    model.range = _range(grids, fit, metrics, floors, cfg, window_first)
+    model.grids = grids
     return model
 
 
@@ -413,6 +436,105 @@ def _zero_inflated(
             getattr(fit, name)[rare, :, m] = value
 
 
+# --------------------------------------------------------------------------- range
+
+
+@dataclass
+class _Range:
+    """What each series has shown before each hour (S, H, M): extremes of its samples and
+    of its hourly means over the past `range_days`; and per series and metric (S, M): the
+    median level, the sample noise (median hourly sd) and the noise of hourly means, all
+    from the hours before the window so every hour of it is judged the same way."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    mean_lo: np.ndarray
+    mean_hi: np.ndarray
+    median: np.ndarray
+    noise: np.ndarray
+    mean_noise: np.ndarray
+    margin: float
+
+    def bounds(self, h: int | slice) -> tuple[np.ndarray, np.ndarray]:
+        """Sample bounds (S, M), or (S, hours, M) for a slice: beyond them a sample has
+        left the range."""
+        pad = self.margin * self.noise
+        if isinstance(h, slice):
+            pad = pad[:, None, :]
+        return self.lo[:, h] - pad, self.hi[:, h] + pad
+
+    def mean_bounds(self, h: int) -> tuple[np.ndarray, np.ndarray]:
+        pad = self.margin * self.mean_noise
+        return self.mean_lo[:, h] - pad, self.mean_hi[:, h] + pad
+
+
+def _range(
+    grids: dict[str, np.ndarray],
+    fit: _Fit,
+    metrics: tuple[str, ...],
+    floors: dict[str, np.ndarray],
+    cfg: AnomalyConfig,
+    window_first: int,
+) -> _Range:
+    """The range each series has shown until `range_quiet_hours` ago: a value beyond it by a
+    few noise scales is news, however the series is shaped. Needs a day of history; counters
+    use the frequency test."""
+    hours = max(1, round(cfg.range_days * 24))
+    # the range ends where an episode could have begun: its own hours never widen it
+    gap = math.ceil(cfg.range_quiet_hours)
+    past = slice(max(0, window_first - hours), window_first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = grids["mean"][:, past]
+        median = np.nanmedian(means, axis=1)
+        noise = np.nanmedian(grids["sd"][:, past], axis=1)
+        steps = np.abs(np.diff(means, axis=1))
+        mean_noise = MAD_SCALE * np.nanmedian(steps, axis=1) / math.sqrt(2)
+    enough = (~np.isnan(means)).sum(axis=1) >= 24
+    enough &= np.array([m not in COUNTERS for m in metrics])[None, :]
+    # a flat series (or flat hourly means) has no noise to measure a departure by
+    noise[~(noise > 0)] = np.nan
+    mean_noise[~(mean_noise > 0)] = np.nan
+    out = _Range(
+        lo=_past_extreme(grids["min"], hours, gap, np.fmin),
+        hi=_past_extreme(grids["max"], hours, gap, np.fmax),
+        mean_lo=_past_extreme(grids["mean"], hours, gap, np.fmin),
+        mean_hi=_past_extreme(grids["mean"], hours, gap, np.fmax),
+        median=np.where(enough, median, np.nan),
+        noise=np.where(enough, noise, np.nan),
+        mean_noise=np.where(enough, mean_noise, np.nan),
+        margin=cfg.range_margin,
+    )
+    zero = fit.kind == ZERO
+    for name in ("lo", "hi", "mean_lo", "mean_hi"):
+        a = getattr(out, name)
+        a[~np.broadcast_to(enough[:, None, :], a.shape) | zero] = np.nan
+    return out
+
+
+def _past_extreme(a: np.ndarray, hours: int, gap: int, op: Any) -> np.ndarray:
+    """op (np.fmax / np.fmin) of a[:, h - gap - hours : h - gap] for every hour h, in
+    log(hours) passes: blocks of doubling length, then two overlapping blocks per hour."""
+
+    def shift(x: np.ndarray, k: int) -> np.ndarray:
+        out = np.full_like(x, np.nan)
+        if k < x.shape[1]:
+            out[:, k:] = x[:, : x.shape[1] - k]
+        return out
+
+    block, length = shift(a, gap), 1  # block[h] covers `length` hours, `gap` before h
+    while 2 * length <= hours:
+        block, length = op(block, shift(block, length)), 2 * length
+    return op(block, shift(block, hours - length))
+
+
+def _ratio(value: float, median: float, edge: float) -> float:
+    """How far past its range a value went: 1 at the edge, 2 twice as far from the median."""
+    if math.isnan(edge) or math.isnan(median) or edge == median:
+        return math.nan
+    return (value - median) / (edge - median)
+
+
 # --------------------------------------------------------------------------- level shifts
 
 
@@ -522,25 +644,31 @@ def _slice(fit: _Fit, s: int, m: int) -> _Fit:
 def _candidates(
     ctx: Context, kind: str, model: _Model, start: int, now: int
 ) -> list[tuple[str, str, int, tuple]]:
-    """Window samples beyond their hour's bounds (values of the other metrics NULL): the
-    bounds go to PostgreSQL as arrays, only unusual samples come back."""
+    """Window samples beyond their hour's bounds or out of their range (values of the other
+    metrics NULL): the bounds go to PostgreSQL as arrays, only unusual samples come back.
+    Reading from the hour the window starts in lets an episode see its own beginning."""
     cfg = ctx.config.anomalies
     lookback = int(cfg.recent_samples * float(model.interval.max()))
-    first = max(0, model.hour_index(start - lookback))
+    since = min(start - lookback, start // HOUR * HOUR)
+    first = max(0, model.hour_index(since))
     last = model.hour_index(now)
     fit = model.fit
     hours = np.arange(first, last + 1)
     n_series, n_hours = len(model.keys), hours.size
     params: dict[str, Any] = {
-        "start": start - lookback,
+        "start": since,
         "now": now,
         "nodes": [k[0] for k in model.keys for _ in range(n_hours)],
         "conts": [k[1] for k in model.keys for _ in range(n_hours)],
         "hours": [model.first_hour + int(h) * HOUR for _ in range(n_series) for h in hours],
     }
+    lo, hi = fit.lo[:, first : last + 1], fit.hi[:, first : last + 1]
+    if model.range is not None:
+        range_lo, range_hi = model.range.bounds(slice(first, last + 1))
+        lo, hi = np.fmax(lo, range_lo), np.fmin(hi, range_hi)
     for m in range(len(model.metrics)):
-        params[f"lo{m}"] = _nullable(fit.lo[:, first : last + 1, m])
-        params[f"hi{m}"] = _nullable(fit.hi[:, first : last + 1, m])
+        params[f"lo{m}"] = _nullable(lo[:, :, m])
+        params[f"hi{m}"] = _nullable(hi[:, :, m])
     with ctx.store.read() as cur:
         cur.row_factory = tuple_row
         queries = ctx.cache("anomaly_queries", dict)  # composing costs more than running
@@ -620,14 +748,22 @@ def _evaluate(
     """Episodes of persistent candidates, level shifts and current scores."""
     index = {key: i for i, key in enumerate(model.keys)}
     per: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    out_of_range: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    fit = model.fit
     for node, container, t, *values in rows:
         s = index.get((node, container))
         if s is None:
             continue
+        h = model.hour_index(int(t))
+        lo, hi = model.range.bounds(h) if model.range is not None else (None, None)
         for m, v in enumerate(values):
-            if v is not None:
+            if v is None:
+                continue
+            seen = lo is not None and lo[s, m] <= v <= hi[s, m]  # shown before: no spike
+            if (v < fit.lo[s, h, m] or v > fit.hi[s, h, m]) and not seen:
                 per.setdefault((s, m), []).append((int(t), float(v)))
-    anomalies, current = [], {}
+            out_of_range.setdefault((s, m), []).append((int(t), float(v)))
+    anomalies, current, spans = [], {}, {}
     for (s, m), samples in per.items():
         episodes = _episodes(model, s, m, samples, cfg)
         iv = float(model.interval[s])
@@ -636,12 +772,18 @@ def _evaluate(
                 current[(s, m)] = ep["recent"]
         shifts = [x for x in model.shifts if x["series"] == s and x["metric"] == m]
         for ep in episodes:
+            spans.setdefault((s, m), []).append((ep["start"], ep["end"]))
             if not start < ep["detected_at"] <= now or _absorbed(ep, shifts):
                 continue
             anomalies.append(_report(model, s, m, ep, cfg))
     for shift in model.shifts:
+        spans.setdefault((shift["series"], shift["metric"]), []).append(
+            (shift["hour"] - HOUR, shift["absorbed_until"])
+        )
         if start < shift["known"] <= now:
             anomalies.append(_report_shift(model, shift, per, cfg))
+    if model.range is not None:
+        anomalies.extend(_departures(model, out_of_range, spans, cfg, start, now))
     scores: list[Score] = []
     for s, key in enumerate(model.keys):
         for m, metric in enumerate(model.metrics):
@@ -657,6 +799,158 @@ def _evaluate(
                 }
             )
     return anomalies, scores
+
+
+def _departures(
+    model: _Model,
+    samples: dict[tuple[int, int], list[tuple[int, float]]],
+    spans: dict[tuple[int, int], list[tuple[int, int]]],
+    cfg: AnomalyConfig,
+    start: int,
+    now: int,
+) -> list[Anomaly]:
+    """Episodes of samples or hourly means beyond the range their series has shown, each
+    reported once, when it starts: after `range_quiet_hours` with nothing beyond. Episodes
+    another path reports (spikes, dips, level shifts) are left to it."""
+    r = model.range
+    assert r is not None
+    quiet = cfg.range_quiet_hours * HOUR
+    first = model.hour_index(start)  # hours before it are judged from their rollups
+    before = range(max(0, first - math.ceil(cfg.range_quiet_hours) - 1), first)
+    out: list[Anomaly] = []
+    for s in range(len(model.keys)):
+        for m in range(len(model.metrics)):
+            if math.isnan(r.median[s, m]):
+                continue
+            flags = [(model.first_hour + (h + 1) * HOUR - 1, None) for h in before]
+            flags = [f for f, h in zip(flags, before, strict=True) if _hour_beyond(model, s, m, h)]
+            flags += _window_flags(model, s, m, samples.get((s, m), []), cfg, start, now)
+            for ep in _range_episodes(sorted(flags, key=lambda f: f[0]), quiet):
+                t0 = ep[0][0]
+                if ep[0][1] is None or not start < t0 <= now:
+                    continue
+                if any(a <= ep[-1][0] and b >= t0 - quiet for a, b in spans.get((s, m), [])):
+                    continue
+                out.append(_report_departure(model, s, m, ep, cfg))
+    return out
+
+
+def _hour_beyond(model: _Model, s: int, m: int, h: int) -> bool:
+    """An hour before the window had a sample or its mean beyond the range."""
+    r, g = model.range, model.grids
+    assert r is not None
+    lo, hi = r.bounds(h)
+    mlo, mhi = r.mean_bounds(h)
+    return bool(
+        g["max"][s, h, m] > hi[s, m]
+        or g["min"][s, h, m] < lo[s, m]
+        or g["mean"][s, h, m] > mhi[s, m]
+        or g["mean"][s, h, m] < mlo[s, m]
+    )
+
+
+def _window_flags(
+    model: _Model,
+    s: int,
+    m: int,
+    samples: list[tuple[int, float]],
+    cfg: AnomalyConfig,
+    start: int,
+    now: int,
+) -> list[tuple[int, dict[str, Any]]]:
+    """Samples of the window's hours beyond the range once those of the last
+    `recent_samples` cover `range_persist_minutes`, and complete hours whose mean is
+    (known at the hour's last second), each with its evidence."""
+    r = model.range
+    assert r is not None
+    first_t = start // HOUR * HOUR
+    median = float(r.median[s, m])
+    flags = []
+    interval = float(model.interval[s])  # each sample stands for its interval
+    reach, persist = (cfg.recent_samples - 0.5) * interval, cfg.range_persist_minutes * 60
+    beyond = [t for t, v in samples if _beyond(r.bounds(model.hour_index(t)), s, m, v)]
+    for t, v in samples:
+        if t < first_t:
+            continue
+        h = model.hour_index(t)
+        lo, hi = r.bounds(h)
+        support = bisect.bisect_right(beyond, t) - bisect.bisect_right(beyond, t - reach)
+        if (v > hi[s, m] or v < lo[s, m]) and support * interval >= persist:
+            edge = float(r.hi[s, h, m] if v > hi[s, m] else r.lo[s, h, m])
+            flags.append((t, _flag(v, median, edge, r.lo[s, h, m], r.hi[s, h, m], r.noise[s, m])))
+    for h in range(model.hour_index(first_t), model.hour_index(now) + 1):
+        t = model.first_hour + (h + 1) * HOUR - 1
+        v = float(model.grids["mean"][s, h, m])
+        if t > now or math.isnan(v):
+            continue
+        lo, hi = r.mean_bounds(h)
+        if v > hi[s, m] or v < lo[s, m]:
+            edge = float(r.mean_hi[s, h, m] if v > hi[s, m] else r.mean_lo[s, h, m])
+            noise = r.mean_noise[s, m]
+            flag = _flag(v, median, edge, r.mean_lo[s, h, m], r.mean_hi[s, h, m], noise)
+            flags.append((t, {**flag, "source": "hourly_mean"}))
+    return flags
+
+
+def _beyond(bounds: tuple[np.ndarray, np.ndarray], s: int, m: int, v: float) -> bool:
+    return bool(v < bounds[0][s, m] or v > bounds[1][s, m])
+
+
+def _flag(value: float, median: float, edge: float, lo: Any, hi: Any, noise: Any) -> dict:
+    return {
+        "value": value,
+        "ratio": _ratio(value, median, edge) * (1 if value > median else -1),
+        "range_low": float(lo),
+        "range_high": float(hi),
+        "noise": float(noise),
+        "source": "sample",
+    }
+
+
+def _range_episodes(flags: list[tuple[int, Any]], quiet: float) -> list[list[tuple[int, Any]]]:
+    """Flags in time order, split where nothing was beyond the range for `quiet` seconds."""
+    episodes: list[list[tuple[int, Any]]] = []
+    for f in flags:
+        if episodes and f[0] - episodes[-1][-1][0] <= quiet:
+            episodes[-1].append(f)
+        else:
+            episodes.append([f])
+    return episodes
+
+
+def _report_departure(
+    model: _Model, s: int, m: int, ep: list[tuple[int, Any]], cfg: AnomalyConfig
+) -> Anomaly:
+    """A range departure, as first seen; its score is the farthest it has gone past the
+    range so far, as a ratio (1 = at the edge), signed by direction."""
+    r = model.range
+    assert r is not None
+    t0, first = ep[0]
+    seen = [f for _, f in ep if f is not None]
+    peak = max(seen, key=lambda f: abs(f["ratio"]) if not math.isnan(f["ratio"]) else 0)
+    node, container = model.keys[s]
+    ratio = peak["ratio"]
+    return {
+        "node_name": node,
+        "container_name": container or None,
+        "metric": model.metrics[m],
+        "value": round_float(first["value"]),
+        "baseline": round_float(float(r.median[s, m])),
+        "score": round_float(ratio, 3),
+        "priority": _range_priority(abs(ratio) if not math.isnan(ratio) else 0.0, cfg),
+        "sample_time": t0,
+        "kind": "range_departure",
+        "detected_at": t0,
+        "scale": round_float(first["noise"]),
+        "baseline_kind": "range",
+        "samples": len(seen),
+        "window": {"start": t0, "end": ep[-1][0]},
+        "range_low": round_float(first["range_low"]),
+        "range_high": round_float(first["range_high"]),
+        "margin": cfg.range_margin,
+        "peak": round_float(peak["value"]),
+        "source": first["source"],
+    }
 
 
 def _episodes(
@@ -731,9 +1025,28 @@ def _priority(score: float, cfg: AnomalyConfig) -> str:
     return "INFO"
 
 
+PRIORITIES = ("INFO", "P3-ADVISORY", "P2-WARNING", "P1-CRITICAL")  # least urgent first
+
+
+def _range_priority(ratio: float, cfg: AnomalyConfig) -> str:
+    """Priority from how far past its range a value went: just beyond it is advisory."""
+    if ratio >= cfg.range_p1_ratio:
+        return "P1-CRITICAL"
+    if ratio >= cfg.range_p2_ratio:
+        return "P2-WARNING"
+    return "P3-ADVISORY"
+
+
 def _report(model: _Model, s: int, m: int, ep: dict[str, Any], cfg: AnomalyConfig) -> Anomaly:
     t, value, score, base, scale, kind = ep["peak"]
     node, container = model.keys[s]
+    priority = _priority(score, cfg)
+    if model.range is not None:  # a value the series has shown before is not critical
+        r, h = model.range, model.hour_index(t)
+        edge = r.hi[s, h, m] if score > 0 else r.lo[s, h, m]
+        ratio = _ratio(value, float(r.median[s, m]), float(edge))
+        if not math.isnan(ratio):
+            priority = min(priority, _range_priority(ratio, cfg), key=PRIORITIES.index)
     return {
         "node_name": node,
         "container_name": container or None,
@@ -741,7 +1054,7 @@ def _report(model: _Model, s: int, m: int, ep: dict[str, Any], cfg: AnomalyConfi
         "value": round_float(value),
         "baseline": round_float(base),
         "score": round_float(score, 3),
-        "priority": _priority(score, cfg),
+        "priority": priority,
         "sample_time": t,
         "kind": "spike" if score > 0 else "dip",
         "detected_at": ep["detected_at"],
