@@ -1,5 +1,5 @@
-"""`db check`: compare an existing table with the samples table (README, "The samples table") and describe how it is stored, in
-plain sentences that each say what to do.
+"""`db check`: compare an existing table with the samples table (README, "The samples
+table") and describe how it is stored, in plain sentences that each say what to do.
 """
 
 from __future__ import annotations

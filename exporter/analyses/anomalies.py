@@ -43,7 +43,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, cast
 
 import numpy as np
 from psycopg import sql
@@ -670,13 +670,13 @@ def _candidates(
         params[f"lo{m}"] = _nullable(lo[:, :, m])
         params[f"hi{m}"] = _nullable(hi[:, :, m])
     with ctx.store.read() as cur:
-        cur.row_factory = tuple_row
+        cur.row_factory = tuple_row  # type: ignore[assignment]  # many rows: no dicts
         queries = ctx.cache("anomaly_queries", dict)  # composing costs more than running
         key = (kind, model.metrics)
         if key not in queries:
             queries[key] = _candidate_query(ctx, kind, model.metrics).as_string(cur)
         cur.execute(queries[key], params)
-        return cur.fetchall()
+        return cast(list[tuple[str, str, int, tuple[Any, ...]]], cur.fetchall())
 
 
 def _nullable(a: np.ndarray) -> list[float | None]:
@@ -684,9 +684,12 @@ def _nullable(a: np.ndarray) -> list[float | None]:
 
 
 def _candidate_query(ctx: Context, kind: str, metrics: tuple[str, ...]) -> sql.Composed:
-    arrays = [sql.SQL("%(nodes)s::text[], %(conts)s::text[], %(hours)s::bigint[]")]
-    names = [sql.SQL("node_name, container, hour")]
-    values, beyond = [], []
+    arrays: list[sql.Composable] = [
+        sql.SQL("%(nodes)s::text[], %(conts)s::text[], %(hours)s::bigint[]")
+    ]
+    names: list[sql.Composable] = [sql.SQL("node_name, container, hour")]
+    values: list[sql.Composable] = []
+    beyond: list[sql.Composable] = []
     for m, metric in enumerate(metrics):
         arrays.append(
             sql.SQL("{}::float8[], {}::float8[]").format(
@@ -743,8 +746,8 @@ def _invalid_counts(
 
 
 def _evaluate(
-    model: _Model, rows: list[tuple], cfg: AnomalyConfig, start: int, now: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    model: _Model, rows: list[tuple[Any, ...]], cfg: AnomalyConfig, start: int, now: int
+) -> tuple[list[Anomaly], list[Score]]:
     """Episodes of persistent candidates, level shifts and current scores."""
     index = {key: i for i, key in enumerate(model.keys)}
     per: dict[tuple[int, int], list[tuple[int, float]]] = {}
@@ -759,11 +762,13 @@ def _evaluate(
         for m, v in enumerate(values):
             if v is None:
                 continue
-            seen = lo is not None and lo[s, m] <= v <= hi[s, m]  # shown before: no spike
+            seen = lo is not None and hi is not None and lo[s, m] <= v <= hi[s, m]  # shown
             if (v < fit.lo[s, h, m] or v > fit.hi[s, h, m]) and not seen:
                 per.setdefault((s, m), []).append((int(t), float(v)))
             out_of_range.setdefault((s, m), []).append((int(t), float(v)))
-    anomalies, current, spans = [], {}, {}
+    anomalies: list[Anomaly] = []
+    current: dict[tuple[int, int], float] = {}
+    spans: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for (s, m), samples in per.items():
         episodes = _episodes(model, s, m, samples, cfg)
         iv = float(model.interval[s])
@@ -822,8 +827,11 @@ def _departures(
         for m in range(len(model.metrics)):
             if math.isnan(r.median[s, m]):
                 continue
-            flags = [(model.first_hour + (h + 1) * HOUR - 1, None) for h in before]
-            flags = [f for f, h in zip(flags, before, strict=True) if _hour_beyond(model, s, m, h)]
+            flags: list[tuple[int, dict[str, Any] | None]] = [
+                (model.first_hour + (h + 1) * HOUR - 1, None)
+                for h in before
+                if _hour_beyond(model, s, m, h)
+            ]
             flags += _window_flags(model, s, m, samples.get((s, m), []), cfg, start, now)
             for ep in _range_episodes(sorted(flags, key=lambda f: f[0]), quiet):
                 t0 = ep[0][0]
