@@ -283,7 +283,7 @@ def _fit_kind(
     )
     model.shifts = _level_shifts(model, grids, floors, cfg, now)
     model.kinds_now = fit.kind[:, -1, :]
-    model.range = _range(grids, fit, metrics, floors, cfg, window_first)
+    model.range = _range(grids, fit, metrics, cfg, window_first)
     model.grids = grids
     return model
 
@@ -472,7 +472,6 @@ def _range(
     grids: dict[str, np.ndarray],
     fit: _Fit,
     metrics: tuple[str, ...],
-    floors: dict[str, np.ndarray],
     cfg: AnomalyConfig,
     window_first: int,
 ) -> _Range:
