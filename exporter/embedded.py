@@ -83,10 +83,14 @@ class EmbeddedPostgres:
         try:
             getattr(ep, tool)(args, pgdata=self.data_dir, user=self._user, timeout=60)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            said = exc.stderr or exc.output or b""
+            if isinstance(said, bytes):
+                said = said.decode(errors="replace")
             tail = ""
             if self._log_file.exists():
                 tail = " ".join(self._log_file.read_text(errors="replace").splitlines()[-3:])
-            raise EmbeddedPostgresError(f"{tool} failed for {self.data_dir}: {tail}") from exc
+            reason = " ".join(said.split()[-40:]) or tail[-2000:]
+            raise EmbeddedPostgresError(f"{tool} failed for {self.data_dir}: {reason}") from exc
 
     def _prepare_permissions(self) -> None:
         if self._user is None:
