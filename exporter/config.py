@@ -286,6 +286,7 @@ class AnomalyConfig:
     range_margin: NonNegative = 2.0  # in median hourly sd (hourly means: their own noise)
     range_quiet_hours: Positive = 6  # an episode ends after this long with nothing beyond
     range_days: Positive = 14  # history whose extremes make the range
+    range_day_rank: Count = 1  # the range is the rank-th most extreme day of that history
     range_persist_minutes: Positive = 3  # samples beyond it (of the last `recent_samples`,
     # each standing for its interval) must cover this long: one wild 1-minute sample is not
     range_p2_ratio: Positive = 1.5  # (peak - median) / (range edge - median) for P2 ...

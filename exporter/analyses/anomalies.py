@@ -496,11 +496,12 @@ def _range(
     # a flat series (or flat hourly means) has no noise to measure a departure by
     noise[~(noise > 0)] = np.nan
     mean_noise[~(mean_noise > 0)] = np.nan
+    rank = int(cfg.range_day_rank)
     out = _Range(
-        lo=_past_extreme(grids["min"], hours, gap, np.fmin),
-        hi=_past_extreme(grids["max"], hours, gap, np.fmax),
-        mean_lo=_past_extreme(grids["mean"], hours, gap, np.fmin),
-        mean_hi=_past_extreme(grids["mean"], hours, gap, np.fmax),
+        lo=_ranked_extreme(grids["min"], hours, gap, np.fmin, rank),
+        hi=_ranked_extreme(grids["max"], hours, gap, np.fmax, rank),
+        mean_lo=_ranked_extreme(grids["mean"], hours, gap, np.fmin, rank),
+        mean_hi=_ranked_extreme(grids["mean"], hours, gap, np.fmax, rank),
         median=np.where(enough, median, np.nan),
         noise=np.where(enough, noise, np.nan),
         mean_noise=np.where(enough, mean_noise, np.nan),
@@ -511,6 +512,20 @@ def _range(
         a = getattr(out, name)
         a[~np.broadcast_to(enough[:, None, :], a.shape) | zero] = np.nan
     return out
+
+
+def _ranked_extreme(a: np.ndarray, hours: int, gap: int, op: Any, rank: int) -> np.ndarray:
+    """The `rank`-th most extreme of the daily extremes in the range's history: with rank 2
+    one past day alone (an earlier incident) does not set the range."""
+    if rank <= 1 or hours < 48:
+        return _past_extreme(a, hours, gap, op)
+    day = _past_extreme(a, 24, gap, op)
+    stack = np.full((hours // 24, *a.shape), np.nan)
+    for k in range(hours // 24):
+        stack[k, :, 24 * k :] = day[:, : a.shape[1] - 24 * k]
+    sign = -1.0 if op is np.fmax else 1.0
+    ordered = np.sort(sign * stack, axis=0)  # most extreme first, NaN last
+    return sign * ordered[min(rank, stack.shape[0]) - 1]
 
 
 def _past_extreme(a: np.ndarray, hours: int, gap: int, op: Any) -> np.ndarray:
