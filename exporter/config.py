@@ -286,10 +286,19 @@ class AnomalyConfig:
     range_margin: NonNegative = 2.0  # in median hourly sd (hourly means: their own noise)
     range_quiet_hours: Positive = 6  # an episode ends after this long with nothing beyond
     range_days: Positive = 14  # history whose extremes make the range
+    range_day_rank: Count = 1  # the range is the rank-th most extreme day of that history
     range_persist_minutes: Positive = 3  # samples beyond it (of the last `recent_samples`,
     # each standing for its interval) must cover this long: one wild 1-minute sample is not
     range_p2_ratio: Positive = 1.5  # (peak - median) / (range edge - median) for P2 ...
     range_p1_ratio: Positive = 2.5  # ... and for P1; spikes and dips are capped by it too
+    # Impact caps every priority: the share of the way from the baseline to the metric's
+    # emergency P3 level (CPU, I/O wait, temperature, free memory %), else the move in the
+    # unit's practical scale (`impact_scale_changes` times its `*_min_change`)
+    impact_scale_changes: Positive = 8.0
+    impact_p2: Positive = 0.5  # impact from which a report may be P2 ...
+    impact_p1: Positive = 1.0  # ... and P1 (the value reached the emergency level)
+    outlier_score: Positive = 10.0  # |robust z| of an unconfirmed sample reported as an
+    # `outlier` (never above P3); below it a lone sample is noise
 
     @model_validator(mode="after")
     def _consistent(self) -> AnomalyConfig:
@@ -297,6 +306,7 @@ class AnomalyConfig:
         _at_most(self, "score_threshold", "p2_score", "scores must rise from P3 to P1")
         _at_most(self, "p2_score", "p1_score", "scores must rise from P3 to P1")
         _at_most(self, "range_p2_ratio", "range_p1_ratio", "ratios must rise from P2 to P1")
+        _at_most(self, "impact_p2", "impact_p1", "impacts must rise from P2 to P1")
         return self
 
 

@@ -242,15 +242,98 @@ def test_short_spike_is_not_a_level_shift(fresh_dsn):
     assert a["detected_at"] <= a["window"]["start"] + 2 * 60  # 3 of 5 samples: 3rd minute
 
 
-def test_single_outliers_are_not_reported(fresh_dsn):
-    """Persistence: isolated wild samples (one in five) never make an anomaly."""
+def test_single_outliers_are_not_spikes(fresh_dsn):
+    """Persistence: isolated wild samples (one in five) never make a spike; they are one
+    advisory `outlier` report."""
     times = np.arange(END - 8 * DAY, END + 1, 60)
     cpu = daily_cpu(times, seed=4)
-    cpu[(times > END - 3 * HOUR) & (times % 300 == 0)] = 99.0  # shorter than a level shift
+    wild = (times > END - 3 * HOUR) & (times <= END - HOUR) & (times % 300 == 0)
+    cpu[wild] = 99.0  # shorter than a level shift
     copy_rows(fresh_dsn, node_rows(times, cpu))
     with PerformanceAnalyzer(fresh_dsn) as analyzer:
         result = analyzer.detect_anomalies(hours=24, now=END)
-    assert result["anomalies"] == [], json.dumps(result["anomalies"])
+    (a,) = result["anomalies"]
+    assert (a["kind"], a["priority"], a["value"]) == ("outlier", "P3-ADVISORY", 99.0)
+    assert a["samples"] == wild.sum()
+
+
+def test_one_wild_sample_is_an_outlier(fresh_dsn):
+    """One sample 20 noise sd out, back to normal at once: an `outlier`, never above P3."""
+    times = np.arange(END - 8 * DAY, END + 1, 60)
+    cpu = daily_cpu(times, seed=5)  # noise sd 2 points
+    at = int(np.flatnonzero(times == END - 2 * HOUR)[0])
+    cpu[at] += 20 * 2.0
+    copy_rows(fresh_dsn, node_rows(times, cpu))
+    with PerformanceAnalyzer(fresh_dsn) as analyzer:
+        result = analyzer.detect_anomalies(hours=24, now=END)
+    (a,) = result["anomalies"]
+    assert (a["kind"], a["priority"], a["samples"]) == ("outlier", "P3-ADVISORY", 1)
+    assert a["sample_time"] == times[at] and a["value"] == pytest.approx(cpu[at], abs=1e-6)
+
+
+def ar1(n, sd, rho=0.9, seed=0):
+    """Autocorrelated noise of stationary sd `sd` (AR(1), as samplers see load drift)."""
+    rng = np.random.default_rng(seed)
+    e = rng.normal(0, sd * math.sqrt(1 - rho**2), n)
+    x = np.empty(n)
+    x[0] = rng.normal(0, sd)
+    for i in range(1, n):
+        x[i] = rho * x[i - 1] + e[i]
+    return x
+
+
+def test_swap_growth_with_free_memory_is_advisory(fresh_dsn):
+    """+300 MiB of swap on a 32 GiB node with 20 GiB free: reported, but at most P3 however
+    quiet swap was (its z is huge; what it means for the node is not)."""
+    times = np.arange(END - 9 * DAY, END + 1, 60)
+    swap = 120 + ar1(times.size, 2.0, seed=6)
+    swap[times > END - 3 * HOUR] += 300
+    rows = node_rows(times, daily_cpu(times, seed=6), mem_total_mb=32768.0)
+    for r, v, m in zip(rows, swap, 20480 + ar1(times.size, 50.0, seed=7), strict=True):
+        r["swap_used_mb"], r["mem_available_mb"] = float(v), float(m)
+    copy_rows(fresh_dsn, rows)
+    with PerformanceAnalyzer(fresh_dsn) as analyzer:
+        result = analyzer.detect_anomalies(hours=24, now=END)
+    swaps = [a for a in result["anomalies"] if a["metric"] == "swap_used_mb"]
+    assert swaps, result["anomalies"]
+    assert all(a["priority"] == "P3-ADVISORY" for a in swaps), swaps
+    assert max(abs(a["score"]) for a in swaps) > 10  # priority is not the z
+
+
+def test_temperature_rise_far_from_its_emergency_level_is_advisory(fresh_dsn):
+    """+6 degrees C at 50 C (the emergency starts at 75 C): P3, not P2."""
+    times = np.arange(END - 9 * DAY, END + 1, 60)
+    temp = 50 + ar1(times.size, 0.3, seed=8)
+    temp[times > END - 2 * HOUR] += 6
+    rows = node_rows(times, daily_cpu(times, seed=8))
+    for r, v in zip(rows, temp, strict=True):
+        r["temperature_c"] = float(v)
+    copy_rows(fresh_dsn, rows)
+    with PerformanceAnalyzer(fresh_dsn) as analyzer:
+        result = analyzer.detect_anomalies(hours=24, now=END)
+    temps = [a for a in result["anomalies"] if a["metric"] == "temperature_c"]
+    assert temps and all(a["priority"] == "P3-ADVISORY" for a in temps), temps
+
+
+@pytest.mark.slow
+def test_same_shift_scores_the_same_as_spike_or_level_shift(fresh_dsn):
+    """+25 points for an hour (a spike) and for 20 hours (a level shift) on the same quiet
+    series: one score scale, so the scores agree within the spike's noisier peak."""
+    scores = {}
+    for hours, kind in ((1, "spike"), (20, "level_shift")):
+        dsn = fresh_dsn
+        times = np.arange(END - 10 * DAY, END + 1, 60)
+        cpu = 30 + ar1(times.size, 0.7, seed=9)  # one level: the same scale at every hour
+        cpu[(times > END - (hours + 1) * HOUR) & (times <= END - HOUR)] += 25
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS monitor_samples_ring")
+        copy_rows(dsn, node_rows(times, cpu))
+        with PerformanceAnalyzer(dsn) as analyzer:
+            result = analyzer.detect_anomalies(hours=24, now=END)
+        (a,) = [a for a in result["anomalies"] if a["metric"] == "cpu_total_pct"]
+        assert a["kind"] == kind, a
+        scores[kind] = a["score"]
+    assert scores["spike"] == pytest.approx(scores["level_shift"], rel=0.15), scores
 
 
 # --------------------------------------------------------------------------- hostile data

@@ -1,10 +1,9 @@
 """The anomaly detector on NAB's real CloudWatch series (tests/data/nab/), replayed every
 2 hours and scored event by event by tests/nab.py, the function bench/nab_eval.py uses.
 
-The floors and ceilings are what today's detector achieves, with one event of slack (P1
-false alarms: the target itself): a change that loses a window or adds false alarms fails
-here. The targets test states where
-the detector has to get to; it is expected to fail until then, and fails loudly (strict)
+The floors and ceilings are what today's detector achieves, with one event of slack: a
+change that loses two windows or adds two false alarms fails here. The targets test states
+where the detector has to get to; it is expected to fail until then, and fails loudly (strict)
 once reached, so the floors get raised with it."""
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ from tests import nab
 
 WINDOWS = 17
 RECALL_FLOOR = 11
-P1_FALSE_PER_DAY_MAX = 0.02
-ALL_FALSE_PER_DAY_MAX = 0.125
+P1_FALSE_PER_DAY_MAX = 0.012  # no P1 false alarm today; one of slack in 90.4 days
+ALL_FALSE_PER_DAY_MAX = 0.122  # 10 today, 11 of slack
 
 TARGET_RECALL = 14
 TARGET_FALSE_PER_DAY = 0.12
@@ -99,7 +98,8 @@ def test_false_alarms_stay_rare(replayed):
 @pytest.mark.xfail(
     strict=True,
     reason="12 of 17 windows: a smaller event right after a bigger one stays inside the range "
-    "the bigger one set (24ae8d), and a departure under two noise scales (53ea38)",
+    "the bigger one set (24ae8d), and a departure under two noise scales (53ea38); "
+    "range_day_rank=2 finds 53ea38 at 25 false alarms, range_margin=1.5 at 10 (in-sample)",
 )
 def test_targets(replayed):
     everything = _total(replayed, nab.ALL)

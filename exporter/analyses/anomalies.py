@@ -49,7 +49,7 @@ import numpy as np
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from ..config import AnomalyConfig
+from ..config import AnomalyConfig, EmergencyConfig, Levels
 from ..metricdef import gauge
 from ..render import PRIORITY_COLOUR, Text, when
 from ..rollups import RollupView, rollups_of
@@ -85,7 +85,7 @@ class Anomaly(TypedDict):
     score: float | None
     priority: str
     sample_time: int
-    kind: str  # spike, dip, level_shift or range_departure
+    kind: str  # spike, dip, level_shift, range_departure or outlier
     detected_at: int | None
     scale: float | None
     baseline_kind: str
@@ -178,6 +178,7 @@ def detect_anomalies(ctx: Context, *, hours: float, now: int) -> AnomalyResult:
         model = _fit_kind(kind, view, cfg, history_start, start, now)
         if model is None:
             continue
+        model.impact = _impact_scales(model, view, cfg, ctx.config.emergency)
         candidates = _candidates(ctx, kind, model, start, now)
         found, scores = _evaluate(model, candidates, cfg, start, now)
         result["anomalies"].extend(found)
@@ -231,6 +232,7 @@ class _Model:
     kinds_now: np.ndarray = field(default_factory=lambda: np.empty(0, np.int8))
     range: _Range | None = None
     grids: dict[str, np.ndarray] = field(default_factory=dict)
+    impact: _Impact | None = None
 
     def hour_index(self, t: int) -> int:
         return (t // HOUR * HOUR - self.first_hour) // HOUR
@@ -494,11 +496,12 @@ def _range(
     # a flat series (or flat hourly means) has no noise to measure a departure by
     noise[~(noise > 0)] = np.nan
     mean_noise[~(mean_noise > 0)] = np.nan
+    rank = int(cfg.range_day_rank)
     out = _Range(
-        lo=_past_extreme(grids["min"], hours, gap, np.fmin),
-        hi=_past_extreme(grids["max"], hours, gap, np.fmax),
-        mean_lo=_past_extreme(grids["mean"], hours, gap, np.fmin),
-        mean_hi=_past_extreme(grids["mean"], hours, gap, np.fmax),
+        lo=_ranked_extreme(grids["min"], hours, gap, np.fmin, rank),
+        hi=_ranked_extreme(grids["max"], hours, gap, np.fmax, rank),
+        mean_lo=_ranked_extreme(grids["mean"], hours, gap, np.fmin, rank),
+        mean_hi=_ranked_extreme(grids["mean"], hours, gap, np.fmax, rank),
         median=np.where(enough, median, np.nan),
         noise=np.where(enough, noise, np.nan),
         mean_noise=np.where(enough, mean_noise, np.nan),
@@ -509,6 +512,20 @@ def _range(
         a = getattr(out, name)
         a[~np.broadcast_to(enough[:, None, :], a.shape) | zero] = np.nan
     return out
+
+
+def _ranked_extreme(a: np.ndarray, hours: int, gap: int, op: Any, rank: int) -> np.ndarray:
+    """The `rank`-th most extreme of the daily extremes in the range's history: with rank 2
+    one past day alone (an earlier incident) does not set the range."""
+    if rank <= 1 or hours < 48:
+        return _past_extreme(a, hours, gap, op)
+    day = _past_extreme(a, 24, gap, op)
+    stack = np.full((hours // 24, *a.shape), np.nan)
+    for k in range(hours // 24):
+        stack[k, :, 24 * k :] = day[:, : a.shape[1] - 24 * k]
+    sign = -1.0 if op is np.fmax else 1.0
+    ordered = np.sort(sign * stack, axis=0)  # most extreme first, NaN last
+    return sign * ordered[min(rank, stack.shape[0]) - 1]
 
 
 def _past_extreme(a: np.ndarray, hours: int, gap: int, op: Any) -> np.ndarray:
@@ -532,6 +549,84 @@ def _ratio(value: float, median: float, edge: float) -> float:
     if math.isnan(edge) or math.isnan(median) or edge == median:
         return math.nan
     return (value - median) / (edge - median)
+
+
+# --------------------------------------------------------------------------- impact
+
+
+@dataclass
+class _Impact:
+    """What a move means in practice, per metric: its emergency levels (with the factor
+    that turns them into the metric's unit per series: free memory's are % of the total)
+    and the unit's practical scale."""
+
+    levels: dict[int, Levels]
+    factor: np.ndarray  # (S, M): emergency level units -> the metric's unit
+    practical: np.ndarray  # (M,)
+
+
+# metric -> EmergencyConfig levels it is judged by (load needs CPU counts the table lacks)
+EMERGENCY_LEVELS = {
+    "cpu_total_pct": "cpu_pct",
+    "cpu_iowait_pct": "iowait_pct",
+    "temperature_c": "temperature_c",
+    "mem_available_mb": "mem_available_pct",
+}
+
+
+def _impact_scales(
+    model: _Model, view: RollupView, cfg: AnomalyConfig, emergency: EmergencyConfig
+) -> _Impact:
+    """Emergency levels and practical scales of the model's metrics."""
+    n_series, n_metrics = len(model.keys), len(model.metrics)
+    factor = np.ones((n_series, n_metrics))
+    levels: dict[int, Levels] = {}
+    total = np.full(n_series, np.nan)
+    if "mem_total_mb" in view.metrics:
+        means = view.stats[:, _STAT["mean"], view.metrics.index("mem_total_mb")]
+        for s, (_, rows) in enumerate(view.series()):
+            if rows.size and not np.isnan(means[rows]).all():
+                total[s] = float(_nanmedian(means[rows]))
+    for m, metric in enumerate(model.metrics):
+        if metric not in EMERGENCY_LEVELS:
+            continue
+        levels[m] = getattr(emergency, EMERGENCY_LEVELS[metric])
+        if metric == "mem_available_mb":
+            factor[:, m] = total / 100  # NaN without a total: the practical scale judges
+    practical = cfg.impact_scale_changes * _floors(cfg, model.metrics)["change"]
+    return _Impact(levels, factor, np.maximum(practical, 1e-9))
+
+
+def _impact(model: _Model, s: int, m: int, value: float, base: float) -> float:
+    """How much a move from `base` to `value` matters: the share of the way to the
+    metric's emergency P3 level when it moved toward it from below that level (1 = it got
+    there), else the move in practical scales. Never from the noise: a quiet metric's big
+    z is still a small move."""
+    imp = model.impact
+    if imp is None or math.isnan(value) or math.isnan(base):
+        return math.nan
+    delta = value - base
+    levels = imp.levels.get(m)
+    if levels is not None and not math.isnan(imp.factor[s, m]):
+        edge = levels.p3 * float(imp.factor[s, m])
+        gap = edge - base if levels.higher_is_worse else base - edge
+        toward = delta > 0 if levels.higher_is_worse else delta < 0
+        if toward and gap > 0:
+            return abs(delta) / gap
+    return abs(delta) / float(imp.practical[m])
+
+
+def _impact_priority(impact: float, cfg: AnomalyConfig) -> str:
+    if math.isnan(impact) or impact >= cfg.impact_p1:
+        return "P1-CRITICAL"  # unknown impact: the other caps decide
+    if impact >= cfg.impact_p2:
+        return "P2-WARNING"
+    return "P3-ADVISORY"
+
+
+def _capped(priority: str, *caps: str) -> str:
+    """The least urgent of a priority and its caps."""
+    return min((priority, *caps), key=PRIORITIES.index)
 
 
 # --------------------------------------------------------------------------- level shifts
@@ -619,7 +714,8 @@ def _shifts_of(
                 "absorbed_until": model.first_hour + end * HOUR,
                 "value": float(_nanmedian(one["mean"][0, r:end, 0])),
                 "baseline": float(_nanmedian(fit.base[s, r:end, m])),
-                "score": float(_nanmedian(moved / fit.hour_scale[s, r:end, m])),
+                # the sample scale, as spikes: one move, one score, however it is found
+                "score": float(_nanmedian(moved / fit.scale[s, r:end, m])),
                 "kind": int(fit.kind[s, r, m]),
             }
         )
@@ -768,6 +864,7 @@ def _evaluate(
     anomalies: list[Anomaly] = []
     current: dict[tuple[int, int], float] = {}
     spans: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    outliers: list[tuple[int, int, dict[str, Any]]] = []
     for (s, m), samples in per.items():
         episodes = _episodes(model, s, m, samples, cfg)
         iv = float(model.interval[s])
@@ -776,18 +873,30 @@ def _evaluate(
                 current[(s, m)] = ep["recent"]
         shifts = [x for x in model.shifts if x["series"] == s and x["metric"] == m]
         for ep in episodes:
-            spans.setdefault((s, m), []).append((ep["start"], ep["end"]))
+            if not ep.get("outlier"):
+                spans.setdefault((s, m), []).append((ep["start"], ep["end"]))
             if not start < ep["detected_at"] <= now or _absorbed(ep, shifts):
                 continue
-            anomalies.append(_report(model, s, m, ep, cfg))
+            if ep.get("outlier"):
+                # a sample that covers `range_persist_minutes` alone is the range's to judge
+                if iv < cfg.range_persist_minutes * 60 or model.range is None:
+                    outliers.append((s, m, ep))
+            else:
+                anomalies.append(_report(model, s, m, ep, cfg))
     for shift in model.shifts:
         spans.setdefault((shift["series"], shift["metric"]), []).append(
             (shift["hour"] - HOUR, shift["absorbed_until"])
         )
         if start < shift["known"] <= now:
             anomalies.append(_report_shift(model, shift, per, cfg))
+    departed: dict[tuple[int, int], list[tuple[int, int]]] = {}
     if model.range is not None:
-        anomalies.extend(_departures(model, out_of_range, spans, cfg, start, now))
+        anomalies.extend(_departures(model, out_of_range, spans, departed, cfg, start, now))
+    for s, m, ep in outliers:  # a lone sample inside a departure is part of that episode
+        # (hours before the window are flagged at their end, so a span reaches an hour back)
+        spans_of = departed.get((s, m), [])
+        if not any(a - HOUR <= ep["end"] and b >= ep["start"] for a, b in spans_of):
+            anomalies.append(_report(model, s, m, ep, cfg))
     scores: list[Score] = []
     for s, key in enumerate(model.keys):
         for m, metric in enumerate(model.metrics):
@@ -809,13 +918,15 @@ def _departures(
     model: _Model,
     samples: dict[tuple[int, int], list[tuple[int, float]]],
     spans: dict[tuple[int, int], list[tuple[int, int]]],
+    departed: dict[tuple[int, int], list[tuple[int, int]]],
     cfg: AnomalyConfig,
     start: int,
     now: int,
 ) -> list[Anomaly]:
     """Episodes of samples or hourly means beyond the range their series has shown, each
     reported once, when it starts: after `range_quiet_hours` with nothing beyond. Episodes
-    another path reports (spikes, dips, level shifts) are left to it."""
+    another path reports (spikes, dips, level shifts) are left to it; every episode's span
+    goes to `departed`."""
     r = model.range
     assert r is not None
     quiet = cfg.range_quiet_hours * HOUR
@@ -834,11 +945,12 @@ def _departures(
             flags += _window_flags(model, s, m, samples.get((s, m), []), cfg, start, now)
             for ep in _range_episodes(sorted(flags, key=lambda f: f[0]), quiet):
                 t0 = ep[0][0]
+                departed.setdefault((s, m), []).append((t0, ep[-1][0]))
                 if ep[0][1] is None or not start < t0 <= now:
                     continue
                 if any(a <= ep[-1][0] and b >= t0 - quiet for a, b in spans.get((s, m), [])):
                     continue
-                out.append(_report_departure(model, s, m, ep, cfg))
+                out.append(_report_departure(model, s, m, ep, cfg, now))
     return out
 
 
@@ -926,10 +1038,11 @@ def _range_episodes(flags: list[tuple[int, Any]], quiet: float) -> list[list[tup
 
 
 def _report_departure(
-    model: _Model, s: int, m: int, ep: list[tuple[int, Any]], cfg: AnomalyConfig
+    model: _Model, s: int, m: int, ep: list[tuple[int, Any]], cfg: AnomalyConfig, now: int
 ) -> Anomaly:
     """A range departure, as first seen; its score is the farthest it has gone past the
-    range so far, as a ratio (1 = at the edge), signed by direction."""
+    range so far, as a ratio (1 = at the edge), signed by direction. One sample followed by
+    `recent_samples` normal ones is an outlier (P3 at most): it came back at once."""
     r = model.range
     assert r is not None
     t0, first = ep[0]
@@ -937,6 +1050,12 @@ def _report_departure(
     peak = max(seen, key=lambda f: abs(f["ratio"]) if not math.isnan(f["ratio"]) else 0)
     node, container = model.keys[s]
     ratio = peak["ratio"]
+    priority = _capped(
+        _range_priority(abs(ratio) if not math.isnan(ratio) else 0.0, cfg),
+        _impact_priority(_impact(model, s, m, peak["value"], float(r.median[s, m])), cfg),
+    )
+    back = ep[-1][0] + cfg.recent_samples * float(model.interval[s]) <= now
+    lone = len(seen) == 1 and first["source"] == "sample" and back
     return {
         "node_name": node,
         "container_name": container or None,
@@ -944,9 +1063,9 @@ def _report_departure(
         "value": round_float(first["value"]),
         "baseline": round_float(float(r.median[s, m])),
         "score": round_float(ratio, 3),
-        "priority": _range_priority(abs(ratio) if not math.isnan(ratio) else 0.0, cfg),
+        "priority": _capped(priority, "P3-ADVISORY") if lone else priority,
         "sample_time": t0,
-        "kind": "range_departure",
+        "kind": "outlier" if lone else "range_departure",
         "detected_at": t0,
         "scale": round_float(first["noise"]),
         "baseline_kind": "range",
@@ -979,6 +1098,8 @@ def _episodes(
     for ep in _group(scored, iv, cfg):
         last = [x[2] for x in ep.pop("members") if x[0] > ep["end"] - reach]
         ep["recent"] = float(np.median(last)) if ep["support"] >= cfg.persist else 0.0
+        if ep.get("outlier"):  # known once the samples after it failed to confirm it
+            ep["detected_at"] = ep["end"] + int(cfg.recent_samples * iv)
         episodes.append(ep)
     return episodes
 
@@ -994,7 +1115,7 @@ def _group(scored: list[tuple], iv: float, cfg: AnomalyConfig) -> list[dict[str,
         for i, x in enumerate(same):
             support = i + 1 - int(np.searchsorted(times, x[0] - reach, side="right"))
             if ep is not None and x[0] - ep["end"] > cfg.recent_samples * iv:
-                _close(ep, episodes)
+                _close(ep, episodes, cfg)
                 ep = None
             if ep is None:
                 ep = {"start": x[0], "detected_at": None, "peak": x, "n": 0, "members": []}
@@ -1006,13 +1127,16 @@ def _group(scored: list[tuple], iv: float, cfg: AnomalyConfig) -> list[dict[str,
                 ep["detected_at"] = x[0]
             ep["support"] = support
         if ep is not None:
-            _close(ep, episodes)
+            _close(ep, episodes, cfg)
     return episodes
 
 
-def _close(ep: dict[str, Any], episodes: list[dict[str, Any]]) -> None:
-    """Keep a finished group of candidates only if persistence confirmed it."""
-    if ep["detected_at"] is not None:
+def _close(ep: dict[str, Any], episodes: list[dict[str, Any]], cfg: AnomalyConfig) -> None:
+    """Keep a finished group of candidates if persistence confirmed it, or if it is too far
+    out to be noise though nothing confirmed it: an outlier (a bad reading, a one-off)."""
+    if ep["detected_at"] is None and abs(ep["peak"][2]) >= cfg.outlier_score:
+        ep["outlier"] = True
+    if ep["detected_at"] is not None or ep.get("outlier"):
         episodes.append(ep)
 
 
@@ -1047,13 +1171,17 @@ def _range_priority(ratio: float, cfg: AnomalyConfig) -> str:
 def _report(model: _Model, s: int, m: int, ep: dict[str, Any], cfg: AnomalyConfig) -> Anomaly:
     t, value, score, base, scale, kind = ep["peak"]
     node, container = model.keys[s]
-    priority = _priority(score, cfg)
+    priority = _capped(
+        _priority(score, cfg), _impact_priority(_impact(model, s, m, value, base), cfg)
+    )
     if model.range is not None:  # a value the series has shown before is not critical
         r, h = model.range, model.hour_index(t)
         edge = r.hi[s, h, m] if score > 0 else r.lo[s, h, m]
         ratio = _ratio(value, float(r.median[s, m]), float(edge))
         if not math.isnan(ratio):
-            priority = min(priority, _range_priority(ratio, cfg), key=PRIORITIES.index)
+            priority = _capped(priority, _range_priority(ratio, cfg))
+    if ep.get("outlier"):
+        priority = _capped(priority, "P3-ADVISORY")
     return {
         "node_name": node,
         "container_name": container or None,
@@ -1063,7 +1191,7 @@ def _report(model: _Model, s: int, m: int, ep: dict[str, Any], cfg: AnomalyConfi
         "score": round_float(score, 3),
         "priority": priority,
         "sample_time": t,
-        "kind": "spike" if score > 0 else "dip",
+        "kind": "outlier" if ep.get("outlier") else "spike" if score > 0 else "dip",
         "detected_at": ep["detected_at"],
         "scale": round_float(scale),
         "baseline_kind": KIND_NAMES.get(kind, "none"),
@@ -1090,7 +1218,10 @@ def _report_shift(
         "value": round_float(shift["value"]),
         "baseline": round_float(shift["baseline"]),
         "score": round_float(score, 3),
-        "priority": _priority(score, cfg),
+        "priority": _capped(
+            _priority(score, cfg),
+            _impact_priority(_impact(model, s, m, shift["value"], shift["baseline"]), cfg),
+        ),
         "sample_time": since,
         "kind": "level_shift",
         "since": since,
