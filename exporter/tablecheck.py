@@ -192,9 +192,9 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
             cur.execute(query)
             _check_names(report, [r["node_name"] for r in cur.fetchall()])
     _check_columns(report, present)
-    _check_optional(report, present)
     _check_indexes(report, indexes)
     _describe(report, layout, unanalyzed, time_indexed)
+    _check_optional(report, present)
     if layout.kind == "partitioned":
         _check_partitions(report, layout, partition_indexes, indexes, now)
     _recommend(report, layout, now)
