@@ -161,3 +161,21 @@ def test_usable_cpus_reads_the_cgroup_quota(tmp_path: Path):
     assert usable_cpus(proc, sys_root) == min(2, len(__import__("os").sched_getaffinity(0)))
     (group.parent / "cpu.max").write_text("max 100000\n")
     assert usable_cpus(proc, sys_root) == len(__import__("os").sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("column", [True, False])
+def test_the_sampler_writes_the_count_when_the_table_has_the_column(fresh_dsn, column):
+    from exporter.sampler import write_rows
+
+    with Store(fresh_dsn) as s:
+        init_table(s)
+        if not column:
+            with s.write() as cur:
+                cur.execute("ALTER TABLE monitor_samples_ring DROP COLUMN cpu_count")
+        row = {"sample_time": END, "node_name": "h", "node_flag": True, "cpu_count": 6}
+        assert write_rows(s, [row]) == 1  # a table without the column still takes the row
+    with psycopg.connect(fresh_dsn) as conn:
+        got = conn.execute("SELECT * FROM monitor_samples_ring").fetchall()
+    assert len(got) == 1
+    if column:
+        assert got[0][-1] == 6
