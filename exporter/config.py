@@ -317,7 +317,9 @@ class ContentionConfig:
     iowait_pct: Percent = 20  # ... or I/O wait above this (stalled CPU)
     mem_available_pct: Percent = 15  # memory pressure: free memory below this, % of total
     baseline_hours: Positive = 6  # shares "before" come from calm samples this far back, too
-    victim_drop: Ratio = 0.02  # a container whose share falls this much is a victim
+    victim_drop: Ratio = 0.2  # relative change of a container's mean use that counts as
+    # growth (+) or loss (-): a container whose use falls this much while another grows
+    # this much is a victim
 
 
 @_section

@@ -30,7 +30,7 @@ from typing import Any
 from psycopg import sql
 
 from .partitions import ensure_partitions_in
-from .schema import COLUMN_NAMES
+from .schema import COLUMN_NAMES, CPU_COUNT, OPTIONAL_COLUMNS, has_column
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class Snapshot:
     disks: dict[str, tuple[int, int]]  # device -> (sectors read, sectors written)
     nets: dict[str, NetCounters]
     containers: dict[str, ContainerCounters] = field(default_factory=dict)  # by cgroup path
+    cpu_count: int | None = None  # CPUs this host lets us use (`usable_cpus`)
 
 
 # --------------------------------------------------------------------------- /proc readers
@@ -347,6 +348,35 @@ def cpu_percentages(
     return 100.0 * busy / total, 100.0 * deltas[_IOWAIT] / total
 
 
+def usable_cpus(proc: Path, sys_root: Path) -> int | None:
+    """CPUs this process may run on: its affinity mask, lowered by the cgroup v2 CPU quota
+    (`cpu.max` "quota period" of its cgroup and each parent, rounded up) when one is set.
+    This is the count the load average is to be divided by."""
+    try:
+        count: int | None = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count()
+    text = _read_text(proc / "self" / "cgroup") or ""
+    path = next((line[3:] for line in text.splitlines() if line.startswith("0::")), None)
+    if path is not None:
+        group = sys_root / "fs" / "cgroup" / path.strip().lstrip("/")
+        root = sys_root / "fs" / "cgroup"
+        while True:
+            fields = (_read_text(group / "cpu.max") or "").split()
+            if len(fields) == 2 and fields[0] != "max":
+                try:
+                    quota, period = int(fields[0]), int(fields[1])
+                except ValueError:
+                    quota, period = 0, 0
+                if quota > 0 and period > 0:
+                    limit = max(1, math.ceil(quota / period))
+                    count = limit if count is None else min(count, limit)
+            if group == root or root not in group.parents:
+                break
+            group = group.parent
+    return count
+
+
 # --------------------------------------------------------------------------- the sampler
 
 
@@ -393,6 +423,7 @@ class HostSampler:
             disks={d: disks[d] for d in select_disks(disks, self.sys)},
             nets={n: nets[n] for n in select_interfaces(nets, self.sys)},
             containers=self._read_containers(),
+            cpu_count=usable_cpus(self.proc, self.sys),
         )
 
     def _read_containers(self) -> dict[str, ContainerCounters]:
@@ -475,6 +506,7 @@ class HostSampler:
             "net_tx_errs_s": net_rate("tx_errs") if nets else None,
             "net_rx_drops_s": net_rate("rx_drops") if nets else None,
             "net_tx_drops_s": net_rate("tx_drops") if nets else None,
+            CPU_COUNT.name: cur.cpu_count,
         }
         return row
 
@@ -517,17 +549,20 @@ def write_rows(store: Store, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     keys = set().union(*(r.keys() for r in rows))
-    unknown = keys - set(COLUMN_NAMES)
+    optional = tuple(c.name for c in OPTIONAL_COLUMNS)
+    unknown = keys - set(COLUMN_NAMES) - set(optional)
     if unknown:
         raise ValueError(f"not columns of the samples table: {', '.join(sorted(unknown))}")
-    columns = [c for c in COLUMN_NAMES if c in keys]  # the table's order, stable SQL text
-    statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-        store.table,
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-    )
     times = [t for r in rows if isinstance(t := r.get("sample_time"), int | float)]
     with store.write() as cur:
+        # an optional column the table lacks (a table older than it) is left out
+        present = [c for c in optional if c in keys and has_column(cur, store, c)]
+        columns = [c for c in (*COLUMN_NAMES, *present) if c in keys]  # stable SQL text
+        statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            store.table,
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        )
         if times:  # a table partitioned by day: its partition for today (usually made)
             ensure_partitions_in(cur, store.table, min(times), max(times))
         cur.executemany(statement, [tuple(r.get(c) for c in columns) for r in rows])

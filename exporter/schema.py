@@ -68,6 +68,18 @@ METRIC_COLUMNS: tuple[Column, ...] = (
 )
 
 COLUMNS: tuple[Column, ...] = KEY_COLUMNS + METRIC_COLUMNS
+
+# Columns `db init` creates but a table may lack: the analyses read them when present and
+# fall back otherwise. Writers that predate them (the simulator, COPY loads) leave them NULL.
+CPU_COUNT = Column(
+    "cpu_count",
+    "integer",
+    frozenset({"integer", "bigint", "smallint"}),
+    True,
+    False,
+    "CPUs the node may use (affinity and cgroup quota), written by `perf-analyzer sample`",
+)
+OPTIONAL_COLUMNS: tuple[Column, ...] = (CPU_COUNT,)
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 NODE_METRICS: tuple[str, ...] = tuple(c.name for c in METRIC_COLUMNS if c.node)
 CONTAINER_METRICS: tuple[str, ...] = tuple(c.name for c in METRIC_COLUMNS if c.container)
@@ -114,7 +126,8 @@ def create_statements(
     index created on a partitioned table is created on every partition, present and future."""
     table = sql.Identifier(*table_parts)
     columns = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type)) for c in COLUMNS
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type))
+        for c in COLUMNS + OPTIONAL_COLUMNS
     )
     partitioning = sql.SQL(" PARTITION BY RANGE ({})").format(sql.Identifier(PARTITION_KEY))
     statements = [
@@ -169,3 +182,15 @@ def first_value(row: dict[str, Any] | tuple[Any, ...] | None) -> Any:
     if row is None:
         return None
     return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+
+_HAS_COLUMN_SQL = (
+    "SELECT count(*) AS n FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+    " AND attname = %s AND attnum > 0 AND NOT attisdropped"
+)
+
+
+def has_column(cur: psycopg.Cursor[Any], store: Store, column: str) -> bool:
+    """Whether the table has `column` (an optional one may be absent)."""
+    cur.execute(_HAS_COLUMN_SQL, (store.table.as_string(cur), column))
+    return bool(first_value(cur.fetchone()))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from .analyses.hosts import describe_clash, name_clashes
 from .errors import StoreError
 from .partitions import (
     DAY,
@@ -20,7 +21,7 @@ from .partitions import (
     utc_day,
     utc_minute,
 )
-from .schema import COLUMNS, INDEXES, INT_TYPES, PARTITION_KEY
+from .schema import COLUMNS, INDEXES, INT_TYPES, OPTIONAL_COLUMNS, PARTITION_KEY
 
 if TYPE_CHECKING:
     import psycopg
@@ -104,6 +105,19 @@ SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint AS bytes,
     OR (c.oid = %(oid)s AND c.relkind <> 'p')
 """
 
+# Distinct node names by a loose index scan over (node_name, ...): one probe per name.
+_NODE_NAMES_SQL = """
+WITH RECURSIVE nodes AS (
+    (SELECT node_name FROM {t} WHERE node_name IS NOT NULL ORDER BY node_name LIMIT 1)
+    UNION ALL
+    SELECT (SELECT n.node_name FROM {t} n WHERE n.node_name > nodes.node_name
+             ORDER BY n.node_name LIMIT 1)
+      FROM nodes WHERE nodes.node_name IS NOT NULL
+)
+SELECT node_name FROM nodes WHERE node_name IS NOT NULL
+"""
+MAX_NAMES_READ = 100_000  # a walk this long is no longer cheap: stop there
+
 # Thresholds of the recommendations
 PARTITION_ADVICE_ROWS = 1_000_000  # a plain table this big (or this old) should be
 PARTITION_ADVICE_DAYS = 14  # partitioned before old rows are removed
@@ -170,9 +184,17 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
             )
             span = _one_row(cur)
             report.first_sample, report.last_sample = span["first"], span["last"]
+        names_indexed = any(tuple(ix["columns"][:1]) == ("node_name",) for ix in indexes)
+        if table["can_select"] and names_indexed and "node_name" in present:
+            query = sql.SQL(_NODE_NAMES_SQL + " LIMIT {n}").format(
+                t=store.table, n=sql.Literal(MAX_NAMES_READ)
+            )
+            cur.execute(query)
+            _check_names(report, [r["node_name"] for r in cur.fetchall()])
     _check_columns(report, present)
     _check_indexes(report, indexes)
     _describe(report, layout, unanalyzed, time_indexed)
+    _check_optional(report, present)
     if layout.kind == "partitioned":
         _check_partitions(report, layout, partition_indexes, indexes, now)
     _recommend(report, layout, now)
@@ -368,6 +390,34 @@ def _check_columns(report: CheckReport, present: dict[str, str]) -> None:
                 f'column "{column.name}" has type {found}, expected {column.sql_type}; '
                 f'change it with ALTER TABLE {report.quoted} ALTER COLUMN "{column.name}" '
                 f'TYPE {column.sql_type} USING "{column.name}"::{column.sql_type}'
+            )
+
+
+def _check_names(report: CheckReport, names: list[str]) -> None:
+    for group in name_clashes(names):
+        report.warning(
+            f"node names {describe_clash(group)} differ only in case or surrounding "
+            "whitespace, so the analyses count them as separate nodes; make the samplers "
+            "write one name (and UPDATE the old rows to it)"
+        )
+
+
+def _check_optional(report: CheckReport, present: dict[str, str]) -> None:
+    """Optional columns: absent is fine (the note says what it would give), a wrong type
+    is a warning (the analyses ignore the column then)."""
+    for column in OPTIONAL_COLUMNS:
+        found = present.get(column.name)
+        if found is None:
+            report.notes.append(
+                f'optional column "{column.name}" is absent, so CPU counts are estimated from '
+                "load; with it, `perf-analyzer sample` records each node's real count: "
+                f'ALTER TABLE {report.quoted} ADD COLUMN "{column.name}" {column.sql_type}'
+            )
+        elif found not in column.accepted:
+            report.warning(
+                f'optional column "{column.name}" has type {found}, expected '
+                f"{column.sql_type}, and is ignored; change it with ALTER TABLE "
+                f'{report.quoted} ALTER COLUMN "{column.name}" TYPE {column.sql_type}'
             )
 
 

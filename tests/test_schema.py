@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from exporter.schema import COLUMN_NAMES, INDEXES, init_table
+from exporter.schema import COLUMN_NAMES, INDEXES, OPTIONAL_COLUMNS, init_table
 from exporter.store import Store
 from exporter.tablecheck import check_table
 
@@ -27,7 +27,7 @@ def test_init_creates_contract_table_and_indexes(fresh_dsn: str) -> None:
         n_indexes = conn.execute(
             "SELECT count(*) FROM pg_index WHERE indrelid = 'monitor_samples_ring'::regclass"
         ).fetchone()[0]
-    assert tuple(cols) == COLUMN_NAMES
+    assert tuple(cols) == COLUMN_NAMES + tuple(c.name for c in OPTIONAL_COLUMNS)
     assert n_indexes == len(INDEXES)
 
 

@@ -3,8 +3,11 @@ often it reports, and how many CPUs it has."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from psycopg import sql
 
+from ..schema import CPU_COUNT, has_column
 from .common import DAY, Context, clean, snap_cpu_count
 
 # Loose index scan over (node_name, sample_time): one index probe per node instead of a
@@ -39,39 +42,102 @@ def node_spans(ctx: Context, now: int) -> dict[str, tuple[int, int]]:
         }
 
 
-# CPU count from the data: on a CPU-bound Linux host the 1-minute load is close to the
-# number of busy CPUs, so load / (cpu% / 100) estimates the CPU count. The median over the
-# last day's samples with CPU above 20 % (below, load is dominated by noise) is snapped to
-# the nearest common core count (1, 2, 4, 6, 8, 12, 16, ...).
-_CPU_SQL = """
-SELECT node_name,
+# --------------------------------------------------------------------------- CPU counts
+# Facts first: the `cpu_count` column (written by `perf-analyzer sample`) holds what the
+# host may use. Without it the count is estimated from load: on a Linux host that is neither
+# saturated nor waiting on I/O, the 1-minute load is close to the number of busy CPUs, so
+# load / (cpu% / 100) estimates the CPU count. That ratio counts the run queue on a
+# saturated node and the I/O waiters on an I/O-bound one (both inflate it exactly when the
+# load check matters), and is noise on an idle node, so only samples with CPU between
+# EST_CPU_MIN and EST_CPU_MAX % and I/O wait below EST_IOWAIT_MAX % count. Their median,
+# over the last day and from at least EST_MIN_SAMPLES samples, is snapped to the nearest
+# common core count and capped at EST_CAP (larger machines need the column or
+# --cpu-count); a node without such samples gets no estimate, and its load check is
+# skipped rather than judged against a wrong count.
+EST_CPU_MIN, EST_CPU_MAX, EST_IOWAIT_MAX = 20.0, 75.0, 5.0
+EST_MIN_SAMPLES = 10
+EST_CAP = 64
+
+_CPU_EST_SQL = """
+SELECT node_name, count(*) AS n,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY {load} / ({cpu} / 100.0)) AS ratio
   FROM {t}
  WHERE node_flag IS TRUE AND sample_time > %(start)s AND sample_time <= %(now)s
-   AND {cpu} > 20 AND {load} IS NOT NULL AND {shard}
+   AND {cpu} BETWEEN %(cpu_min)s AND %(cpu_max)s AND coalesce({iowait}, 0) < %(iowait_max)s
+   AND {load} IS NOT NULL AND {shard}
  GROUP BY node_name
 """
 
+# The newest plausible count per node over the last day.
+_CPU_COLUMN_SQL = """
+SELECT DISTINCT ON (node_name) node_name, cpu_count
+  FROM {t}
+ WHERE node_flag IS TRUE AND sample_time > %(start)s AND sample_time <= %(now)s
+   AND cpu_count BETWEEN 1 AND 65536 AND {shard}
+ ORDER BY node_name, sample_time DESC
+"""
 
-def cpu_count_of(ctx: Context, now: int) -> dict[str, int]:
-    """{node: estimated CPU count} (cached per hour); nodes without a usable estimate
-    (idle all day) are absent. Callers prefer `ctx.cpu_count` when the user gave one."""
+
+def estimate_cpus(ratio: float | None, samples: int) -> int | None:
+    """The snapped, capped estimate from the median load / busy ratio (module notes)."""
+    if samples < EST_MIN_SAMPLES:
+        return None
+    n = snap_cpu_count(ratio)
+    return None if n is None else min(n, EST_CAP)
+
+
+def cpu_counts(ctx: Context, now: int) -> dict[str, tuple[int, str]]:
+    """{node: (CPU count, "column" or "estimate")} (cached per hour); nodes with neither
+    are absent. The `--cpu-count` override (`ctx.cpu_count`) is the caller's to apply."""
     key = now // 3600
     cached = ctx.caches.get("cpu_counts")
     if cached and cached[0] == key:
         return cached[1]
-    query = sql.SQL(_CPU_SQL).format(
-        t=ctx.store.table,
-        cpu=clean("cpu_total_pct"),
-        load=clean("load_1m"),
-        shard=ctx.store.shard_filter,
-    )
+    fmt = {"t": ctx.store.table, "shard": ctx.store.shard_filter}
+    params = {
+        "start": now - DAY,
+        "now": now,
+        "cpu_min": EST_CPU_MIN,
+        "cpu_max": EST_CPU_MAX,
+        "iowait_max": EST_IOWAIT_MAX,
+    }
+    counts: dict[str, tuple[int, str]] = {}
     with ctx.store.read() as cur:
-        cur.execute(query, {"start": now - DAY, "now": now})
-        counts = {
-            r["node_name"]: n
-            for r in cur.fetchall()
-            if (n := snap_cpu_count(r["ratio"])) is not None
-        }
+        query = sql.SQL(_CPU_EST_SQL).format(
+            cpu=clean("cpu_total_pct"),
+            iowait=clean("cpu_iowait_pct"),
+            load=clean("load_1m"),
+            **fmt,
+        )
+        cur.execute(query, params)
+        for r in cur.fetchall():
+            if (n := estimate_cpus(r["ratio"], r["n"])) is not None:
+                counts[r["node_name"]] = (n, "estimate")
+        if has_column(cur, ctx.store, CPU_COUNT.name):
+            cur.execute(sql.SQL(_CPU_COLUMN_SQL).format(**fmt), params)
+            for r in cur.fetchall():
+                counts[r["node_name"]] = (int(r["cpu_count"]), "column")
     ctx.caches["cpu_counts"] = (key, counts)
     return counts
+
+
+def cpu_count_of(ctx: Context, now: int) -> dict[str, int]:
+    """{node: CPU count} from the column, else the estimate (`cpu_counts`). Callers prefer
+    `ctx.cpu_count` when the user gave one."""
+    return {node: n for node, (n, _) in cpu_counts(ctx, now).items()}
+
+
+# --------------------------------------------------------------------------- node names
+
+
+def name_clashes(names: Iterable[str]) -> list[list[str]]:
+    """Groups of node names that differ only in case or surrounding whitespace
+    (`Node-A`, `node-a`, `node-a `): most likely one host written by two samplers."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.strip().casefold(), []).append(name)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+
+def describe_clash(group: list[str]) -> str:
+    return ", ".join(repr(n) for n in group)
