@@ -229,16 +229,19 @@ class Fleet:
                 if got is None:
                     continue
                 rows, crows = got
-                rows_key = np.full(rows.size, i)
-                node_parts.append((rows, rows_key))
+                if rows.dtype != node_dt:  # NULL columns: a layout of its own, sent apart
+                    yield from _split(rows)
+                else:
+                    node_parts.append((rows, np.full(rows.size, i)))
                 if crows is not None:
                     cont_parts.append((crows, np.repeat(np.full(crows.size // c, i), c)))
-            if not node_parts:
+            if not node_parts and not cont_parts:
                 continue
-            rows = np.concatenate([p[0] for p in node_parts], dtype=node_dt)
-            key = np.concatenate([p[1] for p in node_parts])
-            if rows.size:  # (time, node) order, as the samplers' rows arrive
-                yield from _split(rows[np.lexsort((key, rows["sample_time"]))])
+            if node_parts:
+                rows = np.concatenate([p[0] for p in node_parts], dtype=node_dt)
+                key = np.concatenate([p[1] for p in node_parts])
+                if rows.size:  # (time, node) order, as the samplers' rows arrive
+                    yield from _split(rows[np.lexsort((key, rows["sample_time"]))])
             if c == 0 or not cont_parts:
                 continue
             crows = np.concatenate([p[0] for p in cont_parts], dtype=cont_dt)
@@ -280,14 +283,16 @@ def _node_rows(
     if since is not None:  # only the slots after `since` (live appends)
         present = present & (t > since)
     b = t.size
+    if n.null_columns:  # a layout of its own, without the NULL columns' fields
+        width = node_dt["node_name"].itemsize
+        node_dt = _row_dtype(width, cont_dt["container_name"].itemsize, n.null_columns)[0]
     rows = _filled(node_dt, b)
     rows["sample_time"] = stamp
     rows["node_name"] = n.name
     rows["node_flag"] = 1
     for col in _NODE_VALUE_COLUMNS:
-        rows[col] = p[col]
-    for col in n.null_columns:
-        rows[f"len_{col}"] = -1
+        if col not in n.null_columns:
+            rows[col] = p[col]
     if spec.name_variants and n.shaped and n.index == 1:
         variant = np.random.default_rng([spec.seed, n.index, 7, k]).random(b) < 0.1
         rows["node_name"] = np.where(variant, n.name.upper(), n.name)
@@ -328,16 +333,17 @@ def _ar1(e: np.ndarray, phi: float) -> np.ndarray:
 _NODE_VALUE_COLUMNS = tuple(c.name for c in COLUMNS if c.node and c.sql_type == "double precision")
 
 
-def _row_dtype(node_w: int, cont_w: int) -> tuple[np.dtype, np.dtype]:
+def _row_dtype(node_w: int, cont_w: int, nulls: tuple[str, ...] = ()) -> tuple[np.dtype, np.dtype]:
     """Big-endian tuple layouts of node rows and container rows (fixed-width names), so a
-    block of rows is a single `.tobytes()` of valid BINARY COPY data."""
+    block of rows is a single `.tobytes()` of valid BINARY COPY data; columns in `nulls`
+    have no field (their length word says NULL)."""
     fmt = {"bigint": ">i8", "boolean": "u1", "double precision": ">f8"}
 
     def layout(container: bool) -> np.dtype:
         fields: list[tuple[str, str]] = [("nfields", ">i2")]
         for col in COLUMNS:
             fields.append((f"len_{col.name}", ">i4"))
-            if col.container if container else col.node:
+            if (col.container if container else col.node) and col.name not in nulls:
                 width = {"node_name": node_w, "container_name": cont_w}.get(col.name)
                 fields.append((col.name, f"S{width}" if width else fmt[col.sql_type]))
         return np.dtype(fields)
