@@ -132,8 +132,7 @@ WITH p AS (
       FROM w JOIN p cpus USING (node_name)
      GROUP BY w.node_name
 )
-SELECT p.node_name, coalesce(m.missing, 0) AS missing, stats.*
-  FROM p LEFT JOIN missing m USING (node_name) LEFT JOIN stats USING (node_name)
+SELECT * FROM p LEFT JOIN missing USING (node_name) LEFT JOIN stats USING (node_name)
 """
 
 
