@@ -714,8 +714,10 @@ def _node_series(fleet: Fleet, n: _Node, columns: tuple[str, ...]) -> list[np.nd
     return [np.concatenate(acc) for acc in out]
 
 
-def simulate(spec: FleetSpec) -> Fleet:
-    """Build the fleet and its ground truth; rows are generated later by `copy_chunks`."""
+def simulate(spec: FleetSpec, *, count_rows: bool = True) -> Fleet:
+    """Build the fleet and its ground truth; rows are generated later by `copy_chunks`.
+    A shaped fleet's rows are counted by generating them once; `count_rows=False` skips
+    that (a live top-up needs no count) and leaves `row_count` at the slot count."""
     if spec.nodes < 1 or spec.containers < 0 or spec.interval < 1 or spec.days <= 0:
         raise ValueError(f"invalid fleet spec: {spec}")
     spec = spec.shapes()
@@ -764,7 +766,7 @@ def simulate(spec: FleetSpec) -> Fleet:
     fleet.row_count = sum(
         present.get(n.finding or "", slot_times.size) * (1 + spec.containers) for n in nodes
     )
-    if any(n.shaped or n.kind != "normal" or n.interval for n in nodes):
+    if count_rows and any(n.shaped or n.kind != "normal" or n.interval for n in nodes):
         fleet.row_count = sum(rows for _, rows in fleet._row_chunks())  # misses are random
 
     fleet.truth = {
