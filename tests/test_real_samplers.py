@@ -143,6 +143,13 @@ def test_freshness_counts_node_rows_only(db):
     (threat,) = [t for t in e["threats"] if t["node_name"] == "zombie"]
     assert threat["value"] == now - (T0 + 2 * DAY - 60)
     assert s["zombie"]["availability"] == 0.0
+    view = SimpleNamespace(config=Config(), results={})
+    forgotten = {
+        dict(x.labels)["node"]: x.value
+        for x in emergency_mod.to_samples(e, view)
+        if x.metric == "node_forgotten"
+    }
+    assert forgotten["zombie"] == 0 and forgotten["silent"] == 0  # a day silent: remembered
 
 
 def test_unknown_is_its_own_grade(db):

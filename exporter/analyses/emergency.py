@@ -374,7 +374,7 @@ THREAT = gauge(
 FORGOTTEN = gauge(
     "node_forgotten",
     "1 for a node silent longer than emergency.forget_after_hours: no longer checked or "
-    "graded, but not recovered either.",
+    "graded, but not recovered either; 0 for the nodes still checked.",
     NODE,
 )
 
@@ -382,6 +382,8 @@ FORGOTTEN = gauge(
 def to_samples(result: EmergencyResult, view: ResultView) -> Iterator[Sample]:
     for c in result["checks"]:
         yield sample("emergency_threat", c["level"], node=c["node_name"], check=c["check"])
+    for node in sorted({c["node_name"] for c in result["checks"]}):
+        yield sample("node_forgotten", 0, node=node)
     for node in result["forgotten"]:
         yield sample("node_forgotten", 1, node=node)
 
