@@ -211,51 +211,65 @@ class NodeFacts(NamedTuple):
     interval: float  # median spacing of its node rows before `last_node`
 
 
-# The newest node row of each node (a backward walk of the (node_name, sample_time) index),
-# and the median spacing of its node rows over the `history` seconds before that row: the
-# node's own sampling interval, robust to jitter, late rows and missed samples.
-_FACTS_SQL = """
-SELECT p.node_name, l.last_node,
+# The newest node row of each node: a backward walk of the (node_name, sample_time) index.
+_LAST_NODE_SQL = """
+SELECT p.node_name,
+       (SELECT max(sample_time) FROM {t} s
+         WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
+           AND s.sample_time <= %(now)s) AS last_node
+  FROM unnest(%(nodes)s::text[]) AS p(node_name)
+"""
+
+# The median spacing of a node's node rows over the `history` seconds before its newest one:
+# its own sampling interval, robust to jitter, late rows and missed samples.
+_INTERVAL_SQL = """
+SELECT p.node_name,
        (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.step)
           FROM (SELECT sample_time - lag(sample_time) OVER (ORDER BY sample_time) AS step
                   FROM (SELECT DISTINCT sample_time FROM {t} s
                          WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
-                           AND s.sample_time > l.last_node - %(history)s
-                           AND s.sample_time <= l.last_node) x) d
+                           AND s.sample_time > p.last - %(history)s
+                           AND s.sample_time <= p.last) x) d
          WHERE d.step > 0) AS interval
-  FROM unnest(%(nodes)s::text[]) AS p(node_name)
- CROSS JOIN LATERAL (SELECT max(sample_time) AS last_node FROM {t} s
-                      WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
-                        AND s.sample_time <= %(now)s) l
+  FROM unnest(%(nodes)s::text[], %(lasts)s::bigint[]) AS p(node_name, last)
 """
 
 
 def node_facts(ctx: Context, now: int) -> dict[str, NodeFacts]:
-    """{node: facts} of every node with a row up to `now`. The intervals are cached per node
-    and newest node row, so the exporter's 10-second refreshes read them once per sample."""
+    """{node: facts} of every node with a row up to `now`. Intervals are cached per node and
+    newest node row, so the exporter's 10-second refreshes compute each once per sample."""
     spans = node_spans(ctx, now)
     if not spans:
         return {}
     history = int(ctx.config.sli.interval_history_hours * HOUR)
-    cache: dict[tuple[str, int, int], tuple[int | None, float]] = ctx.cache("node_facts", dict)
+    cache: dict[tuple[str, int, int], float] = ctx.cache("node_intervals", dict)
     with ctx.store.read() as cur:
         cur.execute(
-            sql.SQL(_FACTS_SQL).format(t=ctx.store.table),
-            {"nodes": sorted(spans), "now": now, "history": history},
+            sql.SQL(_LAST_NODE_SQL).format(t=ctx.store.table), {"nodes": sorted(spans), "now": now}
         )
-        rows = cur.fetchall()
-    if len(cache) > 100_000:
-        cache.clear()
+        lasts = {r["node_name"]: r["last_node"] for r in cur.fetchall()}
+        todo = [n for n, t in lasts.items() if t is not None and (n, int(t), history) not in cache]
+        if todo:
+            cur.execute(
+                sql.SQL(_INTERVAL_SQL).format(t=ctx.store.table),
+                {"nodes": todo, "lasts": [lasts[n] for n in todo], "history": history},
+            )
+            if len(cache) > 100_000:
+                cache.clear()
+            for r in cur.fetchall():
+                cache[(r["node_name"], int(lasts[r["node_name"]]), history)] = float(
+                    r["interval"] or 0
+                )
     facts = {}
-    for r in rows:
-        node, last_node = r["node_name"], r["last_node"]
-        key = (node, -1 if last_node is None else int(last_node), history)
-        if key not in cache:
-            step = r["interval"]
-            cache[key] = (None if last_node is None else int(last_node), float(step or 0))
-        last_n, step = cache[key]
-        first, last = spans[node]
-        facts[node] = NodeFacts(first, last, last_n, step if step > 0 else DEFAULT_INTERVAL)
+    for node, (first, last) in spans.items():
+        last_node = lasts.get(node)
+        step = 0.0 if last_node is None else cache.get((node, int(last_node), history), 0.0)
+        facts[node] = NodeFacts(
+            first,
+            last,
+            None if last_node is None else int(last_node),
+            step if step > 0 else DEFAULT_INTERVAL,
+        )
     return facts
 
 
