@@ -99,7 +99,8 @@ class FleetSpec:
     - `dead_nodes`: extra nodes that report once, at the fleet's start, and die;
     - `container_only_nodes`: extra nodes whose node sampler never reports while their
       container rows do;
-    - `name_variants`: a share of one healthy node's rows carry its name upper-cased.
+    - `name_variants`: 5 % of the first healthy node's rows carry its name upper-cased and
+      5 % with a trailing blank (separate rows of a "different" node to a naive reader).
 
     `findings=False` makes every node healthy (a quiet fleet: nothing should be reported).
     """
@@ -228,11 +229,12 @@ class Fleet:
                 got = _node_rows(self, n, k, node_dt, cont_dt, since)
                 if got is None:
                     continue
-                rows, crows = got
-                if rows.dtype != node_dt:  # NULL columns: a layout of its own, sent apart
-                    yield from _split(rows)
-                else:
-                    node_parts.append((rows, np.full(rows.size, i)))
+                parts, crows = got
+                for rows in parts:
+                    if rows.dtype != node_dt:  # NULL columns or a wider name: sent apart
+                        yield from _split(rows)
+                    else:
+                        node_parts.append((rows, np.full(rows.size, i)))
                 if crows is not None:
                     cont_parts.append((crows, np.repeat(np.full(crows.size // c, i), c)))
             if not node_parts and not cont_parts:
@@ -258,8 +260,9 @@ def _node_rows(
     node_dt: np.dtype,
     cont_dt: np.dtype,
     since: int | None,
-) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """Node rows and container rows of node `n` in noise block `k` (None when none)."""
+) -> tuple[list[np.ndarray], np.ndarray | None] | None:
+    """Node rows (in one or more layouts) and container rows of node `n` in noise block `k`
+    (None when none)."""
     spec = fleet.spec
     c = spec.containers
     t, z, zc = _node_noise(spec, n, k, fleet.start, fleet.end)
@@ -293,12 +296,25 @@ def _node_rows(
     for col in _NODE_VALUE_COLUMNS:
         if col not in n.null_columns:
             rows[col] = p[col]
-    if spec.name_variants and n.shaped and n.index == 1:
-        variant = np.random.default_rng([spec.seed, n.index, 7, k]).random(b) < 0.1
-        rows["node_name"] = np.where(variant, n.name.upper(), n.name)
-    node_rows = rows[present] if n.kind != "container_only" else rows[:0]
+    parts = []
+    if spec.name_variants and n.shaped and n.index == 1:  # 5 % upper-cased, 5 % trailing blank
+        u = np.random.default_rng([spec.seed, n.index, 7, k]).random(b)
+        rows["node_name"] = np.where(u < 0.05, n.name.upper(), n.name)
+        spaced = present & (u >= 0.05) & (u < 0.1)
+        width = node_dt["node_name"].itemsize + 1  # a wider name: a layout of its own
+        wide = _filled(_row_dtype(width, cont_dt["container_name"].itemsize, n.null_columns)[0],
+                       int(spaced.sum()))  # fmt: skip
+        for name in wide.dtype.names or ():
+            if name not in ("node_name", "len_node_name"):
+                wide[name] = rows[name][spaced]
+        wide["node_name"] = n.name + b" "
+        parts.append(wide)
+        node_present = present & ~spaced
+    else:
+        node_present = present
+    parts.insert(0, rows[node_present] if n.kind != "container_only" else rows[:0])
     if c == 0:
-        return node_rows, None
+        return parts, None
     crows = _filled(cont_dt, b * c)
     crows["sample_time"] = np.repeat(stamp + n.offset, c)
     crows["node_name"] = n.name
@@ -306,7 +322,7 @@ def _node_rows(
     crows["node_flag"] = 0
     for col, key in (("cpu_total_pct", "c_cpu"), ("c_rss_mb", "c_rss")):
         crows[col] = p[key].T.ravel()  # (container, time) -> (time, container)
-    return node_rows, crows[np.repeat(present, c)]
+    return parts, crows[np.repeat(present, c)]
 
 
 def _ar1(e: np.ndarray, phi: float) -> np.ndarray:

@@ -477,3 +477,13 @@ def test_bad_shape_options_are_refused() -> None:
         simulate(FleetSpec(days=1, intervals=(7,)))
     with pytest.raises(ValueError, match="not node value columns"):
         simulate(FleetSpec(days=1, null_columns=("nope",)))
+
+
+def test_name_variants() -> None:
+    f = simulate(FleetSpec(nodes=1, containers=1, days=1, end=END, name_variants=True))
+    table = Table(f)
+    names = table.col["node_name"][table.flag]
+    counts = {n: int((names == n).sum()) for n in set(names.tolist())}
+    assert set(counts) == {"node-01", "NODE-01", "node-01 "}
+    assert sum(counts.values()) == 1440 == f.row_count - 1440  # one container row per slot
+    assert 0.03 < counts["NODE-01"] / 1440 < 0.07 and 0.03 < counts["node-01 "] / 1440 < 0.07
