@@ -706,8 +706,15 @@ def sample(
 )
 @click.option(
     "--live/--no-live",
-    default=False,
-    help="Keep appending fresh samples every --interval, so the current views move.",
+    default=True,
+    help="Keep appending fresh samples every --interval (the default), so the findings stay "
+    "current; --no-live freezes the data as loaded.",
+)
+@click.option(
+    "--realistic/--clean",
+    default=True,
+    help="Healthy nodes sample the way real samplers do (15/60/300 s, jitter, late rows, "
+    "misses, autocorrelated noise); --clean gives every node the same clean 60 s grid.",
 )
 @exporter_options
 @log_options
@@ -719,6 +726,7 @@ def demo(
     seed: int,
     data_dir: str | None,
     live: bool,
+    realistic: bool,
     listen_address: str,
     telemetry_path: str,
     web_config_file: str | None,
@@ -728,7 +736,14 @@ def demo(
     serving it (http://localhost:10610/metrics by default)."""
     _check_telemetry_path(telemetry_path)
     _sigterm_as_interrupt()  # until the exporter takes over SIGTERM: stop cleanly while loading
-    spec = FleetSpec(nodes=nodes, containers=containers, days=days, interval=interval, seed=seed)
+    spec = FleetSpec(
+        nodes=nodes,
+        containers=containers,
+        days=days,
+        interval=interval,
+        seed=seed,
+        realistic=realistic,
+    )
     demo_run.run(
         demo_run.DemoOptions(
             spec,

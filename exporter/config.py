@@ -194,6 +194,7 @@ _LEVEL_RANGES = {
     "swap_growth_mb_per_min": _Range(ge=0),
     "network_errors_per_s": _Range(ge=0),
     "stale_seconds": _Range(gt=0),
+    "stale_intervals": _Range(gt=0),
 }
 
 
@@ -208,8 +209,9 @@ class EmergencyConfig:
     load_per_cpu: Levels = Levels(1.5, 2.0, 3.0)
     swap_growth_mb_per_min: Levels = Levels(1, 10, 50)  # only while memory is below its P3
     network_errors_per_s: Levels = Levels(1, 10, 50)  # errors + drops, both directions
-    stale_seconds: Levels = Levels(180, 300, 600)  # age of the newest sample
-    forget_after_hours: Positive = 24  # a node silent this long is gone (decommissioned)
+    stale_seconds: Levels = Levels(180, 300, 600)  # age of the newest node row: the floors
+    stale_intervals: Levels = Levels(3, 5, 10)  # ... and in the node's sampling intervals
+    forget_after_hours: Positive = 168  # a node silent this long is listed as forgotten
 
     @model_validator(mode="after")
     def _level_ranges(self) -> EmergencyConfig:
@@ -233,6 +235,13 @@ class SliConfig:
     excellent: Ratio = 0.99
     good: Ratio = 0.95
     acceptable: Ratio = 0.90
+    # sampling interval: the median spacing of a node's rows over this much of its history
+    interval_history_hours: Positive = 6
+    gap_intervals: Positive = 1.5  # a gap longer than this many intervals is an outage
+    # fewer known samples than this share of the expected ones (or than min_samples) is
+    # grade UNKNOWN, unless availability alone already says POOR
+    min_sample_share: Ratio = 0.5
+    min_samples: Count = 10
 
     @model_validator(mode="after")
     def _grades_ordered(self) -> SliConfig:

@@ -56,7 +56,7 @@ def run(options: DemoOptions) -> None:
         with Store(pg.dsn, DEFAULT_TABLE) as store:
             fleet = load_data(store, options.spec)
             print_summary(store, pg.dsn, fleet)
-            appender = LiveAppender(store, options.spec) if options.live else None
+            appender = LiveAppender(store, options.spec, fleet.end) if options.live else None
 
             def ready(server: ExporterServer) -> None:
                 host = options.listen_address.rpartition(":")[0].strip("[]") or "localhost"
@@ -88,7 +88,7 @@ def run(options: DemoOptions) -> None:
 def load_data(store: Store, spec: FleetSpec) -> Fleet:
     """A new fleet, or (with a kept data directory) the old one topped up to now."""
     newest = store.newest_sample_time()
-    fleet = simulate(spec)
+    fleet = simulate(spec, count_rows=newest is None)
     if newest is None:
         label = f"loading {fleet.row_count:,} rows"
         with click.progressbar(length=fleet.row_count, label=label, file=sys.stderr) as bar:
@@ -99,12 +99,14 @@ def load_data(store: Store, spec: FleetSpec) -> Fleet:
 
 
 class LiveAppender:
-    """Appends the simulated fleet's newest samples every interval (`demo --live`), so the
-    current views move."""
+    """Appends the simulated fleet's newest samples every interval (`demo`, unless
+    `--no-live`), from the last slot loaded on: the fleet re-simulated to end now keeps its
+    findings at the end, so the emergency findings stay current and nothing goes stale that
+    was not injected stale."""
 
-    def __init__(self, store: Store, spec: FleetSpec) -> None:
+    def __init__(self, store: Store, spec: FleetSpec, since: int) -> None:
         self.store, self.spec = store, spec
-        self.last = int(time.time()) // spec.interval * spec.interval
+        self.last = since
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live", daemon=True)
 
@@ -116,13 +118,20 @@ class LiveAppender:
 
     def _run(self) -> None:
         while not self._stop.wait(self.spec.interval - time.time() % self.spec.interval):
-            end = int(time.time()) // self.spec.interval * self.spec.interval
-            fleet = simulate(dataclasses.replace(self.spec, end=end))
             try:
-                self.store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=self.last))
-                self.last = end
+                self.append(int(time.time()))
             except StoreError as exc:
                 log.warning("live samples not written: %s", exc)
+
+    def append(self, now: int) -> int:
+        """Write the samples after the last slot written up to `now`; returns rows added."""
+        end = now // self.spec.interval * self.spec.interval
+        if end <= self.last:
+            return 0
+        fleet = simulate(dataclasses.replace(self.spec, end=end), count_rows=False)
+        added = self.store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=self.last))
+        self.last = end
+        return added
 
 
 def print_summary(store: Store, dsn: str, fleet: Fleet) -> None:

@@ -16,6 +16,7 @@ GRADE_COLOUR = {
     "ACCEPTABLE": "yellow",
     "GOOD": "green",
     "EXCELLENT": "green",
+    "UNKNOWN": "dim",
 }
 STATUS_COLOUR = {"CRITICAL": "red", "WARNING": "yellow", "OK": "green"}
 

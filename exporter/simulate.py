@@ -16,7 +16,7 @@ import math
 import struct
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -74,7 +74,36 @@ CORR_TARGET = 0.95
 
 @dataclass(frozen=True)
 class FleetSpec:
-    """What to simulate; equal specs (with `end` set) give byte-identical streams."""
+    """What to simulate; equal specs (with `end` set) give byte-identical streams.
+
+    The shapes of real samplers are options, all off by default (the clean fleet the
+    findings' truth is easiest to read from). `realistic=True` turns on the timing and noise
+    shapes at realistic sizes (each explicit field still wins when set). They apply to the
+    healthy nodes only (the extra nodes are healthy too), so every injected finding keeps
+    its exact ground truth; `Fleet.truth["nodes"][name]` records each node's interval,
+    phase and shapes.
+
+    - `intervals`: sampling intervals of the healthy nodes, cycled over them in order
+      (realistic: 15, 60 and 300 s); each must divide the 6-hour noise block. Finding nodes
+      keep `interval`;
+    - `jitter_s`: each node row stamped up to this many seconds early or late, uniformly
+      (realistic: 3); `late_share`: this share of rows stamped 1 s later still (0.3);
+    - `phases`: each node samples at its own offset within its interval (realistic: on);
+    - `container_offset_s`: container rows stamped 1..this many seconds after their node
+      row, a fixed offset per node (realistic: 4);
+    - `miss_rate`: share of samples missed at 50 % CPU, proportional to CPU (a sampler
+      starved under load; realistic: 0.002);
+    - `ar_phi`: AR(1) coefficient of the noise, unit marginal variance kept (realistic: 0.8);
+    - `null_columns`: columns NULL on every row of every third healthy node (realistic:
+      temperature_c, as on hosts without sensors);
+    - `dead_nodes`: extra nodes that report once, at the fleet's start, and die;
+    - `container_only_nodes`: extra nodes whose node sampler never reports while their
+      container rows do;
+    - `name_variants`: 5 % of the first healthy node's rows carry its name upper-cased and
+      5 % with a trailing blank (separate rows of a "different" node to a naive reader).
+
+    `findings=False` makes every node healthy (a quiet fleet: nothing should be reported).
+    """
 
     nodes: int = 14
     containers: int = 2  # per node
@@ -82,6 +111,35 @@ class FleetSpec:
     interval: int = 60  # seconds between samples
     seed: int = 42
     end: int | None = None  # unix seconds of the last sample slot; None = now floored
+    realistic: bool = False
+    intervals: tuple[int, ...] = ()
+    jitter_s: int = 0
+    late_share: float = 0.0
+    phases: bool = False
+    container_offset_s: int = 0
+    miss_rate: float = 0.0
+    ar_phi: float = 0.0
+    null_columns: tuple[str, ...] = ()
+    dead_nodes: int = 0
+    container_only_nodes: int = 0
+    name_variants: bool = False
+    findings: bool = True  # False: a quiet fleet, every node healthy
+
+    def shapes(self) -> FleetSpec:
+        """This spec with the realistic defaults filled in where a field is unset."""
+        if not self.realistic:
+            return self
+        return replace(
+            self,
+            intervals=self.intervals or (15, 60, 300),
+            jitter_s=self.jitter_s or 3,
+            late_share=self.late_share or 0.3,
+            phases=True,
+            container_offset_s=self.container_offset_s or 4,
+            miss_rate=self.miss_rate or 0.002,
+            ar_phi=self.ar_phi or 0.8,
+            null_columns=self.null_columns or ("temperature_c",),
+        )
 
 
 @dataclass
@@ -113,6 +171,12 @@ class _Node:
     leak_slope: float = 0.0  # MiB of available memory lost per day
     walk: np.ndarray | None = None  # slow random walk added to CPU (one value per slot)
     corr: tuple[float, float, float] | None = None  # net_rx = a + b * cpu + sd * noise
+    interval: int = 0  # own sampling interval (0: the spec's)
+    phase: int = 0  # seconds after the spec's slot grid
+    shaped: bool = False  # jitter, misses, AR noise and NULL columns apply
+    null_columns: tuple[str, ...] = ()
+    kind: str = "normal"  # normal, dead (one sample) or container_only
+    offset: int = 0  # container rows' lag behind the node row, seconds
 
 
 @dataclass
@@ -153,57 +217,149 @@ class Fleet:
 
     def _row_chunks(self, since: int | None = None) -> Iterator[tuple[bytes, int]]:
         """Per 6-hour block: node rows ordered by (time, node), then container rows."""
-        iv = self.spec.interval
-        block_s = BLOCK_SLOTS * iv
+        spec = self.spec
+        block_s = BLOCK_SLOTS * spec.interval
         names = np.array([n.name for n in self._nodes])
         node_dt, cont_dt = _row_dtype(names.dtype.itemsize, self._container_names.dtype.itemsize)
-        c = self.spec.containers
+        c = spec.containers
         first = self.start if since is None else max(self.start, since + 1)
         for k in range(first // block_s, self.end // block_s + 1):
-            t, zs = _block_noise(self.spec, self._nodes, k, self.start, self.end)
-            if t.size == 0:
+            node_parts, cont_parts = [], []
+            for i, n in enumerate(self._nodes):
+                got = _node_rows(self, n, k, node_dt, cont_dt, since)
+                if got is None:
+                    continue
+                parts, crows = got
+                for rows in parts:
+                    if rows.dtype != node_dt:  # NULL columns or a wider name: sent apart
+                        yield from _split(rows)
+                    else:
+                        node_parts.append((rows, np.full(rows.size, i)))
+                if crows is not None:
+                    cont_parts.append((crows, np.repeat(np.full(crows.size // c, i), c)))
+            if not node_parts and not cont_parts:
                 continue
-            parts = [_model(n, t, z, zc, self) for n, (z, zc) in zip(self._nodes, zs, strict=True)]
-            present = np.stack([p["present"] for p in parts]).T.ravel()  # (time, node) order
-            if since is not None:  # only the slots after `since` (live appends)
-                present &= np.repeat(t > since, len(parts))
-            b, nn = t.size, len(parts)
-
-            rows = _filled(node_dt, b * nn)
-            rows["sample_time"] = np.repeat(t, nn)
-            rows["node_name"] = np.tile(names, b)
-            rows["node_flag"] = 1
-            for col in _NODE_VALUE_COLUMNS:
-                rows[col] = np.stack([p[col] for p in parts]).T.ravel()
-            yield from _split(rows[present] if not present.all() else rows)
-
-            if c == 0:
+            if node_parts:
+                rows = np.concatenate([p[0] for p in node_parts], dtype=node_dt)
+                key = np.concatenate([p[1] for p in node_parts])
+                if rows.size:  # (time, node) order, as the samplers' rows arrive
+                    yield from _split(rows[np.lexsort((key, rows["sample_time"]))])
+            if c == 0 or not cont_parts:
                 continue
-            crows = _filled(cont_dt, b * nn * c)
-            crows["sample_time"] = np.repeat(t, nn * c)
-            crows["node_name"] = np.tile(np.repeat(names, c), b)
-            crows["container_name"] = np.tile(self._container_names, b * nn)
-            crows["node_flag"] = 0
-            for col, key in (("cpu_total_pct", "c_cpu"), ("c_rss_mb", "c_rss")):
-                # (node, container, time) -> (time, node, container)
-                crows[col] = np.stack([p[key] for p in parts]).transpose(2, 0, 1).ravel()
-            cpresent = np.repeat(present, c)
-            yield from _split(crows[cpresent] if not cpresent.all() else crows)
+            crows = np.concatenate([p[0] for p in cont_parts], dtype=cont_dt)
+            ckey = np.concatenate([p[1] for p in cont_parts])
+            if crows.size:
+                slot = np.tile(np.arange(c), crows.size // c)
+                yield from _split(crows[np.lexsort((slot, ckey, crows["sample_time"]))])
+
+
+def _node_rows(
+    fleet: Fleet,
+    n: _Node,
+    k: int,
+    node_dt: np.dtype,
+    cont_dt: np.dtype,
+    since: int | None,
+) -> tuple[list[np.ndarray], np.ndarray | None] | None:
+    """Node rows (in one or more layouts) and container rows of node `n` in noise block `k`
+    (None when none)."""
+    spec = fleet.spec
+    c = spec.containers
+    t, z, zc = _node_noise(spec, n, k, fleet.start, fleet.end)
+    if t.size == 0:
+        return None
+    if n.shaped and spec.ar_phi:
+        z, zc = _ar1(z, spec.ar_phi), _ar1(zc, spec.ar_phi)
+    p = _model(n, t, z, zc, fleet)
+    present = p["present"]
+    stamp = t.copy()
+    if n.shaped:  # timing shapes from their own generator: values never depend on them
+        rng = np.random.default_rng([spec.seed, n.index, 5, k])
+        shift = rng.integers(-spec.jitter_s, spec.jitter_s + 1, t.size)
+        late = rng.random(t.size) < spec.late_share
+        missed = rng.random(t.size) < spec.miss_rate * p["cpu_total_pct"] / 50.0
+        stamp = t + shift + late
+        present = present & ~missed
+    if n.kind == "dead":  # its first slot only
+        own = n.interval or spec.interval
+        present = present & (t == fleet.start + (n.phase - fleet.start) % own)
+    if since is not None:  # only the slots after `since` (live appends)
+        present = present & (t > since)
+    b = t.size
+    if n.null_columns:  # a layout of its own, without the NULL columns' fields
+        width = node_dt["node_name"].itemsize
+        node_dt = _row_dtype(width, cont_dt["container_name"].itemsize, n.null_columns)[0]
+    rows = _filled(node_dt, b)
+    rows["sample_time"] = stamp
+    rows["node_name"] = n.name
+    rows["node_flag"] = 1
+    for col in _NODE_VALUE_COLUMNS:
+        if col not in n.null_columns:
+            rows[col] = p[col]
+    parts = []
+    if spec.name_variants and n.shaped and n.index == 1:  # 5 % upper-cased, 5 % trailing blank
+        u = np.random.default_rng([spec.seed, n.index, 7, k]).random(b)
+        rows["node_name"] = np.where(u < 0.05, n.name.upper(), n.name)
+        spaced = present & (u >= 0.05) & (u < 0.1)
+        width = node_dt["node_name"].itemsize + 1  # a wider name: a layout of its own
+        wide = _filled(_row_dtype(width, cont_dt["container_name"].itemsize, n.null_columns)[0],
+                       int(spaced.sum()))  # fmt: skip
+        for name in wide.dtype.names or ():
+            if name not in ("node_name", "len_node_name"):
+                wide[name] = rows[name][spaced]
+        wide["node_name"] = n.name + b" "
+        parts.append(wide)
+        node_present = present & ~spaced
+    else:
+        node_present = present
+    parts.insert(0, rows[node_present] if n.kind != "container_only" else rows[:0])
+    if c == 0:
+        return parts, None
+    crows = _filled(cont_dt, b * c)
+    crows["sample_time"] = np.repeat(stamp + n.offset, c)
+    crows["node_name"] = n.name
+    crows["container_name"] = np.tile(fleet._container_names, b)
+    crows["node_flag"] = 0
+    for col, key in (("cpu_total_pct", "c_cpu"), ("c_rss_mb", "c_rss")):
+        crows[col] = p[key].T.ravel()  # (container, time) -> (time, container)
+    return parts, crows[np.repeat(present, c)]
+
+
+def _ar1(e: np.ndarray, phi: float) -> np.ndarray:
+    """AR(1) series x[i] = phi x[i-1] + sqrt(1 - phi^2) e[i] along the last axis, started
+    stationary (x[0] = e[0]) so each value stays standard normal. Done in segments of 32
+    with the closed form, which keeps powers of phi well away from underflow."""
+    out = np.empty_like(e)
+    if e.shape[-1] == 0:
+        return out
+    scale = math.sqrt(1.0 - phi * phi)
+    seg = 32
+    pw = phi ** np.arange(seg)
+    out[..., 0] = e[..., 0]
+    prev = out[..., 0]
+    for s0 in range(1, e.shape[-1], seg):
+        part = e[..., s0 : s0 + seg] * scale
+        m = part.shape[-1]
+        conv = np.cumsum(part / pw[:m], axis=-1) * pw[:m]
+        out[..., s0 : s0 + m] = phi * pw[:m] * prev[..., None] + conv
+        prev = out[..., s0 + m - 1]
+    return out
 
 
 _NODE_VALUE_COLUMNS = tuple(c.name for c in COLUMNS if c.node and c.sql_type == "double precision")
 
 
-def _row_dtype(node_w: int, cont_w: int) -> tuple[np.dtype, np.dtype]:
+def _row_dtype(node_w: int, cont_w: int, nulls: tuple[str, ...] = ()) -> tuple[np.dtype, np.dtype]:
     """Big-endian tuple layouts of node rows and container rows (fixed-width names), so a
-    block of rows is a single `.tobytes()` of valid BINARY COPY data."""
+    block of rows is a single `.tobytes()` of valid BINARY COPY data; columns in `nulls`
+    have no field (their length word says NULL)."""
     fmt = {"bigint": ">i8", "boolean": "u1", "double precision": ">f8"}
 
     def layout(container: bool) -> np.dtype:
         fields: list[tuple[str, str]] = [("nfields", ">i2")]
         for col in COLUMNS:
             fields.append((f"len_{col.name}", ">i4"))
-            if col.container if container else col.node:
+            if (col.container if container else col.node) and col.name not in nulls:
                 width = {"node_name": node_w, "container_name": cont_w}.get(col.name)
                 fields.append((col.name, f"S{width}" if width else fmt[col.sql_type]))
         return np.dtype(fields)
@@ -230,21 +386,33 @@ def _split(rows: np.ndarray) -> Iterator[tuple[bytes, int]]:
         yield part.tobytes(), int(part.size)
 
 
+def _node_noise(
+    spec: FleetSpec, n: _Node, k: int, start: int, end: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slot times of node `n` in block `k` inside [start, end] and its noise for them.
+    Whole blocks are always drawn, then sliced, so a sample's noise depends only on its
+    time; a node at the spec's interval and phase 0 draws exactly the clean fleet's noise."""
+    iv = n.interval or spec.interval
+    slots = BLOCK_SLOTS * spec.interval // iv
+    t_all = k * BLOCK_SLOTS * spec.interval + n.phase + np.arange(slots, dtype=np.int64) * iv
+    keep = (t_all >= start) & (t_all <= end)
+    rng = np.random.default_rng([spec.seed, n.index, 1, k])
+    z = rng.standard_normal((_NODE_CHANNELS, slots))[:, keep]
+    zc = rng.standard_normal((2 * spec.containers, slots))[:, keep]
+    return t_all[keep], z, zc
+
+
 def _block_noise(
     spec: FleetSpec, nodes: list[_Node], k: int, start: int, end: int
 ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """Slot times of block `k` inside [start, end] and each node's noise for them. Whole
-    blocks are always drawn, then sliced, so a sample's noise depends only on its time."""
-    iv = spec.interval
-    t_all = k * BLOCK_SLOTS * iv + np.arange(BLOCK_SLOTS, dtype=np.int64) * iv
-    keep = (t_all >= start) & (t_all <= end)
+    """Slot times of block `k` inside [start, end] and each node's noise for them (nodes on
+    the spec's grid)."""
     zs = []
+    t = np.zeros(0, dtype=np.int64)
     for n in nodes:
-        rng = np.random.default_rng([spec.seed, n.index, 1, k])
-        z = rng.standard_normal((_NODE_CHANNELS, BLOCK_SLOTS))[:, keep]
-        zc = rng.standard_normal((2 * spec.containers, BLOCK_SLOTS))[:, keep]
+        t, z, zc = _node_noise(spec, n, k, start, end)
         zs.append((z, zc))
-    return t_all[keep], zs
+    return t, zs
 
 
 def _cycle(t: np.ndarray, peak_hour: float) -> np.ndarray:
@@ -562,31 +730,44 @@ def _node_series(fleet: Fleet, n: _Node, columns: tuple[str, ...]) -> list[np.nd
     return [np.concatenate(acc) for acc in out]
 
 
-def simulate(spec: FleetSpec) -> Fleet:
-    """Build the fleet and its ground truth; rows are generated later by `copy_chunks`."""
+def simulate(spec: FleetSpec, *, count_rows: bool = True) -> Fleet:
+    """Build the fleet and its ground truth; rows are generated later by `copy_chunks`.
+    A shaped fleet's rows are counted by generating them once; `count_rows=False` skips
+    that (a live top-up needs no count) and leaves `row_count` at the slot count."""
     if spec.nodes < 1 or spec.containers < 0 or spec.interval < 1 or spec.days <= 0:
         raise ValueError(f"invalid fleet spec: {spec}")
+    spec = spec.shapes()
+    block_s = BLOCK_SLOTS * spec.interval
+    if any(i < 1 or block_s % i for i in spec.intervals):
+        raise ValueError(f"every interval must divide the {block_s} s noise block: {spec}")
+    if not 0 <= spec.late_share <= 1 or not 0 <= spec.ar_phi < 1 or spec.miss_rate < 0:
+        raise ValueError(f"late_share and ar_phi are shares, miss_rate a rate: {spec}")
+    unknown = set(spec.null_columns) - set(_NODE_VALUE_COLUMNS)
+    if unknown:
+        raise ValueError(f"not node value columns: {sorted(unknown)}")
     iv = spec.interval
     end = int(time.time()) if spec.end is None else int(spec.end)
     end -= end % iv
     slots = max(1, round(spec.days * 86400 / iv))
     start = end - (slots - 1) * iv
 
-    width = max(2, len(str(spec.nodes)))
-    names = [f"node-{i:0{width}d}".encode() for i in range(1, spec.nodes + 1)]
+    total = spec.nodes + spec.dead_nodes + spec.container_only_nodes
+    width = max(2, len(str(total)))
+    names = [f"node-{i:0{width}d}".encode() for i in range(1, total + 1)]
     cwidth = len(str(spec.containers))
     cnames = np.array(
         [f"{CONTAINER_KINDS[j % 6]}-{j + 1:0{cwidth}d}".encode() for j in range(spec.containers)],
         dtype=f"S{3 + 1 + cwidth}",
     )
-    findings = [None, *FINDING_KINDS][: spec.nodes]
-    findings += [None] * (spec.nodes - len(findings))
+    findings = [None, *FINDING_KINDS][: spec.nodes] if spec.findings else []
+    findings += [None] * (total - len(findings))
     if not spec.containers:  # a noisy neighbour needs a container; that node stays healthy
         findings = [None if f == "noisy_neighbour" else f for f in findings]
     nodes = [
         _draw_node(spec, i, name, kind)
         for i, (name, kind) in enumerate(zip(names, findings, strict=True), start=1)
     ]
+    _shape_nodes(spec, nodes)
 
     fleet = Fleet(spec, start, end, {}, 0, nodes, cnames)
     finding_truth = [_setup_findings(fleet, n) for n in nodes if n.finding]
@@ -601,9 +782,11 @@ def simulate(spec: FleetSpec) -> Fleet:
     fleet.row_count = sum(
         present.get(n.finding or "", slot_times.size) * (1 + spec.containers) for n in nodes
     )
+    if count_rows and any(n.shaped or n.kind != "normal" or n.interval for n in nodes):
+        fleet.row_count = sum(rows for _, rows in fleet._row_chunks())  # misses are random
 
     fleet.truth = {
-        "spec": asdict(spec),
+        "spec": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
         "start": start,
         "end": end,
         "interval": iv,
@@ -614,6 +797,11 @@ def simulate(spec: FleetSpec) -> Fleet:
                 "peak_hour_utc": n.peak_hour,
                 "containers": [c.decode() for c in cnames],
                 "finding": n.finding,
+                "interval": n.interval or iv,
+                "phase": n.phase,
+                "kind": n.kind,
+                "shaped": n.shaped,
+                "null_columns": list(n.null_columns),
             }
             for n in nodes
         },
@@ -621,6 +809,39 @@ def simulate(spec: FleetSpec) -> Fleet:
         "healthy_nodes": [n.name.decode() for n in nodes if n.finding is None],
     }
     return fleet
+
+
+def _shape_nodes(spec: FleetSpec, nodes: list[_Node]) -> None:
+    """Give the healthy nodes their sampler shapes and the extra nodes their kind."""
+    timing = bool(
+        spec.intervals
+        or spec.jitter_s
+        or spec.late_share
+        or spec.phases
+        or spec.container_offset_s
+        or spec.miss_rate
+        or spec.ar_phi
+        or spec.null_columns
+        or spec.name_variants
+    )
+    healthy = [n for n in nodes if n.finding is None]
+    for j, n in enumerate(healthy):
+        if n.index > spec.nodes:
+            extra = n.index - spec.nodes
+            n.kind = "dead" if extra <= spec.dead_nodes else "container_only"
+        if not timing:
+            continue
+        n.shaped = True
+        if spec.intervals:
+            n.interval = spec.intervals[j % len(spec.intervals)]
+        rng = np.random.default_rng([spec.seed, n.index, 6])
+        own = n.interval or spec.interval
+        n.phase = int(rng.integers(0, own)) if spec.phases else 0
+        n.offset = (
+            int(rng.integers(1, spec.container_offset_s + 1)) if spec.container_offset_s else 0
+        )
+        if j % 3 == 2:
+            n.null_columns = spec.null_columns
 
 
 def load_fleet(

@@ -27,6 +27,7 @@ class Grade(StrEnum):
     ACCEPTABLE = "ACCEPTABLE"
     GOOD = "GOOD"
     EXCELLENT = "EXCELLENT"
+    UNKNOWN = "UNKNOWN"  # too few samples to grade: not good, not bad, and no score
 
     @property
     def label(self) -> str:
@@ -34,8 +35,10 @@ class Grade(StrEnum):
         return self.value.lower()
 
     @property
-    def score(self) -> int:
-        """0 (critical) to 4 (excellent)."""
+    def score(self) -> int | None:
+        """0 (critical) to 4 (excellent); None for UNKNOWN, which is no point on the scale."""
+        if self is Grade.UNKNOWN:
+            return None
         return list(Grade).index(self)
 
 

@@ -268,8 +268,10 @@ def test_vocabulary_matches_the_words_in_use():
     from exporter.metrics import FORECAST_STATUSES, GRADES
     from exporter.vocabulary import ForecastStatus, Grade
 
-    assert [g.label for g in Grade] == list(GRADES)
-    assert [g.score for g in Grade] == [GRADES.index(g.label) for g in Grade]
+    scored = [g for g in Grade if g is not Grade.UNKNOWN]
+    assert [g.label for g in scored] == list(GRADES)  # UNKNOWN has no health score
+    assert [g.score for g in scored] == [GRADES.index(g.label) for g in scored]
+    assert Grade.UNKNOWN.score is None
     assert Grade.EXCELLENT == "EXCELLENT" and f"{Grade.POOR}" == "POOR"
     assert list(ForecastStatus) == list(FORECAST_STATUSES)
     assert list(Check) == list(CHECKS)

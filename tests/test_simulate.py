@@ -386,3 +386,104 @@ def test_healthy_node_over_a_month_has_cycles_but_no_trend(month: tuple[Fleet, T
     assert min(abs(int(by_hour.argmax()) - peak), 24 - abs(int(by_hour.argmax()) - peak)) <= 1
     weekend = ((t // 86400 + 3) % 7) >= 5
     assert cpu[weekend].mean() / cpu[~weekend].mean() == pytest.approx(0.7, abs=0.05)
+
+
+# -- sampler shapes -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shaped() -> tuple[Fleet, Table]:
+    spec = FleetSpec(
+        nodes=15, containers=2, days=1, end=END, realistic=True, dead_nodes=1,
+        container_only_nodes=1,
+    )  # fmt: skip
+    f = simulate(spec)
+    return f, Table(f)
+
+
+def test_shapes_keep_the_findings_truth(shaped: tuple[Fleet, Table]) -> None:
+    """The shapes touch healthy nodes only: every finding's truth is the clean fleet's."""
+    f, table = shaped
+    clean = simulate(FleetSpec(nodes=15, containers=2, days=1, end=END))
+    assert f.truth["findings"] == clean.truth["findings"]
+    for finding in f.truth["findings"]:
+        t, _ = table.node(finding["node"])
+        c, _ = Table(clean).node(finding["node"]) if finding["kind"] == "stale" else (t, None)
+        assert np.array_equal(t, c)
+    assert sum(r for _, r in table.chunks) == f.row_count == len(table.rows)
+
+
+def test_shaped_nodes_sample_at_their_own_interval_with_jitter(shaped) -> None:
+    f, table = shaped
+    seen = set()
+    for name in f.truth["healthy_nodes"]:
+        info = f.truth["nodes"][name]
+        if info["kind"] != "normal":
+            continue
+        t, _ = table.node(name)
+        steps = np.diff(t)
+        iv = info["interval"]
+        seen.add(iv)
+        assert np.median(steps) == pytest.approx(iv, abs=1)
+        ok = steps[steps < 1.5 * iv]  # consecutive samples, not a missed one
+        assert ok.min() >= iv - 7 and ok.max() <= iv + 7  # +-3 s jitter and 1 s late
+        assert len(set(steps.tolist())) > 3  # the stamps really jitter
+        assert (t % 1 == 0).all()
+    assert seen == {15, 60, 300}
+
+
+def test_container_rows_trail_their_node_row(shaped) -> None:
+    f, table = shaped
+    name = f.truth["healthy_nodes"][0]
+    t, _ = table.node(name)
+    ct, _ = table.container(name, "app-1", "c_rss_mb")
+    offsets = set((ct[: len(t)] - t[: len(ct)]).tolist())
+    assert len(offsets) == 1 and 1 <= offsets.pop() <= 4
+
+
+def test_dead_container_only_and_null_nodes(shaped) -> None:
+    f, table = shaped
+    names = sorted(f.truth["nodes"])
+    dead, container_only = names[-2], names[-1]
+    assert f.truth["nodes"][dead]["kind"] == "dead"
+    t, _ = table.node(dead)
+    assert t.size == 1 and t[0] - f.start <= f.truth["nodes"][dead]["interval"] + 4
+    assert table.node(container_only)[0].size == 0
+    assert table.container(container_only, "app-1", "c_rss_mb")[0].size > 1000
+    nulls = [n for n, v in f.truth["nodes"].items() if v["null_columns"]]
+    assert nulls
+    for name in nulls:
+        _, temp = table.node(name, "temperature_c")
+        _, cpu = table.node(name)
+        assert np.isnan(temp).all() and not np.isnan(cpu).any()
+
+
+def test_ar_noise_is_autocorrelated() -> None:
+    """AR(1) noise of phi 0.8: lag-1 autocorrelation of the healthy CPU's residual near 0.8
+    (white noise: near 0)."""
+    lag1 = {}
+    for phi in (0.0, 0.8):
+        f = simulate(FleetSpec(nodes=1, containers=0, days=1, end=END, ar_phi=phi))
+        _, cpu = Table(f).node("node-01")
+        resid = cpu - np.convolve(cpu, np.ones(61) / 61, mode="same")
+        r = resid[100:-100]
+        lag1[phi] = float(np.corrcoef(r[:-1], r[1:])[0, 1])
+    assert abs(lag1[0.0]) < 0.1
+    assert 0.6 < lag1[0.8] < 0.85
+
+
+def test_bad_shape_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="divide"):
+        simulate(FleetSpec(days=1, intervals=(7,)))
+    with pytest.raises(ValueError, match="not node value columns"):
+        simulate(FleetSpec(days=1, null_columns=("nope",)))
+
+
+def test_name_variants() -> None:
+    f = simulate(FleetSpec(nodes=1, containers=1, days=1, end=END, name_variants=True))
+    table = Table(f)
+    names = table.col["node_name"][table.flag]
+    counts = {n: int((names == n).sum()) for n in set(names.tolist())}
+    assert set(counts) == {"node-01", "NODE-01", "node-01 "}
+    assert sum(counts.values()) == 1440 == f.row_count - 1440  # one container row per slot
+    assert 0.03 < counts["NODE-01"] / 1440 < 0.07 and 0.03 < counts["node-01 "] / 1440 < 0.07

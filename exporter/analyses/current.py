@@ -10,7 +10,7 @@ from typing import TypedDict
 from ..metricdef import CONTAINER, NODE, gauge
 from ..samples import CONTAINER_VALUE, Sample, sample
 from .common import Context
-from .hosts import node_spans
+from .emergency import node_facts
 from .sli import SliResult, ratios, system_availability_check
 from .summary import SummaryResult, export_metrics_summary
 from .unit import Analysis, ResultView, Served
@@ -20,16 +20,21 @@ MIB = 2**20
 
 class CurrentResult(TypedDict):
     summary: SummaryResult
-    spans: dict[str, tuple[int, int]]  # node -> (first, newest sample time)
+    spans: dict[str, tuple[int, int]]  # node -> (first row, newest node row)
     sli: SliResult
 
 
 def current_values(ctx: Context, *, now: int) -> CurrentResult:
-    """The last `exporter.current_window_seconds` of every node, and its newest sample."""
+    """The last `exporter.current_window_seconds` of every node, and its newest node row
+    (container rows do not prove the node sampler alive)."""
     window = ctx.config.exporter.current_window_seconds / 3600
     return {
         "summary": export_metrics_summary(ctx, hours=window, now=now),
-        "spans": node_spans(ctx, now),
+        "spans": {
+            n: (f.first, f.last_node)
+            for n, f in node_facts(ctx, now).items()
+            if f.last_node is not None
+        },
         # a threat is not an outage: the short-window grades ignore the emergency check
         "sli": system_availability_check(ctx, hours=window, now=now, threats=[]),
     }
@@ -37,7 +42,7 @@ def current_values(ctx: Context, *, now: int) -> CurrentResult:
 
 LAST_SAMPLE = gauge(
     "node_last_sample_timestamp_seconds",
-    "Unix time of the newest sample of each node.",
+    "Unix time of the newest node row of each node (container rows do not count).",
     NODE,
     unit="dateTimeAsIso",
 )

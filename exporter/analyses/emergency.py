@@ -1,20 +1,26 @@
 """Emergency health check: what is about to break right now, node by node.
 
 One indexed query over the last few minutes of node rows (the window's median of each
-metric, so one odd sample neither raises nor hides a threat) plus the newest sample of
+metric, so one odd sample neither raises nor hides a threat) plus the newest node row of
 every node (freshness first: a silent node is the worst threat of all).
+
+Freshness is judged on node rows only (container rows still arriving do not prove the node
+sampler alive) and in multiples of the node's own sampling interval, learned from its recent
+history, with floors in seconds: a healthy node sampled every 5 minutes is never stale.
+A node silent longer than `forget_after_hours` is not dropped silently: it is listed as
+forgotten (its own metric), so "dead" never reads as "resolved".
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 from psycopg import sql
 
 from ..config import EmergencyConfig, Levels
-from ..metricdef import gauge
+from ..metricdef import NODE, gauge
 from ..render import PRIORITY_COLOUR, STATUS_COLOUR, Text, when
 from ..samples import Sample, sample
 from ..vocabulary import Check as CheckName
@@ -56,9 +62,11 @@ class EmergencyWindow(TypedDict):
 
 
 class EmergencyResult(TypedDict):
-    status: str  # OK, WARNING or CRITICAL
+    status: str  # OK, WARNING, CRITICAL, or NO_DATA when the table holds no node
     window: EmergencyWindow
     nodes: int
+    fresh_nodes: int  # nodes whose newest node row is not stale
+    forgotten: list[str]  # nodes silent longer than forget_after_hours: no longer checked
     threats: list[Threat]
     immediate_actions: list[str]
     checks: list[CheckLevel]  # every node and check, threat or not
@@ -71,8 +79,17 @@ class Check:
     message: str  # formatted with value
     action: str
 
-    def levels(self, config: EmergencyConfig) -> Levels:
-        return getattr(config, _LEVEL_FIELD[self.name])
+    def levels(self, config: EmergencyConfig, interval: float | None = None) -> Levels:
+        """The check's levels; staleness scales with the node's sampling interval."""
+        levels: Levels = getattr(config, _LEVEL_FIELD[self.name])
+        if self.name != "stale" or interval is None:
+            return levels
+        k = config.stale_intervals
+        return Levels(
+            max(levels.p3, k.p3 * interval),
+            max(levels.p2, k.p2 * interval),
+            max(levels.p1, k.p1 * interval),
+        )
 
 
 _LEVEL_FIELD = {
@@ -184,23 +201,99 @@ def _query(ctx: Context) -> sql.Composed:
     )
 
 
+DEFAULT_INTERVAL = 60  # seconds, for a node with fewer than two node rows in its history
+
+
+class NodeFacts(NamedTuple):
+    first: int  # first row of any kind
+    last: int  # newest row of any kind
+    last_node: int | None  # newest node row (None: the node sampler never reported)
+    interval: float  # median spacing of its node rows before `last_node`
+
+
+# The newest node row of each node: a backward walk of the (node_name, sample_time) index.
+_LAST_NODE_SQL = """
+SELECT p.node_name,
+       (SELECT max(sample_time) FROM {t} s
+         WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
+           AND s.sample_time <= %(now)s) AS last_node
+  FROM unnest(%(nodes)s::text[]) AS p(node_name)
+"""
+
+# The median spacing of a node's node rows over the `history` seconds before its newest one:
+# its own sampling interval, robust to jitter, late rows and missed samples.
+_INTERVAL_SQL = """
+SELECT p.node_name,
+       (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.step)
+          FROM (SELECT sample_time - lag(sample_time) OVER (ORDER BY sample_time) AS step
+                  FROM (SELECT DISTINCT sample_time FROM {t} s
+                         WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
+                           AND s.sample_time > p.last - %(history)s
+                           AND s.sample_time <= p.last) x) d
+         WHERE d.step > 0) AS interval
+  FROM unnest(%(nodes)s::text[], %(lasts)s::bigint[]) AS p(node_name, last)
+"""
+
+
+def node_facts(ctx: Context, now: int) -> dict[str, NodeFacts]:
+    """{node: facts} of every node with a row up to `now`. Intervals are cached per node and
+    newest node row, so the exporter's 10-second refreshes compute each once per sample."""
+    spans = node_spans(ctx, now)
+    if not spans:
+        return {}
+    history = int(ctx.config.sli.interval_history_hours * HOUR)
+    cache: dict[tuple[str, int, int], float] = ctx.cache("node_intervals", dict)
+    with ctx.store.read() as cur:
+        cur.execute(
+            sql.SQL(_LAST_NODE_SQL).format(t=ctx.store.table), {"nodes": sorted(spans), "now": now}
+        )
+        lasts = {r["node_name"]: r["last_node"] for r in cur.fetchall()}
+        todo = [n for n, t in lasts.items() if t is not None and (n, int(t), history) not in cache]
+        if todo:
+            cur.execute(
+                sql.SQL(_INTERVAL_SQL).format(t=ctx.store.table),
+                {"nodes": todo, "lasts": [lasts[n] for n in todo], "history": history},
+            )
+            if len(cache) > 100_000:
+                cache.clear()
+            for r in cur.fetchall():
+                cache[(r["node_name"], int(lasts[r["node_name"]]), history)] = float(
+                    r["interval"] or 0
+                )
+    facts = {}
+    for node, (first, last) in spans.items():
+        last_node = lasts.get(node)
+        step = 0.0 if last_node is None else cache.get((node, int(last_node), history), 0.0)
+        facts[node] = NodeFacts(
+            first,
+            last,
+            None if last_node is None else int(last_node),
+            step if step > 0 else DEFAULT_INTERVAL,
+        )
+    return facts
+
+
 def emergency_health_check(ctx: Context, *, now: int) -> EmergencyResult:
     """Threats of the last `window_seconds` per node, most severe first."""
     cfg = ctx.config.emergency
     start = now - cfg.window_seconds
-    spans = node_spans(ctx, now)
-    spans = {n: s for n, s in spans.items() if now - s[1] <= cfg.forget_after_hours * HOUR}
+    facts = node_facts(ctx, now)
+    forget = cfg.forget_after_hours * HOUR
+    forgotten = sorted(n for n, f in facts.items() if now - f.last > forget)
+    live = {n: f for n, f in facts.items() if now - f.last <= forget}
     with ctx.store.read() as cur:
         cur.execute(_query(ctx), {"start": start, "now": now})
         recent = {r["node_name"]: r for r in cur.fetchall()}
     cpus = cpu_count_of(ctx, now) if ctx.cpu_count is None else {}
 
     checks: list[Threat] = []
-    for node in sorted(spans):
+    for node in sorted(live):
+        f = live[node]
         values = _values(recent.get(node), cpus.get(node, ctx.cpu_count), cfg)
-        values["stale"] = (now - spans[node][1], 1)
+        # never a node row: as old as the node's first row of any kind
+        values["stale"] = (now - (f.first if f.last_node is None else f.last_node), 1)
         for name in CHECKS:
-            checks.append(_evaluate(node, name, *values.get(name, (None, 0)), cfg))
+            checks.append(_evaluate(node, name, *values.get(name, (None, 0)), cfg, f.interval))
 
     threats = sorted(
         (c for c in checks if c["priority"] != "INFO"),
@@ -213,10 +306,13 @@ def emergency_health_check(ctx: Context, *, now: int) -> EmergencyResult:
     ]
     worst = max((t["level"] for t in threats), default=0)
     status = "CRITICAL" if worst == 3 else "WARNING" if worst == 2 else "OK"
+    stale = {c["node_name"] for c in checks if c["check"] == "stale" and c["level"]}
     return {
-        "status": status,
+        "status": status if live else "NO_DATA",
         "window": {"start": start, "end": now, "seconds": cfg.window_seconds},
-        "nodes": len(spans),
+        "nodes": len(live),
+        "fresh_nodes": len(live) - len(stale),
+        "forgotten": forgotten,
         "threats": threats,
         "immediate_actions": actions,
         "checks": [
@@ -251,10 +347,15 @@ def _values(
 
 
 def _evaluate(
-    node: str, name: str, value: float | None, samples: int, cfg: EmergencyConfig
+    node: str,
+    name: str,
+    value: float | None,
+    samples: int,
+    cfg: EmergencyConfig,
+    interval: float | None = None,
 ) -> Threat:
     check = CATALOGUE[name]
-    levels = check.levels(cfg)
+    levels = check.levels(cfg, interval)
     # a threat must be sustained: a node's first sample or two never raise one (staleness
     # is the age of the newest sample, one value by nature)
     needed = 1 if name == "stale" else cfg.min_samples
@@ -284,9 +385,21 @@ THREAT = gauge(
 )
 
 
+FORGOTTEN = gauge(
+    "node_forgotten",
+    "1 for a node silent longer than emergency.forget_after_hours: no longer checked or "
+    "graded, but not recovered either; 0 for the nodes still checked.",
+    NODE,
+)
+
+
 def to_samples(result: EmergencyResult, view: ResultView) -> Iterator[Sample]:
     for c in result["checks"]:
         yield sample("emergency_threat", c["level"], node=c["node_name"], check=c["check"])
+    for node in sorted({c["node_name"] for c in result["checks"]}):
+        yield sample("node_forgotten", 0, node=node)
+    for node in result["forgotten"]:
+        yield sample("node_forgotten", 1, node=node)
 
 
 def critical_nodes(result: EmergencyResult) -> set[str]:
@@ -298,19 +411,28 @@ def render_text(r: EmergencyResult, t: Text) -> None:
     minutes = r["window"]["seconds"] // 60
     t.title(f"🚨 EMERGENCY HEALTH CHECK - Last {minutes} minutes ({when(r['window']['end'])})")
     serious = [x for x in r["threats"] if x["priority"] != "P3-ADVISORY"]
+    if r["status"] == "NO_DATA":
+        t.line(t.paint("❔ NO DATA: the table holds no node to check", "yellow"))
+    elif not r["fresh_nodes"]:
+        t.line(t.paint(f"❔ NO FRESH DATA: none of the {r['nodes']} nodes is reporting", "red"))
     if not serious:
-        t.line(t.paint(f"✅ OK: no immediate threats on {r['nodes']} nodes", "green"))
+        if r["status"] != "NO_DATA" and r["fresh_nodes"]:
+            t.line(t.paint(f"✅ OK: no immediate threats on {r['nodes']} nodes", "green"))
     else:
         t.line(
             t.paint(
                 f"⚠️  {r['status']}: {len(serious)} immediate threats detected!",
-                STATUS_COLOUR[r["status"]],
+                STATUS_COLOUR.get(r["status"]),
             )
         )
         for x in serious:
             t.line(
                 t.paint(f"   • [{x['priority']}] {x['message']}", PRIORITY_COLOUR[x["priority"]])
             )
+    if r["forgotten"]:
+        t.line()
+        names = ", ".join(r["forgotten"])
+        t.line(f"🪦 {len(r['forgotten'])} nodes silent too long to check: {names}")
     advisories = [x for x in r["threats"] if x["priority"] == "P3-ADVISORY"]
     if advisories:
         t.line()
@@ -329,5 +451,5 @@ ANALYSIS = Analysis[EmergencyResult](
     title="what is about to break right now, node by node",
     run=emergency_health_check,
     render_text=render_text,
-    serve=Served(refresh_seconds=10, metrics=(THREAT,), to_samples=to_samples),
+    serve=Served(refresh_seconds=10, metrics=(THREAT, FORGOTTEN), to_samples=to_samples),
 )

@@ -1,16 +1,22 @@
 """SLI compliance and health grades per node, as the README defines them.
 
-- availability: the share of the window's sample intervals in which the node reported.
-  The interval is the node's median spacing of samples in the window (60 s if it has too
-  few); the window starts at the node's first sample when the node is younger than the
-  window, so a new node is not "down" before it existed; the newest interval is not judged
-  (its sample may still be in flight), so a sampler a few seconds late never shows as an
-  outage, even in the 5-minute window the burn-rate rules use;
+- availability: the share of the window the node's sampler was up. Each node's sampling
+  interval is learned from its own history (the median spacing of its node rows over the
+  hours before its newest one, so a window holding one sample still knows the interval). A
+  gap between consecutive node rows longer than `gap_intervals` intervals is an outage from
+  one interval after the earlier row to the later one; the end of the window counts as a
+  row, so a silent node reads 0 in every window while it is remembered. The rule compares
+  gaps, not slots anchored at `now`, so the answer does not depend on the second it is
+  evaluated, and jitter or late stamps of a few seconds never count. A node younger than
+  the window is judged from its first row. Only node rows count: container rows still
+  arriving do not prove the node sampler alive;
 - performance: the share of samples with CPU, I/O wait and load per CPU below their
   thresholds; capacity: the share with free memory and swap inside theirs. An unknown value
   never makes a sample bad; invalid values are skipped and counted in `data_quality`;
 - grade: EXCELLENT when all three > 99 %, GOOD > 95 %, ACCEPTABLE > 90 %, else POOR;
-  CRITICAL while the emergency check has a P1 threat on the node.
+  CRITICAL while the emergency check has a P1 threat on the node; UNKNOWN when fewer
+  samples carry values than `min_sample_share` of the expected ones (or `min_samples`),
+  unless availability alone is already POOR: absence is evidence, silence about CPU is not.
 """
 
 from __future__ import annotations
@@ -37,12 +43,18 @@ from .common import (
     window_rows,
     window_seconds,
 )
-from .emergency import EmergencyResult, Threat, critical_nodes, emergency_health_check
-from .hosts import cpu_count_of, node_spans
+from .emergency import (
+    EmergencyResult,
+    Threat,
+    critical_nodes,
+    emergency_health_check,
+    node_facts,
+)
+from .hosts import cpu_count_of
 from .unit import Analysis, ResultView, Served, Window
 
-DEFAULT_INTERVAL = 60
-GRADES = tuple(g.label for g in Grade)  # index = health_score
+GRADES = tuple(g.label for g in Grade if g.score is not None)  # index = health_score
+UNKNOWN = Grade.UNKNOWN.value
 
 
 class SliRow(TypedDict):
@@ -63,7 +75,8 @@ class NodeSli(TypedDict):
     grade: str
     samples: int
     expected_samples: int
-    interval_seconds: int
+    interval_seconds: float
+    data: str  # "ok" or "insufficient_data" (then the grade is UNKNOWN unless POOR)
     cpu_count: int | None
     critical_threats: list[str]  # checks at P1 now
     invalid_values: dict[str, int]  # column -> values skipped as invalid
@@ -86,33 +99,40 @@ class SliResult(TypedDict):
 NODES_PER_QUERY = 50
 
 _SQL = """
-WITH w AS (
+WITH p AS (
+    SELECT * FROM unnest(%(nodes)s::text[], %(cpus)s::float8[], %(intervals)s::float8[],
+                         %(since)s::float8[]) AS p(node_name, cpus, iv, since)
+), w AS (
     SELECT * FROM {rows} r WHERE {node_row} AND r.node_name = ANY(%(nodes)s::text[])
-), steps AS (
-    SELECT node_name, percentile_disc(0.5) WITHIN GROUP (ORDER BY step) AS step
-      FROM (SELECT node_name,
-                   sample_time - lag(sample_time) OVER (PARTITION BY node_name
-                                                        ORDER BY sample_time) AS step
-              FROM w) s
-     WHERE step > 0
-     GROUP BY node_name
-), cpus AS (
-    SELECT * FROM unnest(%(nodes)s::text[], %(cpus)s::float8[]) AS c(node_name, cpus)
+), times AS (
+    SELECT DISTINCT node_name, sample_time::float8 AS t FROM w
+    UNION  -- the newest node row before the window, else the node's first row of any kind
+    SELECT p.node_name, coalesce(a.t, p.since)
+      FROM p CROSS JOIN LATERAL (SELECT max(sample_time)::float8 AS t FROM {table} s
+                                  WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
+                                    AND s.sample_time <= %(start)s) a
+    UNION  -- the end of the window closes the last gap
+    SELECT node_name, %(now)s::float8 FROM p
+), gaps AS (
+    SELECT node_name, t AS b, lag(t) OVER (PARTITION BY node_name ORDER BY t) AS a FROM times
+), missing AS (
+    SELECT g.node_name,
+           sum(greatest(0, g.b - greatest(g.a + p.iv, p.since))) AS missing
+      FROM gaps g JOIN p USING (node_name)
+     WHERE g.b - g.a > %(gap)s * p.iv
+     GROUP BY g.node_name
+), stats AS (
+    SELECT w.node_name,
+           count(*) AS samples,
+           count(*) FILTER (WHERE {perf_known}) AS perf_n,
+           count(*) FILTER (WHERE {perf_known} AND {perf_good}) AS perf_good,
+           count(*) FILTER (WHERE {cap_known}) AS cap_n,
+           count(*) FILTER (WHERE {cap_known} AND {cap_good}) AS cap_good,
+           {invalid}
+      FROM w JOIN p cpus USING (node_name)
+     GROUP BY w.node_name
 )
-SELECT w.node_name,
-       count(*) AS samples,
-       coalesce(max(steps.step), %(default_interval)s) AS interval,
-       count(DISTINCT floor((%(now)s - coalesce(steps.step, %(default_interval)s) - w.sample_time)
-                            / coalesce(steps.step, %(default_interval)s)::float8))
-           FILTER (WHERE w.sample_time
-                         <= %(now)s - coalesce(steps.step, %(default_interval)s)) AS slots,
-       count(*) FILTER (WHERE {perf_known}) AS perf_n,
-       count(*) FILTER (WHERE {perf_known} AND {perf_good}) AS perf_good,
-       count(*) FILTER (WHERE {cap_known}) AS cap_n,
-       count(*) FILTER (WHERE {cap_known} AND {cap_good}) AS cap_good,
-       {invalid}
-  FROM w LEFT JOIN steps USING (node_name) LEFT JOIN cpus USING (node_name)
- GROUP BY w.node_name
+SELECT * FROM p LEFT JOIN missing USING (node_name) LEFT JOIN stats USING (node_name)
 """
 
 
@@ -140,6 +160,7 @@ def _query(ctx: Context) -> sql.Composed:
     ]
     return sql.SQL(_SQL).format(
         rows=window_rows(ctx.store),
+        table=ctx.store.table,
         node_row=NODE_ROW,
         perf_known=known(cpu, iowait, clean("load_1m")),
         perf_good=sql.SQL(" AND ").join(perf_good),
@@ -150,11 +171,21 @@ def _query(ctx: Context) -> sql.Composed:
 
 
 def grade(
-    availability: float, performance: float, capacity: float, critical: bool, cfg: SliConfig
+    availability: float,
+    performance: float | None,
+    capacity: float | None,
+    critical: bool,
+    cfg: SliConfig,
+    enough: bool = True,
 ) -> str:
-    """The contract's grade of three ratios (CRITICAL while a P1 threat is active)."""
+    """The contract's grade of three ratios (CRITICAL while a P1 threat is active; UNKNOWN
+    without enough samples, unless availability alone is already POOR)."""
     if critical:
         return "CRITICAL"
+    if availability <= cfg.acceptable:
+        return "POOR"
+    if not enough or performance is None or capacity is None:
+        return UNKNOWN
     worst = min(availability, performance, capacity)
     if worst > cfg.excellent:
         return "EXCELLENT"
@@ -168,15 +199,18 @@ def grade(
 def system_availability_check(
     ctx: Context, *, hours: float, now: int, threats: list[Threat] | None = None
 ) -> SliResult:
-    """Availability, performance and capacity ratios and a grade per node; `threats` are
-    the emergency check's at the same `now` when the caller already has them."""
+    """Availability, performance and capacity ratios and a grade per node remembered (seen
+    within the emergency check's `forget_after_hours`); `threats` are the emergency check's
+    at the same `now` when the caller already has them."""
     cfg = ctx.config.sli
     seconds = window_seconds(hours, HOUR, "hours")
     start = now - seconds
-    spans = {n: s for n, s in node_spans(ctx, now).items() if s[1] > start}
+    forget = ctx.config.emergency.forget_after_hours * HOUR
+    facts = {n: f for n, f in node_facts(ctx, now).items() if now - f.last <= forget}
     cpus = {} if ctx.cpu_count else cpu_count_of(ctx, now)
-    nodes = sorted(spans)
+    nodes = sorted(facts)
     counts = [float(ctx.cpu_count or cpus.get(n) or "nan") for n in nodes]
+    since = {n: float(max(start, facts[n].first)) for n in nodes}
     rows = {}
     for first in range(0, len(nodes), NODES_PER_QUERY):  # bounded statements, any fleet
         batch = slice(first, first + NODES_PER_QUERY)
@@ -188,7 +222,9 @@ def system_availability_check(
                     "now": now,
                     "nodes": nodes[batch],
                     "cpus": [None if math.isnan(c) else c for c in counts[batch]],
-                    "default_interval": DEFAULT_INTERVAL,
+                    "intervals": [facts[n].interval for n in nodes[batch]],
+                    "since": [since[n] for n in nodes[batch]],
+                    "gap": cfg.gap_intervals,
                 },
             )
             rows.update({r["node_name"]: r for r in cur.fetchall()})
@@ -198,29 +234,27 @@ def system_availability_check(
 
     result: list[NodeSli] = []
     for node in nodes:
-        row = rows.get(node)
-        first = spans[node][0]
-        interval = int(row["interval"]) if row else DEFAULT_INTERVAL
-        # The newest interval is not judged yet: its sample may still be on its way.
-        judged_end = now - interval
-        expected = max(
-            0,
-            min((seconds - interval) // interval, (judged_end - max(first, start)) // interval + 1),
-        )
-        slots = row["slots"] if row else 0
-        availability = min(1.0, slots / expected) if expected else 1.0
+        row = rows.get(node) or {}
+        interval = facts[node].interval
+        judged = now - since[node]
+        missing = float(row.get("missing") or 0)
+        availability = min(1.0, max(0.0, 1.0 - missing / judged)) if judged > 0 else 1.0
+        expected = judged / interval
         performance = _ratio(row, "perf")
         capacity = _ratio(row, "cap")
+        known = min(row.get("perf_n") or 0, row.get("cap_n") or 0)
+        enough = known >= max(cfg.min_samples, cfg.min_sample_share * expected)
         result.append(
             {
                 "node_name": node,
                 "availability": round_float(availability),
                 "performance": round_float(performance),
                 "capacity": round_float(capacity),
-                "grade": grade(availability, performance, capacity, node in critical, cfg),
-                "samples": row["samples"] if row else 0,
+                "grade": grade(availability, performance, capacity, node in critical, cfg, enough),
+                "samples": row.get("samples") or 0,
                 "expected_samples": int(expected),
-                "interval_seconds": interval,
+                "interval_seconds": round(interval, 3),
+                "data": "ok" if enough else "insufficient_data",
                 "cpu_count": ctx.cpu_count or cpus.get(node),
                 "critical_threats": [
                     t["check"]
@@ -228,9 +262,7 @@ def system_availability_check(
                     if t["node_name"] == node and t["priority"] == "P1-CRITICAL"
                 ],
                 "invalid_values": {
-                    k.split(":", 1)[1]: v
-                    for k, v in (row or {}).items()
-                    if k.startswith("invalid:") and v
+                    k.split(":", 1)[1]: v for k, v in row.items() if k.startswith("invalid:") and v
                 },
             }
         )
@@ -251,11 +283,11 @@ def system_availability_check(
     }
 
 
-def _ratio(row: dict[str, Any] | None, prefix: str) -> float:
-    """Good samples over known samples; 1.0 when nothing is known (no evidence of harm)."""
-    if not row or not row[f"{prefix}_n"]:
-        return 1.0
-    return row[f"{prefix}_good"] / row[f"{prefix}_n"]
+def _ratio(row: dict[str, Any], prefix: str) -> float | None:
+    """Good samples over known samples; None when nothing is known (unknown is not good)."""
+    if not row.get(f"{prefix}_n"):
+        return None
+    return float(row[f"{prefix}_good"]) / row[f"{prefix}_n"]
 
 
 # --------------------------------------------------------------------------- served
@@ -271,7 +303,8 @@ HEALTH_GRADE = gauge(
 )
 HEALTH_SCORE = gauge(
     "health_score",
-    "Health grade as a number: 4 excellent, 3 good, 2 acceptable, 1 poor, 0 critical.",
+    "Health grade as a number: 4 excellent, 3 good, 2 acceptable, 1 poor, 0 critical; "
+    "absent while the grade is unknown (too few samples).",
     NODE,
 )
 
@@ -290,8 +323,11 @@ def current_grade(n: NodeSli, critical: set[str] | None, cfg: SliConfig) -> str:
     that check, not those of the SLI run)."""
     if critical is None:
         return n["grade"]
-    a, p, c = (1.0 if r is None else r for _, r in ratios(n))
-    return grade(a, p, c, n["node_name"] in critical, cfg)
+    availability = 1.0 if n["availability"] is None else n["availability"]
+    enough = n["data"] == "ok"
+    return grade(
+        availability, n["performance"], n["capacity"], n["node_name"] in critical, cfg, enough
+    )
 
 
 def to_samples(result: SliResult, view: ResultView) -> Iterator[Sample]:
@@ -302,9 +338,10 @@ def to_samples(result: SliResult, view: ResultView) -> Iterator[Sample]:
         for name, ratio in ratios(n):
             yield sample("sli_compliance_ratio", ratio, node=node, sli=name)
         grade_now = current_grade(n, critical, view.config.sli).lower()
-        for g in GRADES:
+        for g in (*GRADES, UNKNOWN.lower()):
             yield sample("health_grade", 1 if g == grade_now else 0, node=node, grade=g)
-        yield sample("health_score", GRADES.index(grade_now), node=node)
+        if grade_now in GRADES:  # an unknown grade has no score: no series, never "poor"
+            yield sample("health_score", GRADES.index(grade_now), node=node)
 
 
 def render_text(r: SliResult, t: Text) -> None:
