@@ -494,5 +494,9 @@ def _exporter(job: str) -> list[Alert]:
 
 def catalogue(config: Config | None = None, *, job: str = "perf-analyzer") -> list[Alert]:
     """Every alert, in file order."""
+    from .learned import learned_alerts  # learned.py builds on this module's Alert
+
     config = config or Config()
-    return [*_emergency(config), *_slo(config), *_health(config), *_exporter(job)]
+    return [
+        *_emergency(config), *_slo(config), *learned_alerts(), *_health(config), *_exporter(job)
+    ]  # fmt: skip
