@@ -368,8 +368,8 @@ class PatternConfig:
     weekly_history_days: Positive = 14  # weekly seasonality reads max(days, this) of history
     min_hours: Count = 48  # fewer hourly means in the window: the node is insufficient_data
     timezone: TimeZone = "UTC"  # peak hours and profiles in this zone (DST-correct)
-    peak_z: Positive = 3.0  # a peak hour only when the daily cycle is this many se above
-    # what autocorrelated noise gives (one-sided, about 1 false peak in 740 flat nodes)
+    peak_alpha: Ratio = 0.001  # a peak hour only when the daily shape's permutation test
+    # rejects "no shared daily shape" at this level (false peak hours on flat nodes)
 
 
 @_section
