@@ -54,7 +54,7 @@ from psycopg import sql
 from ..metricdef import gauge
 from ..render import Text, when
 from ..samples import THRESHOLD, Sample, sample
-from .common import DAY, NODE_ROW, Context, clean, round_float
+from .common import DAY, HOUR, NODE_ROW, Context, clean, round_float
 from .hosts import cpu_count_of, node_spans
 from .unit import Analysis, ResultView, Served
 
@@ -112,32 +112,36 @@ _COUNT_SQL = sql.SQL(
     " AND {shard}"
 )
 
-# h: one row per sample and metric, with its UTC hour, its bucket (local hour of day, plus
-# 24 x weekday for the nodes in %(weekly)s) and whether it is beyond the static P1.
+# h: one row per sample and metric, with its UTC hour, its bucket and whether it is beyond
+# the static P1. The bucket (local hour of day, or of week for the nodes in %(weekly)s) is
+# looked up by UTC hour in arrays Python fills from zoneinfo, so no row converts a time
+# zone. hours: per node, metric and UTC hour, whether it is an incident hour. ok: the
+# samples of the other hours.
 _LEVELS_SQL = sql.SQL(
     "WITH h AS MATERIALIZED (SELECT node_name, v.metric, v.x, v.bad, sample_time / 3600 AS hr,"
-    " extract(hour FROM l.t)::int + CASE WHEN node_name = ANY(%(weekly)s)"
-    " THEN 24 * (extract(isodow FROM l.t)::int - 1) ELSE 0 END AS bucket FROM {t} {sample}"
-    " CROSS JOIN LATERAL (SELECT to_timestamp(sample_time) AT TIME ZONE %(tz)s AS t) l"
-    " CROSS JOIN LATERAL (VALUES {values}) v(metric, x, bad)"
+    " CASE WHEN node_name = ANY(%(weekly)s) THEN (%(how)s::int[])[sample_time / 3600 - %(hr0)s]"
+    " ELSE (%(hod)s::int[])[sample_time / 3600 - %(hr0)s] END AS bucket"
+    " FROM {t} {sample} CROSS JOIN LATERAL (VALUES {values}) v(metric, x, bad)"
     " WHERE sample_time > %(start)s AND sample_time <= %(now)s AND node_name IS NOT NULL"
     " AND {node} AND {shard} AND v.x IS NOT NULL),"
-    " incident AS (SELECT node_name, metric, hr FROM h GROUP BY node_name, metric, hr"
-    " HAVING bool_or(bad)),"
-    " ok AS MATERIALIZED (SELECT h.* FROM h LEFT JOIN incident i USING (node_name, metric, hr)"
-    " WHERE i.hr IS NULL),"
-    " b AS (SELECT node_name, metric, bucket, count(DISTINCT hr) AS days,"
-    " percentile_cont(0.5) WITHIN GROUP (ORDER BY x) AS med FROM ok"
-    " GROUP BY node_name, metric, bucket),"
+    " hours AS MATERIALIZED (SELECT node_name, metric, hr, bucket,"
+    " coalesce(bool_or(bad), false) AS bad FROM h GROUP BY node_name, metric, hr, bucket),"
+    " ok AS MATERIALIZED (SELECT h.node_name, h.metric, h.x, h.bucket FROM h WHERE NOT EXISTS"
+    " (SELECT FROM hours i WHERE i.bad AND i.node_name = h.node_name AND i.metric = h.metric"
+    " AND i.hr = h.hr)),"
+    " b AS (SELECT node_name, metric, bucket, percentile_cont(0.5) WITHIN GROUP (ORDER BY x)"
+    " AS med FROM ok GROUP BY node_name, metric, bucket),"
+    " d AS (SELECT node_name, metric, bucket, count(*) FILTER (WHERE NOT bad) AS days"
+    " FROM hours GROUP BY node_name, metric, bucket),"
     " s AS (SELECT ok.node_name, ok.metric, count(*) AS n,"
     " percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(ok.x - b.med)) AS mad"
-    " FROM ok JOIN b USING (node_name, metric, bucket) GROUP BY ok.node_name, ok.metric),"
-    " ih AS (SELECT node_name, metric, count(*) AS hours FROM incident GROUP BY 1, 2)"
-    " SELECT s.node_name, s.metric, s.n, s.mad, coalesce(max(ih.hours), 0) AS incident_hours,"
+    " FROM ok JOIN b USING (node_name, metric, bucket) GROUP BY ok.node_name, ok.metric)"
+    " SELECT s.node_name, s.metric, s.n, s.mad, (SELECT count(*) FROM hours i"
+    " WHERE i.node_name = s.node_name AND i.metric = s.metric AND i.bad) AS incident_hours,"
     " array_agg(b.bucket ORDER BY b.bucket) AS buckets,"
     " array_agg(b.med ORDER BY b.bucket) AS medians,"
-    " array_agg(b.days ORDER BY b.bucket) AS days"
-    " FROM s JOIN b USING (node_name, metric) LEFT JOIN ih USING (node_name, metric)"
+    " array_agg(d.days ORDER BY b.bucket) AS days"
+    " FROM s JOIN b USING (node_name, metric) JOIN d USING (node_name, metric, bucket)"
     " GROUP BY s.node_name, s.metric, s.n, s.mad"
 )
 WORK_MEM = "64MB"  # the sorts of the history stay in memory, not in disk merges
@@ -153,14 +157,19 @@ def generate_alert_config(ctx: Context, *, now: int) -> ThresholdResult:
         if cfg.history_days >= WEEKLY_DAYS
         else []
     )
-    params = {"start": start, "now": now, "tz": cfg.timezone, "weekly": weekly}
+    zone = ZoneInfo(cfg.timezone)
+    hr0 = start // HOUR - 1  # array index 1 is the first UTC hour of the window
+    hod, how = bucket_arrays(hr0 + 1, now // HOUR, zone)
+    params = {"start": start, "now": now, "weekly": weekly, "hr0": hr0, "hod": hod, "how": how}
     with ctx.store.read(timeout=max(ctx.store.statement_timeout, 120)) as cur:
         percent = _sample_percent(cur, ctx, start, now, cfg.max_exact_rows)
         cur.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
+        # the small tables (medians, incident hours) are hashed; a merge join would sort the
+        # whole history to disk once more
+        cur.execute("SELECT set_config('enable_mergejoin', 'off', true)")
         cur.execute(_levels_sql(ctx, percent, cpus), params)
         rows = cur.fetchall()
     totals = {r["node_name"]: _median(r["medians"]) for r in rows if r["metric"] == "mem_total_mb"}
-    zone = ZoneInfo(cfg.timezone)
     thresholds: list[Threshold] = []
     insufficient: list[Insufficient] = []
     for row in sorted(rows, key=lambda r: (r["node_name"], r["metric"])):
@@ -264,6 +273,12 @@ def _static(ctx: Context, metric: str, cpus: int | None, totals: dict[str, float
 
         return lambda node: memory(node)
     return None
+
+
+def bucket_arrays(first: int, last: int, zone: ZoneInfo) -> tuple[list[int], list[int]]:
+    """Hour-of-day and hour-of-week buckets of the UTC hours `first`..`last` (hour numbers)."""
+    local = [datetime.fromtimestamp(h * HOUR, zone) for h in range(first, last + 1)]
+    return [d.hour for d in local], [d.hour + 24 * d.weekday() for d in local]
 
 
 def bucket_of(now: int, zone: ZoneInfo, weekly: bool) -> int:
