@@ -259,3 +259,35 @@ def test_monte_carlo_p3_false_alarm_days(phi: float) -> None:
         false += _longest_run(np.convolve(y, np.ones(5) / 5, "same") > level) >= 15
         caught += _longest_run(np.convolve(step, np.ones(5) / 5, "same") > level) >= 15
     assert false == 0 and caught == runs
+
+
+def test_three_weeks_of_history_learn_by_hour_of_week(fresh_dsn):
+    """A Saturday 14:00 batch (70 % instead of 30 %): with `history_days` 21 and a node
+    that old, the Saturday 14:00 bucket learns its own level; a 10-day-old node falls back
+    to hours of the day."""
+    with Store(fresh_dsn) as s:
+        init_table(s)
+    rng = np.random.default_rng(4)
+    rows = []
+    for node, days in (("old", 22), ("young", 10)):
+        t = _times(rng, END - days * DAY, END + 1)[::5]  # about 5-minute samples
+        local = [datetime.fromtimestamp(int(x), ZoneInfo("UTC")) for x in t]
+        batch = np.array([d.weekday() == 5 and d.hour == 14 for d in local])
+        cpu = np.clip(np.where(batch, 70.0, 30.0) + ar1(rng, t.size, 2.0, 0.5), 0, 100)
+        rows += [(int(x), node, True, float(c)) for x, c in zip(t, cpu, strict=True)]
+    with psycopg.connect(fresh_dsn) as conn, conn.cursor() as cur:
+        with cur.copy(
+            "COPY monitor_samples_ring (sample_time, node_name, node_flag, cpu_total_pct)"
+            " FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+    config = Config(alerts=AlertConfig(history_days=21, min_samples=500))
+    with PerformanceAnalyzer(fresh_dsn, config=config) as a:
+        result = a.generate_alert_config(now=END)
+    old = _levels(result, "old", "cpu_total_pct")["p3"]
+    assert old["seasonality"] == "hour-of-week" and len(old["profile"]) == 168
+    saturday, tuesday = old["profile"][5 * 24 + 14], old["profile"][1 * 24 + 14]
+    assert saturday > 0.7 > 0.45 > tuesday  # the batch's own level; an ordinary hour near 30 %
+    young = _levels(result, "young", "cpu_total_pct")["p3"]
+    assert young["seasonality"] == "hour-of-day" and len(young["profile"]) == 24
