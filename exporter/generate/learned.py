@@ -11,7 +11,7 @@ Only P3 and P2 have learned alerts: a learned P1 is never below the static P1 (s
 
 from __future__ import annotations
 
-from .alerts import PREFIX, Alert, Case
+from typing import Any
 
 GROUP = "perf-analyzer-learned"
 # learned `metric` label -> (live series in base units, alert word, what, higher is worse)
@@ -47,8 +47,9 @@ def learned_expr(metric: str, level: str) -> str:
     return f"{live}\n  {op} on (node, metric) group_left ()\n  {threshold}"
 
 
-def learned_alerts() -> list[Alert]:
-    """One alert per metric and level P3, P2."""
+def learned_alerts(prefix: str) -> list[dict[str, Any]]:
+    """One alert per metric and level P3, P2, as the keyword arguments of `alerts.Alert`
+    (whose module builds them: this one stays free of imports from it)."""
     alerts = []
     for metric, (series, word, what, worse_up) in EXPOSED.items():
         for priority in ("P3", "P2"):
@@ -58,8 +59,8 @@ def learned_alerts() -> list[Alert]:
             gauge = f"perf_analyzer_dynamic_threshold{{{labels}}}"
             side = "above" if worse_up else "below"
             alerts.append(
-                Alert(
-                    name=f"{PREFIX}Learned{word}{priority}",
+                dict(
+                    name=f"{prefix}Learned{word}{priority}",
                     group=GROUP,
                     expr=learned_expr(metric, level),
                     for_=FOR[priority],
@@ -78,8 +79,8 @@ def learned_alerts() -> list[Alert]:
                     verify="`perf-analyzer report alert-config` shows the node's profile per "
                     "hour and what held each level; `perf_analyzer_dynamic_threshold` is "
                     "the value now.",
-                    fire=Case({f'{series}{{node="n1"}}': f"{live}x70", gauge: f"{threshold}x70"}),
-                    calm=Case({f'{series}{{node="n1"}}': f"{calm}x70", gauge: f"{threshold}x70"}),
+                    fire={f'{series}{{node="n1"}}': f"{live}x70", gauge: f"{threshold}x70"},
+                    calm={f'{series}{{node="n1"}}': f"{calm}x70", gauge: f"{threshold}x70"},
                     labels={"metric": metric},
                     identity=("node", "metric"),
                 )
