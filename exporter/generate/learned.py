@@ -65,7 +65,7 @@ def learned_alerts(prefix: str) -> list[dict[str, Any]]:
                     expr=learned_expr(metric, level),
                     for_=FOR[priority],
                     priority=priority,
-                    summary=f"{what.capitalize()} {side} the node's learned {priority} "
+                    summary=f"{what[0].upper()}{what[1:]} {side} the node's learned {priority} "
                     "threshold for this hour",
                     description="{{ $labels.node }}: "
                     + what
