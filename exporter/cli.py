@@ -20,14 +20,11 @@ import click
 from . import __version__, logs, registry, sampler
 from . import demo as demo_run
 from .analyses.common import AnalysisError
-from .analyzer import PerformanceAnalyzer
 from .config import Config, load_config
 from .embedded import EmbeddedPostgresError
 from .generate import dashboards as dashboard_files
 from .generate import rules as rule_files
 from .generate.alerts import DEFAULT_DASHBOARD_URL, DEFAULT_RUNBOOK_BASE
-from .generate.learned import LEARNED_FILE, learned_groups
-from .generate.yamlfile import dump
 from .partitions import init_partitioned_table, utc_minute
 from .retention import prune
 from .schema import DEFAULT_TABLE, init_table
@@ -422,7 +419,8 @@ def report(
 @click.option(
     "--dsn",
     default=None,
-    help="Also write per-node rules from thresholds learned on this database.",
+    hidden=True,
+    help="No longer needed: the learned-threshold rules are in the main rules file.",
 )
 @click.option("--table", default=DEFAULT_TABLE, show_default=True)
 def rules(
@@ -435,8 +433,8 @@ def rules(
     dsn: str | None,
     table: str,
 ) -> None:
-    """Write the Prometheus alert rules, their promtool tests, the Alertmanager example and
-    the runbook; with --dsn also the thresholds learned from history."""
+    """Write the Prometheus alert rules (learned thresholds included), their promtool tests,
+    the Alertmanager example and the runbook."""
     config = load_settings(config_file)
     written = rule_files.write(
         Path(output),
@@ -447,11 +445,11 @@ def rules(
         config=config,
     )
     if dsn:
-        with PerformanceAnalyzer(Store(dsn, table), config=config) as analyzer:
-            learned = analyzer.generate_alert_config()
-        path = Path(output) / LEARNED_FILE
-        path.write_text(dump(learned_groups(learned), "rules --dsn"), encoding="utf-8")
-        written.append(path)
+        click.echo(
+            "note: --dsn is no longer needed; the learned-threshold rules are in "
+            f"{rule_files.RULES_FILE} and cover every node that serves thresholds",
+            err=True,
+        )
     for path in written:
         click.echo(f"wrote {path}")
 

@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast, dataclass_transform
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -109,6 +110,20 @@ Count = Annotated[int, _NUMBER, AfterValidator(_Range(ge=1).check)]
 NonNegativeInt = Annotated[int, _NUMBER, AfterValidator(_Range(ge=0).check)]
 HoursOfDay = Annotated[int, _NUMBER, AfterValidator(_Range(ge=1, le=24).check)]
 Flag = Annotated[bool, Strict()]
+
+
+def _is_zone(value: Any) -> Any:
+    """An IANA time zone name that this system's tz database knows (DST-correct)."""
+    if not isinstance(value, str):
+        raise _Broken("must be a time zone name such as Europe/Paris", value)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _Broken("must be a known time zone name such as Europe/Paris", value) from None
+    return value
+
+
+TimeZone = Annotated[str, BeforeValidator(_is_zone)]
 
 
 def _at_most(section: Any, key: str, other: str, because: str = "") -> None:
@@ -373,13 +388,19 @@ class PatternConfig:
     weekly_margin: NonNegative = 0.4
     weekly_history_days: Positive = 14  # weekly seasonality reads max(days, this) of history
     min_hours: Count = 48  # fewer hourly means in the window: the node is insufficient_data
+    timezone: TimeZone = "UTC"  # peak hours and profiles in this zone (DST-correct)
+    peak_alpha: Ratio = 0.001  # a peak hour only when the daily shape's permutation test
+    # rejects "no shared daily shape" at this level (false peak hours on flat nodes)
 
 
 @_section
 class AlertConfig:
-    history_days: Positive = 14
-    p1_robust_scales: Positive = 6.0  # P1 = median + this many robust sd (1.4826 MAD)
-    floor_ratio: Ratio = 0.5  # sanity floor: this share of the static emergency level
+    history_days: Positive = 14  # 21 or more: hour-of-week buckets for nodes that old
+    p3_robust_scales: Positive = 4.0  # P3 = bucket baseline + this many robust sd + margin
+    p2_robust_scales: Positive = 5.0  # P2 likewise
+    p1_robust_scales: Positive = 6.0  # P1 = highest baseline + this many robust sd
+    floor_ratio: Ratio = 0.5  # P3 and P2 never tighten below this share of the static level
+    timezone: TimeZone = "UTC"  # hour-of-day buckets in this zone (DST-correct)
     min_samples: Count = 1440  # fewer history samples (a day at 60 s): no learned threshold
     max_exact_rows: Count = 500_000  # history larger than this is read via TABLESAMPLE
 

@@ -210,13 +210,13 @@ def test_units_follow_the_metric_catalogue() -> None:
     assert checked >= 10
 
 
-def test_learned_thresholds_are_scaled_to_the_panel_unit() -> None:
-    """Thresholds are in the samples table's units (percent, MiB): the panels' are not."""
+def test_learned_thresholds_are_in_the_panel_unit() -> None:
+    """Thresholds are served in base units (ratios, bytes), the panels' units: no factor."""
     exprs = {
         p["title"]: t["expr"] for _, p in all_panels() for t in p["targets"] if t["refId"] == "B"
     }
-    assert exprs["CPU"].endswith('metric="cpu_total_pct"} * 0.01')
-    assert exprs["Memory available"].endswith('metric="mem_available_mb"} * 1048576')
+    assert exprs["CPU"].endswith('metric="cpu_total_pct"}')
+    assert exprs["Memory available"].endswith('metric="mem_available_mb"}')
 
 
 def test_health_score_panels_map_grades() -> None:

@@ -13,8 +13,6 @@ import yaml
 from exporter.generate import rules
 from exporter.generate.alertmanager import ALERTMANAGER_FILE
 from exporter.generate.alerts import catalogue
-from exporter.generate.learned import learned_groups
-from exporter.generate.yamlfile import dump
 from tests.conftest import require_program
 
 ROOT = Path(__file__).parents[1]
@@ -142,19 +140,56 @@ def test_alertmanager_inhibits_lower_priorities_of_the_same_node(generated):
     assert rule["target_matchers"] == ['priority=~"P2|P3"'] and rule["equal"] == ["node"]
 
 
-@pytest.mark.slow
-def test_learned_rules_pass_promtool(analyzer, fleet_db, tmp_path):
+def test_learned_rules_hold_no_node_constants():
+    learned = [a for a in catalogue() if a.name.startswith("PerfAnalyzerLearned")]
+    assert len(learned) == 10  # five metrics, P3 and P2
+    for a in learned:
+        assert "node=" not in a.expr and "perf_analyzer_dynamic_threshold" in a.expr
+
+
+def test_a_node_added_after_the_rules_is_covered(generated, tmp_path):
+    """The rules were written before `late-node` existed: its served threshold and live
+    value are enough. A node without a learned threshold never fires."""
     promtool = require_program("promtool")
-    learned = analyzer.generate_alert_config(now=fleet_db.fleet.end)
-    path = tmp_path / "learned.yml"
-    path.write_text(dump(learned_groups(learned), "rules --dsn"))
-    result = run(promtool, "check", "rules", str(path), cwd=tmp_path)
+    for name in (rules.RULES_FILE,):
+        (tmp_path / name).write_text((generated / name).read_text())
+    gauge = 'perf_analyzer_dynamic_threshold{{level="p2",metric="mem_available_mb",node="{}"}}'
+    (alert,) = [a for a in catalogue() if a.name == "PerfAnalyzerLearnedMemoryP2"]
+    labels = {"node": "late-node", "metric": "mem_available_mb", "severity": "warning",
+              "priority": "P2"}  # fmt: skip
+    annotations = {
+        k: rules.render(v, labels, 1e9)
+        for k, v in rules.alert_annotations(
+            alert, rules.DEFAULT_RUNBOOK_BASE, rules.DEFAULT_DASHBOARD_URL
+        ).items()
+    }
+    suite = {
+        "rule_files": [rules.RULES_FILE],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": gauge.format("late-node"), "values": "2e9x30"},
+                    {
+                        "series": 'perf_analyzer_memory_available_bytes{node="late-node"}',
+                        "values": "1e9x30",
+                    },
+                    {
+                        "series": 'perf_analyzer_memory_available_bytes{node="no-threshold"}',
+                        "values": "1e3x30",
+                    },
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "12m",
+                        "alertname": "PerfAnalyzerLearnedMemoryP2",
+                        "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "late.yml").write_text(yaml.safe_dump(suite))
+    result = run(promtool, "test", "rules", "late.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    text = path.read_text()
-    node01 = next(
-        t
-        for t in learned["thresholds"]
-        if (t["node_name"], t["metric"], t["priority"]) == ("node-01", "cpu_total_pct", "P1")
-    )
-    expected = f'perf_analyzer_cpu_usage_ratio{{node="node-01"}} * 100 > {node01["threshold"]:.6g}'
-    assert expected in text

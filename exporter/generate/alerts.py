@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..analyses.emergency import CATALOGUE, CHECKS
 from ..config import Config
+from .learned import learned_alerts
 
 SEVERITY = {"P1": "critical", "P2": "warning", "P3": "info"}
 PREFIX = "PerfAnalyzer"
@@ -495,4 +496,14 @@ def _exporter(job: str) -> list[Alert]:
 def catalogue(config: Config | None = None, *, job: str = "perf-analyzer") -> list[Alert]:
     """Every alert, in file order."""
     config = config or Config()
-    return [*_emergency(config), *_slo(config), *_health(config), *_exporter(job)]
+    return [
+        *_emergency(config), *_slo(config), *_learned(), *_health(config), *_exporter(job)
+    ]  # fmt: skip
+
+
+def _learned() -> list[Alert]:
+    """The learned-threshold alerts of `learned.py`."""
+    return [
+        Alert(**{**kw, "fire": Case(kw["fire"]), "calm": Case(kw["calm"])})
+        for kw in learned_alerts(PREFIX)
+    ]

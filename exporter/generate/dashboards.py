@@ -30,10 +30,6 @@ ALERTS_QUERY = 'ALERTS{alertname=~"PerfAnalyzer.*"}'
 GRADE_COLOURS = ("red", "orange", "yellow", "green", "dark-green")  # index = health_score
 THREAT_LEVELS = (("none", "green"), ("P3-ADVISORY", "blue"), ("P2-WARNING", "orange"),
                  ("P1-CRITICAL", "red"))  # fmt: skip
-# learned threshold (`metric` label, in the samples table's unit) -> PromQL factor to the
-# panel's unit, "" when they agree (written out: `:g` would round 1048576)
-THRESHOLD_SCALE = {"cpu_total_pct": "0.01", "mem_available_mb": str(MIB), "load_1m": "",
-                   "temperature_c": ""}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- queries
@@ -381,17 +377,14 @@ def fleet(config: Config | None = None) -> dict[str, Any]:
 
 def _vs_thresholds(title: str, metric: str, learned: str, unit: str, what: str) -> Any:
     """A current value over time against the node's learned P1..P3 thresholds."""
-    scale = THRESHOLD_SCALE[learned]
-    threshold = sel("perf_analyzer_dynamic_threshold", metric=learned)
-    if scale:
-        threshold = f"{threshold} * {scale}"
+    threshold = sel("perf_analyzer_dynamic_threshold", metric=learned)  # in base units
     return ts_panel(
         title,
         f"{what} (last 5 minutes' average) against the P1/P2/P3 alert thresholds learned "
         "from the node's own history (perf_analyzer_dynamic_threshold).",
         unit,
         q(sel(metric), "{{node}}"),
-        q(threshold, "{{node}} {{priority}} threshold", ref="B"),
+        q(threshold, "{{node}} {{level}} threshold", ref="B"),
     )
 
 
