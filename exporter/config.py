@@ -326,17 +326,22 @@ class CorrelationConfig:
 class CapacityConfig:
     days: Positive = 30
     horizon_days: Positive = 365  # beyond this a trend is "beyond_horizon"
-    cpu_limit_pct: Limit = 100
-    mem_limit_pct: Limit = 100  # of mem_total_mb, used = total - available
+    # exhaustion is reaching these limits; defaults are the P1 levels (CPU 95 %, 5 % free)
+    cpu_limit_pct: Limit = 95
+    mem_limit_pct: Limit = 95  # of mem_total_mb, used = total - available
     swap_limit_mb: Positive = 8192
     min_days: Count = 3  # fewer daily peaks: insufficient_data
     min_r2: Ratio = 0.3  # weaker fits: no_significant_trend
+    # smaller slopes are no_significant_trend however significant: share of the limit per day
+    min_slope_ratio_per_day: Ratio = 0.001
+    robust_slope: Flag = True  # Theil-Sen slope (one bad day cannot tilt it), else least squares
     drop_restart_pct: Percent = 20  # a fall of the daily peak by this % of the limit, held
     # for 3 days (a weekend dip is not), restarts the fit: cleanup, restart, resize
     min_day_hours: HoursOfDay = 12  # a UTC day with fewer hours of data gives no daily peak
-    # already_exhausted: the last 24 h's busiest hour reached this share of the limit (an
-    # hour's mean of samples capped at 100 % never quite reaches 100 %)
-    exhausted_ratio: Ratio = 0.99
+    # an hour with fewer samples than this share of the node's usual count is no peak
+    min_hour_coverage: Ratio = 0.5
+    # already_exhausted: the last 24 h's busiest hour reached this share of the limit
+    exhausted_ratio: Ratio = 1.0
 
 
 @_section

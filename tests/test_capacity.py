@@ -41,7 +41,11 @@ def test_memory_leak_days_to_exhaustion_matches_truth(fleet_result, fleet_db) ->
     truth = fleet_db.fleet.truth_for("memory_leak")
     f = forecast(fleet_result, truth["node"], "memory")
     assert f["status"] == "exhaustion"
-    assert f["days_to_exhaustion"] == pytest.approx(truth["days_to_zero"], rel=0.10)
+    # exhaustion is the P1 level, 5 % of memory free, not zero
+    p1_free = 0.05 * truth["mem_total_mb"]
+    days_to_p1 = (truth["available_at_end_mb"] - p1_free) / truth["slope_mb_per_day"]
+    assert f["limit"] == pytest.approx(0.95 * truth["mem_total_mb"])
+    assert f["days_to_exhaustion"] == pytest.approx(days_to_p1, rel=0.10)
     assert f["trend_per_day"] == pytest.approx(truth["slope_mb_per_day"], rel=0.10)
     lo, hi = f["days_to_exhaustion_interval"]
     assert 0 <= lo <= f["days_to_exhaustion"] <= hi
@@ -60,7 +64,9 @@ def test_cpu_growth_trend_and_days_match_truth(fleet_result, fleet_db) -> None:
     assert f["trend_ratio_per_day"] == pytest.approx(truth["rate_pct_per_day"] / 100, rel=0.10)
     # The truth projects the last 24 h's peak (Sunday evening's lower peak plus Monday
     # morning); the forecast follows the busiest weekday, a little earlier.
-    assert f["days_to_exhaustion"] == pytest.approx(truth["days_to_100"], rel=0.10)
+    days_to_p1 = (95.0 - truth["peak_at_end_pct"]) / truth["rate_pct_per_day"]
+    assert f["limit"] == 95.0
+    assert f["days_to_exhaustion"] == pytest.approx(days_to_p1, rel=0.10)
     assert f["evidence"]["weekly_adjusted"] is True
     assert f["current_peak"] == pytest.approx(truth["peak_at_end_pct"], abs=3)
 
@@ -70,7 +76,9 @@ def test_replay_moves_the_leak_forecast_back(analyzer, fleet_db) -> None:
     truth = fleet_db.fleet.truth_for("memory_leak")
     earlier = analyzer.capacity_planning_analysis(days=20, now=fleet_db.fleet.end - 5 * DAY)
     f = forecast(earlier, truth["node"], "memory")
-    assert f["days_to_exhaustion"] == pytest.approx(truth["days_to_zero"] + 5, rel=0.10)
+    p1_free = 0.05 * truth["mem_total_mb"]
+    days_to_p1 = (truth["available_at_end_mb"] - p1_free) / truth["slope_mb_per_day"]
+    assert f["days_to_exhaustion"] == pytest.approx(days_to_p1 + 5, rel=0.10)
 
 
 @pytest.mark.parametrize("node", ["node-01", "node-14"])
@@ -115,9 +123,13 @@ def test_recommendations_come_from_overridable_methods(analyzer, fleet_db) -> No
     assert f["recommendation"] == f"custom cpu {f['current_peak']:.1f} {f['trend_per_day']:+.2f}"
     assert len(calls) == 14
     memory = forecast(result, "node-05", "memory")
-    assert memory["recommendation"] == analyzer._get_memory_recommendation(
-        100 * memory["current_peak_ratio"], 100 * memory["trend_ratio_per_day"]
+    # the advice sees percent of the whole memory, not of the P1 limit
+    total = memory["current_peak"] + memory["min_free_mb"]
+    expected = analyzer._get_memory_recommendation(
+        100 * memory["current_peak"] / total, 100 * memory["trend_per_day"] / total
     )
+    assert memory["recommendation"] == expected
+    assert 100 * memory["current_peak"] / total == pytest.approx(95 * memory["current_peak_ratio"])
 
 
 # --------------------------------------------------------------------------- own rows
@@ -211,7 +223,7 @@ def test_fit_restarts_after_a_drop(own) -> None:
     assert f["status"] == "exhaustion"
     assert f["trend_per_day"] == pytest.approx(0.01 * TOTAL, rel=0.05)  # the second leak
     used_now = 0.30 + 0.01 * ((END - own["drop_time"]) / DAY)
-    assert f["days_to_exhaustion"] == pytest.approx((1 - used_now) / 0.01, rel=0.05)
+    assert f["days_to_exhaustion"] == pytest.approx((0.95 - used_now) / 0.01, rel=0.05)
 
 
 def test_weekend_dips_do_not_restart_the_fit(own) -> None:
@@ -221,7 +233,7 @@ def test_weekend_dips_do_not_restart_the_fit(own) -> None:
     assert f["trend_per_day"] == pytest.approx(0.5, rel=0.10)
     assert f["status"] == "exhaustion"
     # from the busiest weekday's level, about 30 + 0.5 * 28 = 44 % now
-    assert f["days_to_exhaustion"] == pytest.approx((100 - 44) / 0.5, rel=0.10)
+    assert f["days_to_exhaustion"] == pytest.approx((95 - 44) / 0.5, rel=0.10)
 
 
 def test_one_day_of_data_is_insufficient(own) -> None:
@@ -236,7 +248,7 @@ def test_already_exhausted(own) -> None:
     for resource in ("cpu", "memory"):
         f = forecast(own["result"], "full", resource)
         assert f["status"] == "already_exhausted"
-        assert f["current_peak_ratio"] == pytest.approx(1.0, abs=0.01)
+        assert f["current_peak_ratio"] == pytest.approx(1 / 0.95, abs=0.01)  # past P1
         assert f["days_to_exhaustion"] is None
 
 
