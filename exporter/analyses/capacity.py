@@ -280,7 +280,7 @@ class Fit:
     n: int
     params: int
     r2: float | None
-    worst: np.ndarray  # the design row's dummies of the busiest day of the week
+    worst: np.ndarray  # the design row's dummies of the weekday the forecast follows
     weekly: bool
     robust: bool
     rho: float  # bias-corrected lag-1 autocorrelation of the residuals, clipped to [0, 0.95]
@@ -355,14 +355,31 @@ def fit_trend(
     rbeta, *_ = np.linalg.lstsq(reduced, y, rcond=None)
     sse0 = float(np.sum((y - reduced @ rbeta) ** 2))
     r2 = max(0.0, 1.0 - sse / sse0) if sse0 > 1e-12 * max(1.0, float(np.sum(y**2))) else None
-    effects = np.concatenate([[0.0], beta[2:]])
-    worst = np.zeros(len(levels))
-    top = int(np.argmax(effects))
-    if top > 0:
-        worst[top - 1] = 1.0
     rho = residual_rho(np.floor(x) if day_numbers is None else day_numbers, resid, p)
     xtx_inv = np.linalg.pinv(X.T @ X)
-    return Fit(beta, xtx_inv, math.sqrt(sse / (n - p)), n, p, r2, worst, weekly, robust, rho)
+    fit = Fit(beta, xtx_inv, math.sqrt(sse / (n - p)), n, p, r2, np.zeros(0), weekly, robust, rho)
+    fit.worst = _busiest_weekday(fit, len(levels))
+    return fit
+
+
+BUSIEST_DAY_Z = 3.0  # one-sided 5 % over 7 weekdays (Bonferroni, 2.45) with room for t tails
+
+
+def _busiest_weekday(fit: Fit, k: int) -> np.ndarray:
+    """The design row of the weekday the forecast follows: the busiest weekday when it
+    stands above the average weekday by BUSIEST_DAY_Z standard errors (the largest of seven
+    noisy levels is biased upwards, so it must earn its place), else the average weekday."""
+    if k == 0:
+        return np.zeros(0)
+    average = np.full(k, 1.0 / (k + 1))  # the baseline weekday has no dummy
+    effects = np.concatenate([[0.0], fit.beta[2:]])
+    top = int(np.argmax(effects))
+    worst = np.zeros(k)
+    if top > 0:
+        worst[top - 1] = 1.0
+    c = np.concatenate([[0.0, 0.0], worst - average])
+    se = fit.sigma * math.sqrt(max(float(c @ fit.xtx_inv @ c), 0.0) * fit.inflation)
+    return worst if float(c @ fit.beta) > BUSIEST_DAY_Z * se else average
 
 
 def _design(x: np.ndarray, dows: np.ndarray, weekly: bool) -> tuple[np.ndarray, list[int]]:
@@ -450,6 +467,7 @@ def _forecast(
         "effective_days": round_float(fit.n_eff) if fit else None,
         "slope_method": ("theil_sen" if fit.robust else "least_squares") if fit else None,
         "weekly_adjusted": bool(fit.weekly) if fit else False,
+        "follows_busiest_weekday": bool(fit.worst.size and fit.worst.max() == 1) if fit else False,
         "days_used": int(y.size),
         "days_available": int(days.peaks.size),
         "fit_start": int(days.starts[first]) if days.starts.size else None,
