@@ -2,27 +2,36 @@
 
 Method, per node and resource (CPU %, memory used MiB, swap MiB), from the hourly rollups:
 
+- The limit is configurable per resource and defaults to the P1 level: CPU 95 %, memory
+  95 % used (5 % free), swap `swap_limit_mb`. Exhaustion means the daily peak reaching it.
 - Daily peak = the busiest hour of a UTC day: the largest hourly mean (CPU, memory used =
   mem_total - mem_available) or hourly max (swap). A *sustained* peak: one busy minute does
-  not make a day's peak, a busy hour does. Only complete UTC days inside the window with at
-  least `min_day_hours` hours of data count; the current, partial day is left out (its
-  busiest hour may be still to come), but the forecast is projected from `now`.
-- Each peak is placed at the time of its busiest hour (not the day's midpoint), so a leak
-  whose peak is always the day's last hour is not forecast half a day late.
-- Least squares of the peaks on time. With two weeks of peaks or more, day-of-week terms
-  are added when they improve the adjusted R² (weekends are quieter), and the forecast
-  follows the busiest day of the week: exhaustion is when that day reaches the limit.
-  `r2` is then the share of the day-of-week-adjusted variance the trend explains.
+  not make a day's peak, a busy hour does, and an hour counts only with `min_hour_coverage`
+  of the node's median samples per hour (one lone sample at 100 % is no busy hour). Only
+  complete UTC days inside the window with at least `min_day_hours` such hours count; the
+  current, partial day is left out, but the forecast is projected from `now`.
+- Each peak is placed at the time of its busiest hour (not the day's midpoint).
+- The model is fixed before looking at the peaks: a line, plus day-of-week levels whenever
+  the peaks cover two weeks and every weekday. The slope is Theil-Sen (the median of the
+  slopes between peaks of the same weekday) or least squares (`robust_slope`).
+- Inference allows for autocorrelated peaks: the lag-1 autocorrelation of the residuals,
+  corrected for its small-sample bias and clipped to [0, 0.95], inflates the slope's
+  variance by (1 + rho) / (1 - rho) and shrinks the degrees of freedom by the same factor
+  (an effective sample size). The correction was chosen by bench/capacity_mc.py.
+- A trend counts when its t statistic passes the two-sided 5 % level, r2 >= `min_r2`, and
+  |slope| >= `min_slope_ratio_per_day` of the limit (significance without magnitude is no
+  trend). days_to_exhaustion = (limit - fitted peak at now) / slope, never negative. The
+  fitted peak follows the busiest weekday when that weekday stands out of the average by
+  BUSIEST_DAY_Z standard errors, else the average weekday.
+- The interval is a 95 % confidence set for the day the *mean* daily peak (of the followed
+  weekday) reaches the limit: the days at which the limit lies inside the mean line's
+  confidence band (Fieller's construction), searched up to 10 horizons; None at the
+  optimistic end when the band's lower edge never gets there. It is not a band for a
+  single day's peak, which can cross earlier.
 - The fit restarts after a drop (the peak falls by more than `drop_restart_pct` of the limit
-  and stays down for three days: a cleanup, restart or resize; a weekend dip comes back up)
-  and after a change of mem_total (a resize).
-- A trend counts when r2 >= `min_r2` and its t statistic passes the two-sided 95 % level.
-  days_to_exhaustion = (limit - fitted busiest-day peak at now) / slope, never negative;
-  its interval is where the 95 % prediction band of a single daily peak crosses the limit
-  (pessimistic: upper band; optimistic: lower band; None when it never does within 10
-  horizons). The t quantile is tabulated (no scipy).
-- "already_exhausted": the busiest complete hour of the last 24 h reached `exhausted_ratio`
-  of the limit (it wins over insufficient_data: it needs no history).
+  and stays down for three days) and after a change of mem_total (a resize).
+- "already_exhausted": the busiest complete hour of the last 24 h reached
+  `exhausted_ratio` of the limit (it wins over insufficient_data: it needs no history).
 
 Container rows are skipped: the table carries no container memory limit to exhaust.
 """
