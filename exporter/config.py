@@ -313,13 +313,17 @@ class ContentionConfig:
 @_section
 class CorrelationConfig:
     window_hours: Positive = 24
-    min_abs: Ratio = 0.7  # |Pearson| of a strong pair
-    max_lag_minutes: NonNegativeInt = 15  # lead/lag search range, both ways
+    min_abs: Ratio = 0.7  # |Pearson| of the levels for a shared daily cycle
+    max_lag_minutes: NonNegativeInt = 30  # lead/lag scan range, both ways
     lag_min_gain: Ratio = 0.02  # a lag is reported when it beats lag 0 by this much
-    min_samples: Count = 60  # fewer paired samples: the pair is not judged
-    profile_days: Positive = 7  # history of the hour-of-day profile removed before
-    # deseasonalising
-    evidence_hours: Positive = 24  # rank and lag evidence read at most this much of the window
+    min_samples: Count = 60  # fewer paired differences: the pair is not tested
+    fdr: Ratio = 0.05  # Benjamini-Hochberg false-discovery rate over each node's pairs
+    min_coupling_abs: Ratio = 0.3  # |r| of the differences below this is no coupling
+    max_per_node: Count = 5  # exported couplings per node, strongest first
+    min_cycle_share: Ratio = 0.5  # share of within-day variance the hour of day explains
+    # in a real daily cycle
+    profile_days: Positive = 7  # history of the hour-of-day profiles and daily-cycle test
+    evidence_hours: Positive = 24  # the lag scan reads at most this much of the window
 
 
 @_section
