@@ -377,3 +377,17 @@ def test_monte_carlo_false_couplings(kind):
         false += any(f["interpretation"] != "shared_daily_cycle" for f in found)
     print(f"{kind}: {false / 400:.1%} false couplings")
     assert false / 400 <= 0.07  # 5 % and two standard errors of 400 runs
+
+
+def test_short_and_coarse_series_are_scanned_without_error():
+    """Fewer bins than lags, and a node sampled every 5 minutes (lags in 5-minute steps)."""
+    cfg = CorrelationConfig()
+    pair = ("cpu_total_pct", "net_rx_mb_s")
+    rng = np.random.default_rng(8)
+    short = rng.normal(size=(2, 20))
+    assert _node_findings("n", _grid(short[0], short[1]), {pair: (0.1, 20)}, {}, cfg) == []
+    x = rng.normal(size=300)
+    grid = _grid(x[2:], x[:-2] + 0.2 * rng.normal(size=298))  # b follows a by 2 bins
+    grid["step"] = 5
+    (found,) = _node_findings("n", grid, {pair: (0.0, 298)}, {}, cfg)
+    assert found["lag_minutes"] == 10

@@ -250,6 +250,9 @@ def _grids(rows: list[dict[str, Any]]) -> dict[str, Grid]:
 
 def lagged_correlations(d: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
     """(r, n): r[i, j] = corr(d[t, i], d[t + lag, j]) over the rows where both are known."""
+    if abs(lag) >= d.shape[0]:
+        empty = np.zeros((d.shape[1], d.shape[1]))
+        return np.full_like(empty, np.nan), empty
     if lag >= 0:
         a, b = d[: d.shape[0] - lag], d[lag:]
     else:
