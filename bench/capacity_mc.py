@@ -11,7 +11,7 @@ new method see the same series. Reported per case:
   crossing (an open end, None, is infinite);
 - power: share of trend runs whose status is exhaustion.
 
-Usage: python -m bench.capacity_mc [--runs 2000] [--seed 1]
+Usage: python -m bench.capacity_mc [--runs 2000] [--seed 1] [--least-squares] [--bad-day 20]
 """
 
 from __future__ import annotations
@@ -168,11 +168,14 @@ def covers(lo: float | None, hi: float | None) -> bool:
     return lo is not None and lo <= TRUE_CROSSING and (hi is None or hi >= TRUE_CROSSING)
 
 
-def one_run(rng: np.random.Generator, phi: float, old: Tally, new: Tally, robust: bool) -> None:
+def one_run(
+    rng: np.random.Generator, phi: float, old: Tally, new: Tally, robust: bool, bad_day: float
+) -> None:
     x = np.arange(DAYS, dtype=float) - DAYS + 0.5  # busiest hours, days since now
     dows = (np.arange(DAYS) + int(rng.integers(7))) % 7
     for slope in (0.0, SLOPE):
         y = LEVEL + slope * x + ar1(rng, DAYS, phi)
+        y[rng.integers(DAYS)] += bad_day  # one runaway day, when asked for
         f_old = old_fit_trend(x, y, dows)
         f_new = fit_trend(x, y, dows, robust=robust)
         assert f_old is not None and f_new is not None
@@ -191,14 +194,16 @@ def one_run(rng: np.random.Generator, phi: float, old: Tally, new: Tally, robust
         new.detected += trend_counts(f_new, LIMIT, MIN_R2, MIN_SLOPE_RATIO) and f_new.slope > 0
 
 
-def monte_carlo(runs: int, seed: int, robust: bool = True) -> dict[str, tuple[Tally, Tally]]:
+def monte_carlo(
+    runs: int, seed: int, robust: bool = True, bad_day: float = 0.0
+) -> dict[str, tuple[Tally, Tally]]:
     """case -> (old, new) tallies over `runs` runs of each series kind."""
     out = {}
     for k, (name, phi) in enumerate(CASES):
         rng = np.random.default_rng([seed, k])
         old, new = Tally(), Tally()
         for _ in range(runs):
-            one_run(rng, phi, old, new, robust)
+            one_run(rng, phi, old, new, robust, bad_day)
         out[name] = (old, new)
     return out
 
@@ -208,8 +213,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--least-squares", action="store_true", help="new fit without Theil-Sen")
+    parser.add_argument("--bad-day", type=float, default=0.0, help="points added to one day")
     args = parser.parse_args()
-    results = monte_carlo(args.runs, args.seed, robust=not args.least_squares)
+    results = monte_carlo(args.runs, args.seed, not args.least_squares, args.bad_day)
     pct = lambda k: f"{100 * k / args.runs:5.1f} %"  # noqa: E731
     print(f"{args.runs} runs per case; targets: false trend <= 7 %, coverage >= 90 %")
     print(f"{'case':<10} {'false trend old/new (no floor)':>34} {'coverage old/new':>20}"

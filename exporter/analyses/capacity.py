@@ -411,10 +411,14 @@ def _theil_sen(x: np.ndarray, y: np.ndarray, groups: np.ndarray, X: np.ndarray) 
 
 
 def residual_rho(day_numbers: np.ndarray, resid: np.ndarray, params: int) -> float:
-    """Lag-1 autocorrelation of residuals on consecutive days, corrected for its downward
-    bias in short fitted series (about (1 + 4 rho) / n plus one 1/n per fitted parameter
-    beyond the mean), clipped to [0, 0.95]: negative correlation is never credited."""
+    """Lag-1 autocorrelation of residuals (winsorised at 3 robust sd) on consecutive days,
+    corrected for its downward bias in a short fitted series by (1 + 4 rho) / n plus
+    (p - 1) / (2 n) for p parameters (the correction bench/capacity_mc.py chose), clipped
+    to [0, 0.95]: negative correlation is never credited."""
     n = resid.size
+    mad = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+    if mad > 0:  # one runaway day would hide the day-to-day memory of all the others
+        resid = np.clip(resid, -3 * mad, 3 * mad)
     den = float(np.sum(resid**2))
     if n < 3 or den <= 0:
         return 0.0
