@@ -40,6 +40,7 @@ from typing import Any, NotRequired, TypedDict, cast
 import numpy as np
 from psycopg import sql
 
+from ..config import CorrelationConfig
 from ..metricdef import gauge
 from ..render import Text
 from ..rollups import rollups_of
@@ -296,7 +297,7 @@ def _node_findings(
     grid: Grid,
     raw: dict[Pair, tuple[float, int]],
     cycles: dict[str, tuple[float, np.ndarray]],
-    cfg: Any,
+    cfg: CorrelationConfig,
 ) -> list[dict[str, Any]]:
     """The node's coupled pairs and shared daily cycles (see the module doc)."""
     step = grid["step"]
@@ -430,7 +431,9 @@ def _deseasonalised(
     return _pearson(resid(a), resid(b))
 
 
-def _shared_cycle(cycles: dict[str, tuple[float, np.ndarray]], a: str, b: str, cfg: Any) -> bool:
+def _shared_cycle(
+    cycles: dict[str, tuple[float, np.ndarray]], a: str, b: str, cfg: CorrelationConfig
+) -> bool:
     """Both metrics cycle daily for real, and their hour-of-day profiles agree."""
     if a not in cycles or b not in cycles:
         return False
