@@ -330,9 +330,9 @@ class CorrelationConfig:
 class CapacityConfig:
     days: Positive = 30
     horizon_days: Positive = 365  # beyond this a trend is "beyond_horizon"
-    # exhaustion is reaching these limits; defaults are the P1 levels (CPU 95 %, 5 % free)
-    cpu_limit_pct: Limit = 95
-    mem_limit_pct: Limit = 95  # of mem_total_mb, used = total - available
+    # exhaustion is reaching these limits; None: the emergency P1 levels (CPU 95 %, 5 % free)
+    cpu_limit_pct: Limit | None = None
+    mem_limit_pct: Limit | None = None  # used share of mem_total_mb, used = total - available
     swap_limit_mb: Positive = 8192
     min_days: Count = 3  # fewer daily peaks: insufficient_data
     min_r2: Ratio = 0.3  # weaker fits: no_significant_trend

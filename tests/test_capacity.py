@@ -13,6 +13,7 @@ from exporter import PerformanceAnalyzer
 from exporter.analyses.capacity import (
     crossing,
     fit_trend,
+    limit_pcts,
     restart_index,
     t975,
     trend_counts,
@@ -451,3 +452,15 @@ def test_a_lone_sample_at_100_percent_is_not_exhaustion(dsn: str) -> None:
         f = forecast(a.capacity_planning_analysis(days=10, now=END), "lone", "cpu")
     assert f["status"] != "already_exhausted"
     assert f["current_peak"] == pytest.approx(40.0, abs=3.0)
+
+
+def test_limits_default_to_the_p1_levels_and_follow_them() -> None:
+    from exporter.config import ConfigError, from_dict
+
+    assert limit_pcts(from_dict({})) == {"cpu": 95.0, "memory": 95.0}
+    moved = from_dict({"emergency": {"cpu_pct": {"p1": 97}, "mem_available_pct": {"p1": 8}}})
+    assert limit_pcts(moved) == {"cpu": 97.0, "memory": 92.0}
+    assert limit_pcts(from_dict({"capacity": {"cpu_limit_pct": 90}}))["cpu"] == 90.0
+    with pytest.raises(ConfigError) as info:
+        from_dict({"capacity": {"cpu_limit_pct": 150}})
+    assert "capacity.cpu_limit_pct" in str(info.value) and "150" in str(info.value)

@@ -2,8 +2,9 @@
 
 Method, per node and resource (CPU %, memory used MiB, swap MiB), from the hourly rollups:
 
-- The limit is configurable per resource and defaults to the P1 level: CPU 95 %, memory
-  95 % used (5 % free), swap `swap_limit_mb`. Exhaustion means the daily peak reaching it.
+- The limit is configurable per resource and defaults to the emergency check's P1 level
+  (CPU 95 %, memory 95 % used i.e. 5 % free), swap `swap_limit_mb`. Exhaustion means the
+  daily peak reaching it.
 - Daily peak = the busiest hour of a UTC day: the largest hourly mean (CPU, memory used =
   mem_total - mem_available) or hourly max (swap). A *sustained* peak: one busy minute does
   not make a day's peak, a busy hour does, and an hour counts only with `min_hour_coverage`
@@ -45,7 +46,7 @@ from typing import Any, TypedDict, cast
 
 import numpy as np
 
-from ..config import CapacityConfig
+from ..config import CapacityConfig, Config
 from ..metricdef import gauge
 from ..render import Text, cell
 from ..rollups import RollupView, rollups_of
@@ -139,6 +140,7 @@ class DefaultAdvice:
 def capacity_planning_analysis(ctx: Context, *, days: float, now: int) -> CapacityResult:
     """Forecast per node and resource; see the module docstring for the method."""
     cfg = ctx.config.capacity
+    pct = limit_pcts(ctx.config)
     start = now - window_seconds(days, DAY, "days")
     first_day = -(-start // DAY) * DAY  # the first UTC day wholly inside the window
     end_day = now // DAY * DAY  # days before it are complete
@@ -155,13 +157,13 @@ def capacity_planning_analysis(ctx: Context, *, days: float, now: int) -> Capaci
     for (node, _), rows in view.series():
         rows = rows[view.hours[rows] < last_hour]
         for resource in RESOURCES:
-            series = _hourly(view, rows, resource, cfg)
+            series = _hourly(view, rows, resource, cfg, pct)
             if series is None:
                 continue
             days_ = _daily_peaks(series, first_day, end_day, cfg.min_day_hours)
             current = _current_peak(series, max(start, last_hour - DAY), last_hour)
-            row = _forecast(series, days_, current, now, cfg)
-            row["recommendation"] = _recommend(row, advice[resource], resource, cfg)
+            row = _forecast(series, days_, current, now, cfg, pct)
+            row["recommendation"] = _recommend(row, advice[resource], resource, pct)
             forecasts.append(cast(Forecast, {"node_name": node, "container_name": None, **row}))
     window = {
         "start": start,
@@ -188,17 +190,26 @@ class Hourly:
     samples: np.ndarray
 
 
+def limit_pcts(config: Config) -> dict[str, float]:
+    """CPU and memory-used limits in percent of the whole: as configured, else the P1
+    levels of the emergency check (CPU busy, and 100 minus the free-memory P1)."""
+    cap, em = config.capacity, config.emergency
+    cpu = cap.cpu_limit_pct if cap.cpu_limit_pct is not None else em.cpu_pct.p1
+    mem = cap.mem_limit_pct if cap.mem_limit_pct is not None else 100 - em.mem_available_pct.p1
+    return {"cpu": float(cpu), "memory": float(mem)}
+
+
 def _hourly(
-    view: RollupView, rows: np.ndarray, resource: str, cfg: CapacityConfig
+    view: RollupView, rows: np.ndarray, resource: str, cfg: CapacityConfig, pct: dict[str, float]
 ) -> Hourly | None:
     """The hourly values of `resource` (None when the node has none valid)."""
     if resource == "cpu":
         values = view.stat("mean", "cpu_total_pct")[rows].astype(float)
-        limits = np.full(values.size, float(cfg.cpu_limit_pct))
+        limits = np.full(values.size, pct["cpu"])
     elif resource == "memory":
         total = view.stat("mean", "mem_total_mb")[rows].astype(float)
         values = total - view.stat("mean", "mem_available_mb")[rows].astype(float)
-        limits = total * cfg.mem_limit_pct / 100.0
+        limits = total * pct["memory"] / 100.0
     else:
         values = view.stat("max", "swap_used_mb")[rows].astype(float)
         limits = np.full(values.size, float(cfg.swap_limit_mb))
@@ -452,7 +463,12 @@ def crossing(fit: Fit, limit: float, band: int, horizon: float) -> float | None:
 
 
 def _forecast(
-    s: Hourly, days: Days, current: tuple[float, float, int] | None, now: int, cfg: CapacityConfig
+    s: Hourly,
+    days: Days,
+    current: tuple[float, float, int] | None,
+    now: int,
+    cfg: CapacityConfig,
+    pct: dict[str, float],
 ) -> dict[str, Any]:
     first = restart_index(days.peaks, days.limits, cfg.drop_restart_pct) if days.peaks.size else 0
     used = slice(first, None)
@@ -504,7 +520,7 @@ def _forecast(
         "evidence": evidence,
     }
     if s.resource == "memory" and peak is not None and current:
-        total = current[1] * 100.0 / cfg.mem_limit_pct if cfg.mem_limit_pct else None
+        total = current[1] * 100.0 / pct["memory"]
         row["min_free_mb"] = round_float(total - peak if total else None, 3)
     return row
 
@@ -541,7 +557,7 @@ def _status(
     return "exhaustion", d, interval
 
 
-def _recommend(row: dict[str, Any], advice: Advice, resource: str, cfg: CapacityConfig) -> str:
+def _recommend(row: dict[str, Any], advice: Advice, resource: str, pct: dict[str, float]) -> str:
     """The analyzer's (overridable) advice, given the peak in percent of the whole (CPU,
     memory) or of the swap limit, and the trend in points per day (0 when the trend does
     not count)."""
@@ -549,7 +565,7 @@ def _recommend(row: dict[str, Any], advice: Advice, resource: str, cfg: Capacity
     if ratio is None:
         days = row["evidence"]["days_used"]
         return f"Not enough data for a {resource} forecast ({days} complete days)"
-    whole = {"cpu": cfg.cpu_limit_pct, "memory": cfg.mem_limit_pct}.get(resource, 100.0)
+    whole = pct.get(resource, 100.0)
     significant = row["status"] in ("exhaustion", "decreasing", "beyond_horizon")
     trend = row["trend_ratio_per_day"] if significant and row["trend_ratio_per_day"] else 0.0
     return advice(whole * ratio, whole * trend)
