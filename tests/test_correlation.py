@@ -141,7 +141,8 @@ def test_lagged_pair_reports_the_leader(shaped):
     assert (found["metric_a"], found["metric_b"]) == ("cpu_total_pct", "net_rx_mb_s")
     assert found["lag_minutes"] == 5
     assert found["interpretation"] == "lagged_coupling"
-    assert found["lag_coefficient"] > abs(found["differenced_coefficient"]) + 0.5
+    assert found["lag_coefficient"] > found["coefficient"]  # levels at the lag, and at 0
+    assert found["coupling_coefficient"] > abs(found["differenced_coefficient"]) + 0.5
 
 
 def test_outliers_split_spearman_from_pearson(shaped):

@@ -75,7 +75,7 @@ class Correlation(TypedDict):
     deseasonalised_coefficient: NotRequired[float | None]
     spearman: NotRequired[float | None]
     lag_minutes: NotRequired[int | None]
-    lag_coefficient: NotRequired[float | None]
+    lag_coefficient: NotRequired[float | None]  # Pearson of the levels a(t), b(t + lag)
     window: NotRequired[dict[str, int]]
     evidence_window: NotRequired[dict[str, int]]
 
@@ -341,9 +341,9 @@ def _node_findings(
         a, b = t["pair"]
         r_raw, n_raw = raw[(a, b)]
         coupled = q <= cfg.fdr and abs(t["r"]) >= cfg.min_coupling_abs
+        bins = (t["lag"] or 0) // step
         if coupled:
-            lag = t["lag"] or 0
-            rho = spearman(g[:, index[a]], g[:, index[b]], lag // step)
+            rho = spearman(g[:, index[a]], g[:, index[b]], bins)
             kind = "lagged_coupling" if t["lag"] else "direct_coupling"
             if rho is None or abs(rho) < cfg.min_abs / 2:
                 kind = "outlier_driven"
@@ -369,7 +369,9 @@ def _node_findings(
                     _deseasonalised(grid["times"], g, cycles, a, b, index)
                 ),
                 "lag_minutes": t["lag"] if coupled else None,
-                "lag_coefficient": round_float(t["r"]) if coupled and t["lag"] else None,
+                "lag_coefficient": round_float(_level_r(g, index, a, b, bins))
+                if coupled and t["lag"]
+                else None,
             }
         )
     return out
@@ -398,6 +400,16 @@ def spearman(x: np.ndarray, y: np.ndarray, lag: int = 0) -> float | None:
     if rx.std() == 0 or ry.std() == 0:
         return None
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _level_r(g: np.ndarray, index: dict[str, int], a: str, b: str, lag: int) -> float | None:
+    """Pearson's r of the levels a(t) and b(t + lag bins), pairwise complete."""
+    x, y = g[:, index[a]], g[:, index[b]]
+    if lag > 0:
+        x, y = x[:-lag], y[lag:]
+    elif lag < 0:
+        x, y = x[-lag:], y[:lag]
+    return _pearson(x, y)
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
@@ -494,15 +506,19 @@ COEFFICIENT = gauge(
 
 
 def to_samples(result: CorrelationResult, view: ResultView) -> Iterator[Sample]:
-    """The exported couplings: r of the differenced series at the reported lag."""
+    """The exported couplings, each with Pearson's r of its levels: over the window, or at
+    the reported lag for a lagged coupling."""
     for c in result["correlations"]:
-        if not c.get("exported") or c["coupling_coefficient"] is None:
+        if not c.get("exported"):
+            continue
+        r = c.get("lag_coefficient") if c.get("lag_minutes") else c["coefficient"]
+        if r is None:
             continue
         yield sample(
             "metric_correlation",
-            c["coupling_coefficient"],
+            r,
             CORRELATION,
-            abs(c["coupling_coefficient"]),
+            abs(r),
             node=c["node_name"],
             metric_a=c["metric_a"],
             metric_b=c["metric_b"],
