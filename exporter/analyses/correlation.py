@@ -27,7 +27,8 @@ Method, per node, over the de-duplicated rows of the window:
    of the within-day variance of hourly means over `profile_days`, three days at least)
    and their hour-of-day profiles correlate by `min_abs`. Other strong-but-untested pairs
    (random walks, common trends) are not reported.
-6. Only direct and lagged couplings are exported, `max_per_node` per node, strongest first.
+6. Only direct and lagged couplings are exported, `max_per_node` per node, strongest first
+   by the differences' r; the exported value is Pearson's r of the levels (at the lag).
 """
 
 from __future__ import annotations
