@@ -349,30 +349,39 @@ class ContentionConfig:
 @_section
 class CorrelationConfig:
     window_hours: Positive = 24
-    min_abs: Ratio = 0.7  # |Pearson| of a strong pair
-    max_lag_minutes: NonNegativeInt = 15  # lead/lag search range, both ways
+    min_abs: Ratio = 0.7  # |Pearson| of the levels for a shared daily cycle
+    max_lag_minutes: NonNegativeInt = 30  # lead/lag scan range, both ways
     lag_min_gain: Ratio = 0.02  # a lag is reported when it beats lag 0 by this much
-    min_samples: Count = 60  # fewer paired samples: the pair is not judged
-    profile_days: Positive = 7  # history of the hour-of-day profile removed before
-    # deseasonalising
-    evidence_hours: Positive = 24  # rank and lag evidence read at most this much of the window
+    min_samples: Count = 60  # fewer paired differences: the pair is not tested
+    fdr: Ratio = 0.05  # Benjamini-Hochberg false-discovery rate over each node's pairs
+    min_coupling_abs: Ratio = 0.3  # |r| of the differences below this is no coupling
+    max_per_node: Count = 5  # exported couplings per node, strongest first
+    min_cycle_share: Ratio = 0.5  # share of within-day variance the hour of day explains
+    # in a real daily cycle
+    profile_days: Positive = 7  # history of the hour-of-day profiles and daily-cycle test
+    evidence_hours: Positive = 24  # the lag scan reads at most this much of the window
 
 
 @_section
 class CapacityConfig:
     days: Positive = 30
     horizon_days: Positive = 365  # beyond this a trend is "beyond_horizon"
-    cpu_limit_pct: Limit = 100
-    mem_limit_pct: Limit = 100  # of mem_total_mb, used = total - available
+    # exhaustion is reaching these limits; None: the emergency P1 levels (CPU 95 %, 5 % free)
+    cpu_limit_pct: Limit | None = None
+    mem_limit_pct: Limit | None = None  # used share of mem_total_mb, used = total - available
     swap_limit_mb: Positive = 8192
     min_days: Count = 3  # fewer daily peaks: insufficient_data
     min_r2: Ratio = 0.3  # weaker fits: no_significant_trend
+    # smaller slopes are no_significant_trend however significant: share of the limit per day
+    min_slope_ratio_per_day: Ratio = 0.001
+    robust_slope: Flag = True  # Theil-Sen slope (one bad day cannot tilt it), else least squares
     drop_restart_pct: Percent = 20  # a fall of the daily peak by this % of the limit, held
     # for 3 days (a weekend dip is not), restarts the fit: cleanup, restart, resize
     min_day_hours: HoursOfDay = 12  # a UTC day with fewer hours of data gives no daily peak
-    # already_exhausted: the last 24 h's busiest hour reached this share of the limit (an
-    # hour's mean of samples capped at 100 % never quite reaches 100 %)
-    exhausted_ratio: Ratio = 0.99
+    # an hour with fewer samples than this share of the node's usual count is no peak
+    min_hour_coverage: Ratio = 0.5
+    # already_exhausted: the last 24 h's busiest hour reached this share of the limit
+    exhausted_ratio: Ratio = 1.0
 
 
 @_section

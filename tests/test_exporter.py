@@ -190,7 +190,10 @@ def test_values_match_the_injected_truth(warm):
     assert value(samples, "health_score", node=t("cpu_saturation")["node"]) == 0
     leak = t("memory_leak")
     tte = value(samples, "time_to_exhaustion_seconds", node=leak["node"], resource="memory")
-    assert tte == pytest.approx(leak["days_to_zero"] * DAY, rel=0.1)
+    days_to_p1 = (leak["available_at_end_mb"] - 0.05 * leak["mem_total_mb"]) / leak[
+        "slope_mb_per_day"
+    ]
+    assert tte == pytest.approx(days_to_p1 * DAY, rel=0.1)  # exhaustion is 5 % free (P1)
     assert value(samples, "time_to_exhaustion_seconds", node="node-01", resource="cpu") == (
         float("inf")
     )

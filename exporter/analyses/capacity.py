@@ -2,27 +2,37 @@
 
 Method, per node and resource (CPU %, memory used MiB, swap MiB), from the hourly rollups:
 
+- The limit is configurable per resource and defaults to the emergency check's P1 level
+  (CPU 95 %, memory 95 % used i.e. 5 % free), swap `swap_limit_mb`. Exhaustion means the
+  daily peak reaching it.
 - Daily peak = the busiest hour of a UTC day: the largest hourly mean (CPU, memory used =
   mem_total - mem_available) or hourly max (swap). A *sustained* peak: one busy minute does
-  not make a day's peak, a busy hour does. Only complete UTC days inside the window with at
-  least `min_day_hours` hours of data count; the current, partial day is left out (its
-  busiest hour may be still to come), but the forecast is projected from `now`.
-- Each peak is placed at the time of its busiest hour (not the day's midpoint), so a leak
-  whose peak is always the day's last hour is not forecast half a day late.
-- Least squares of the peaks on time. With two weeks of peaks or more, day-of-week terms
-  are added when they improve the adjusted R² (weekends are quieter), and the forecast
-  follows the busiest day of the week: exhaustion is when that day reaches the limit.
-  `r2` is then the share of the day-of-week-adjusted variance the trend explains.
+  not make a day's peak, a busy hour does, and an hour counts only with `min_hour_coverage`
+  of the node's median samples per hour (one lone sample at 100 % is no busy hour). Only
+  complete UTC days inside the window with at least `min_day_hours` such hours count; the
+  current, partial day is left out, but the forecast is projected from `now`.
+- Each peak is placed at the time of its busiest hour (not the day's midpoint).
+- The model is fixed before looking at the peaks: a line, plus day-of-week levels whenever
+  the peaks cover two weeks and every weekday. The slope is Theil-Sen (the median of the
+  slopes between peaks of the same weekday) or least squares (`robust_slope`).
+- Inference allows for autocorrelated peaks: the lag-1 autocorrelation of the residuals,
+  corrected for its small-sample bias and clipped to [0, 0.95], inflates the slope's
+  variance by (1 + rho) / (1 - rho) and shrinks the degrees of freedom by the same factor
+  (an effective sample size). The correction was chosen by bench/capacity_mc.py.
+- A trend counts when its t statistic passes the two-sided 5 % level, r2 >= `min_r2`, and
+  |slope| >= `min_slope_ratio_per_day` of the limit (significance without magnitude is no
+  trend). days_to_exhaustion = (limit - fitted peak at now) / slope, never negative. The
+  fitted peak follows the busiest weekday when that weekday stands out of the average by
+  BUSIEST_DAY_Z standard errors, else the average weekday.
+- The interval is a 95 % confidence set for the day the *mean* daily peak (of the followed
+  weekday) reaches the limit: the days at which the limit lies inside the mean line's
+  confidence band (Fieller's construction), searched up to 10 horizons; None at the
+  optimistic end when the band's lower edge never gets there. It is not a band for a
+  single day's peak, which can cross earlier.
 - The fit restarts after a drop (the peak falls by more than `drop_restart_pct` of the limit
-  and stays down for three days: a cleanup, restart or resize; a weekend dip comes back up)
-  and after a change of mem_total (a resize).
-- A trend counts when r2 >= `min_r2` and its t statistic passes the two-sided 95 % level.
-  days_to_exhaustion = (limit - fitted busiest-day peak at now) / slope, never negative;
-  its interval is where the 95 % prediction band of a single daily peak crosses the limit
-  (pessimistic: upper band; optimistic: lower band; None when it never does within 10
-  horizons). The t quantile is tabulated (no scipy).
-- "already_exhausted": the busiest complete hour of the last 24 h reached `exhausted_ratio`
-  of the limit (it wins over insufficient_data: it needs no history).
+  and stays down for three days) and after a change of mem_total (a resize).
+- "already_exhausted": the busiest complete hour of the last 24 h reached
+  `exhausted_ratio` of the limit (it wins over insufficient_data: it needs no history).
 
 Container rows are skipped: the table carries no container memory limit to exhaust.
 """
@@ -36,7 +46,7 @@ from typing import Any, TypedDict, cast
 
 import numpy as np
 
-from ..config import CapacityConfig
+from ..config import CapacityConfig, Config
 from ..metricdef import gauge
 from ..render import Text, cell
 from ..rollups import RollupView, rollups_of
@@ -60,13 +70,18 @@ _T975 = (
 )  # fmt: skip
 
 
-def t975(dof: int) -> float:
-    """The 0.975 quantile of Student's t: the table, then the Cornish-Fisher expansion
-    (error < 1e-4 beyond 30 degrees of freedom)."""
-    if dof < 1:
+def t975(dof: float) -> float:
+    """The 0.975 quantile of Student's t: the table (linear in 1 / dof between its entries,
+    for the fractional degrees of freedom of an effective sample), then the Cornish-Fisher
+    expansion (error < 1e-4 beyond 30 degrees of freedom); infinite below 1."""
+    if not dof >= 1:
         return math.inf
     if dof <= len(_T975):
-        return _T975[dof - 1]
+        lo = int(dof)
+        if lo == dof or lo == len(_T975):
+            return _T975[lo - 1]
+        w = (1 / lo - 1 / dof) / (1 / lo - 1 / (lo + 1))
+        return (1 - w) * _T975[lo - 1] + w * _T975[lo]
     z = 1.959964
     return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
 
@@ -79,6 +94,7 @@ class Forecast(TypedDict):
     resource_type: str  # cpu, memory or swap
     unit: str
     current_peak: float | None
+    limit: float | None  # what exhaustion means, in the unit (default: the P1 level)
     current_peak_ratio: float | None  # of the limit
     trend_per_day: float | None
     trend_ratio_per_day: float | None
@@ -124,6 +140,7 @@ class DefaultAdvice:
 def capacity_planning_analysis(ctx: Context, *, days: float, now: int) -> CapacityResult:
     """Forecast per node and resource; see the module docstring for the method."""
     cfg = ctx.config.capacity
+    pct = limit_pcts(ctx.config)
     start = now - window_seconds(days, DAY, "days")
     first_day = -(-start // DAY) * DAY  # the first UTC day wholly inside the window
     end_day = now // DAY * DAY  # days before it are complete
@@ -140,13 +157,13 @@ def capacity_planning_analysis(ctx: Context, *, days: float, now: int) -> Capaci
     for (node, _), rows in view.series():
         rows = rows[view.hours[rows] < last_hour]
         for resource in RESOURCES:
-            series = _hourly(view, rows, resource, cfg)
+            series = _hourly(view, rows, resource, cfg, pct)
             if series is None:
                 continue
             days_ = _daily_peaks(series, first_day, end_day, cfg.min_day_hours)
             current = _current_peak(series, max(start, last_hour - DAY), last_hour)
-            row = _forecast(series, days_, current, now, cfg)
-            row["recommendation"] = _recommend(row, advice[resource], resource)
+            row = _forecast(series, days_, current, now, cfg, pct)
+            row["recommendation"] = _recommend(row, advice[resource], resource, pct)
             forecasts.append(cast(Forecast, {"node_name": node, "container_name": None, **row}))
     window = {
         "start": start,
@@ -173,23 +190,37 @@ class Hourly:
     samples: np.ndarray
 
 
+def limit_pcts(config: Config) -> dict[str, float]:
+    """CPU and memory-used limits in percent of the whole: as configured, else the P1
+    levels of the emergency check (CPU busy, and 100 minus the free-memory P1)."""
+    cap, em = config.capacity, config.emergency
+    cpu = cap.cpu_limit_pct if cap.cpu_limit_pct is not None else em.cpu_pct.p1
+    mem = cap.mem_limit_pct if cap.mem_limit_pct is not None else 100 - em.mem_available_pct.p1
+    return {"cpu": float(cpu), "memory": float(mem)}
+
+
 def _hourly(
-    view: RollupView, rows: np.ndarray, resource: str, cfg: CapacityConfig
+    view: RollupView, rows: np.ndarray, resource: str, cfg: CapacityConfig, pct: dict[str, float]
 ) -> Hourly | None:
     """The hourly values of `resource` (None when the node has none valid)."""
     if resource == "cpu":
         values = view.stat("mean", "cpu_total_pct")[rows].astype(float)
-        limits = np.full(values.size, float(cfg.cpu_limit_pct))
+        limits = np.full(values.size, pct["cpu"])
     elif resource == "memory":
         total = view.stat("mean", "mem_total_mb")[rows].astype(float)
         values = total - view.stat("mean", "mem_available_mb")[rows].astype(float)
-        limits = total * cfg.mem_limit_pct / 100.0
+        limits = total * pct["memory"] / 100.0
     else:
         values = view.stat("max", "swap_used_mb")[rows].astype(float)
         limits = np.full(values.size, float(cfg.swap_limit_mb))
     ok = np.isfinite(values) & np.isfinite(limits) & (limits > 0)
     if not ok.any():
         return None
+    # An hour the sampler barely covered (one sample at 100 %) is no sustained peak: it
+    # needs `min_hour_coverage` of the node's usual (median) samples per hour.
+    column = {"cpu": "cpu_total_pct", "memory": "mem_available_mb"}.get(resource, "swap_used_mb")
+    counts = view.stat("count", column)[rows].astype(float)
+    ok &= counts >= cfg.min_hour_coverage * float(np.median(counts[ok]))
     sel = rows[ok]
     return Hourly(resource, view.hours[sel], values[ok], limits[ok], view.samples[sel])
 
@@ -260,48 +291,115 @@ def restart_index(peaks: np.ndarray, limits: np.ndarray, drop_pct: float) -> int
 
 @dataclass
 class Fit:
-    """Least squares of daily peaks on days since now, with optional day-of-week terms."""
+    """A line through daily peaks (days since now), day-of-week levels when fixed in advance,
+    and inference that allows for AR(1) residuals through an effective sample size."""
 
     beta: np.ndarray
     xtx_inv: np.ndarray
     sigma: float
-    dof: int
+    n: int
+    params: int
     r2: float | None
-    worst: np.ndarray  # the design row's dummies of the busiest day of the week
+    worst: np.ndarray  # the design row's dummies of the weekday the forecast follows
     weekly: bool
-    sse: float
+    robust: bool
+    rho: float  # bias-corrected lag-1 autocorrelation of the residuals, clipped to [0, 0.95]
 
     @property
     def slope(self) -> float:
         return float(self.beta[1])
 
     @property
+    def inflation(self) -> float:
+        """Variance inflation of a mean or a slope under AR(1) errors: (1 + rho) / (1 - rho)."""
+        return (1.0 + self.rho) / (1.0 - self.rho)
+
+    @property
+    def n_eff(self) -> float:
+        return self.n / self.inflation
+
+    @property
+    def dof(self) -> float:
+        """Residual degrees of freedom, shrunk by the same inflation as the sample size, and
+        at least 1 (Cauchy tails: a near-perfect line of smooth residuals still counts)."""
+        return max(1.0, (self.n - self.params) / self.inflation)
+
+    @property
+    def slope_se(self) -> float:
+        return self.sigma * math.sqrt(max(self.xtx_inv[1, 1], 0.0) * self.inflation)
+
+    @property
     def slope_t(self) -> float | None:
-        se = self.sigma * math.sqrt(max(self.xtx_inv[1, 1], 0.0))
+        se = self.slope_se
         if se > 0:
             return self.slope / se
         return None if self.slope == 0 else math.copysign(1e9, self.slope)
 
     def predict(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Fitted busiest-day peak `d` days after now and its 95 % prediction half-width."""
+        """Fitted busiest-day mean peak `d` days after now and the half-width of its 95 %
+        confidence band (the mean line's, not a single day's)."""
         d = np.atleast_1d(np.asarray(d, dtype=float))
         x0 = np.column_stack([np.ones(d.size), d, np.tile(self.worst, (d.size, 1))])
-        quad = np.einsum("ij,jk,ik->i", x0, self.xtx_inv, x0)
-        half = t975(self.dof) * self.sigma * np.sqrt(1.0 + np.maximum(quad, 0.0))
+        quad = np.einsum("ij,jk,ik->i", x0, self.xtx_inv, x0) * self.inflation
+        half = t975(self.dof) * self.sigma * np.sqrt(np.maximum(quad, 0.0))
         return x0 @ self.beta, half
 
 
-def fit_trend(x: np.ndarray, y: np.ndarray, dows: np.ndarray) -> Fit | None:
-    """The better (adjusted R²) of a plain line and a line with day-of-week terms; the
-    latter only with two weeks of peaks. None with fewer than three points."""
-    if x.size < 3:
+def weekly_design(x: np.ndarray, dows: np.ndarray) -> bool:
+    """Day-of-week terms are used when the data can carry them (two weeks of peaks covering
+    every weekday), decided before any fit so the trend test is not a test after selection."""
+    return bool(x.size >= 14 and x.max() - x.min() >= 13 and np.unique(dows).size == 7)
+
+
+def fit_trend(
+    x: np.ndarray,
+    y: np.ndarray,
+    dows: np.ndarray,
+    *,
+    robust: bool = False,
+    day_numbers: np.ndarray | None = None,
+) -> Fit | None:
+    """Least squares (or Theil-Sen when `robust`) of peaks on time; None when too few.
+    `day_numbers` (UTC day of each peak, default floor(x)) tells consecutive days apart."""
+    weekly = weekly_design(x, dows)
+    X, levels = _design(x, dows, weekly)
+    n, p = X.shape
+    if n - p < 1:
         return None
-    best = _lsq(x, y, dows, weekly=False)
-    if x.max() - x.min() >= 13 and np.unique(dows).size == 7:
-        weekly = _lsq(x, y, dows, weekly=True)
-        if weekly is not None and best is not None and _adj_r2(weekly, y) > _adj_r2(best, y):
-            best = weekly
-    return best
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    if robust:
+        beta = _theil_sen(x, y, dows if weekly else np.zeros(n, dtype=int), X)
+    resid = y - X @ beta
+    sse = float(np.sum(resid**2))
+    reduced = np.delete(X, 1, axis=1)  # the same model without the trend
+    rbeta, *_ = np.linalg.lstsq(reduced, y, rcond=None)
+    sse0 = float(np.sum((y - reduced @ rbeta) ** 2))
+    r2 = max(0.0, 1.0 - sse / sse0) if sse0 > 1e-12 * max(1.0, float(np.sum(y**2))) else None
+    rho = residual_rho(np.floor(x) if day_numbers is None else day_numbers, resid, p)
+    xtx_inv = np.linalg.pinv(X.T @ X)
+    fit = Fit(beta, xtx_inv, math.sqrt(sse / (n - p)), n, p, r2, np.zeros(0), weekly, robust, rho)
+    fit.worst = _busiest_weekday(fit, len(levels))
+    return fit
+
+
+BUSIEST_DAY_Z = 3.0  # one-sided 5 % over 7 weekdays (Bonferroni, 2.45) with room for t tails
+
+
+def _busiest_weekday(fit: Fit, k: int) -> np.ndarray:
+    """The design row of the weekday the forecast follows: the busiest weekday when it
+    stands above the average weekday by BUSIEST_DAY_Z standard errors (the largest of seven
+    noisy levels is biased upwards, so it must earn its place), else the average weekday."""
+    if k == 0:
+        return np.zeros(0)
+    average = np.full(k, 1.0 / (k + 1))  # the baseline weekday has no dummy
+    effects = np.concatenate([[0.0], fit.beta[2:]])
+    top = int(np.argmax(effects))
+    worst = np.zeros(k)
+    if top > 0:
+        worst[top - 1] = 1.0
+    c = np.concatenate([[0.0, 0.0], worst - average])
+    se = fit.sigma * math.sqrt(max(float(c @ fit.xtx_inv @ c), 0.0) * fit.inflation)
+    return worst if float(c @ fit.beta) > BUSIEST_DAY_Z * se else average
 
 
 def _design(x: np.ndarray, dows: np.ndarray, weekly: bool) -> tuple[np.ndarray, list[int]]:
@@ -310,36 +408,41 @@ def _design(x: np.ndarray, dows: np.ndarray, weekly: bool) -> tuple[np.ndarray, 
     return np.column_stack([np.ones(x.size), x, *dummies]), levels
 
 
-def _lsq(x: np.ndarray, y: np.ndarray, dows: np.ndarray, *, weekly: bool) -> Fit | None:
-    X, levels = _design(x, dows, weekly)
-    dof = x.size - X.shape[1]
-    if dof < 1:
-        return None
-    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
-    sse = float(np.sum((y - X @ beta) ** 2))
-    reduced = np.delete(X, 1, axis=1)  # the same model without the trend
-    rbeta, *_ = np.linalg.lstsq(reduced, y, rcond=None)
-    sse0 = float(np.sum((y - reduced @ rbeta) ** 2))
-    r2 = max(0.0, 1.0 - sse / sse0) if sse0 > 1e-12 * max(1.0, float(np.sum(y**2))) else None
-    effects = np.concatenate([[0.0], beta[2:]])
-    worst = np.zeros(len(levels))
-    top = int(np.argmax(effects))
-    if top > 0:
-        worst[top - 1] = 1.0
-    return Fit(beta, np.linalg.pinv(X.T @ X), math.sqrt(sse / dof), dof, r2, worst, weekly, sse)
+def _theil_sen(x: np.ndarray, y: np.ndarray, groups: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Median of the pairwise slopes between peaks of the same weekday (so weekday levels
+    cancel), then the levels by least squares of what the slope leaves."""
+    i, j = np.triu_indices(x.size, k=1)
+    same = (groups[i] == groups[j]) & (x[j] != x[i])
+    if not same.any():
+        same = x[j] != x[i]
+    slope = float(np.median((y[j] - y[i])[same] / (x[j] - x[i])[same]))
+    rest = np.delete(X, 1, axis=1)
+    levels, *_ = np.linalg.lstsq(rest, y - slope * x, rcond=None)
+    return np.insert(levels, 1, slope)
 
 
-def _adj_r2(fit: Fit, y: np.ndarray) -> float:
-    sst = float(np.sum((y - y.mean()) ** 2))
-    if sst <= 0:
+def residual_rho(day_numbers: np.ndarray, resid: np.ndarray, params: int) -> float:
+    """Lag-1 autocorrelation of residuals (winsorised at 3 robust sd) on consecutive days,
+    corrected for its downward bias in a short fitted series by (1 + 4 rho) / n plus
+    (p - 1) / (2 n) for p parameters (the correction bench/capacity_mc.py chose), clipped
+    to [0, 0.95]: negative correlation is never credited."""
+    n = resid.size
+    mad = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+    if mad > 0:  # one runaway day would hide the day-to-day memory of all the others
+        resid = np.clip(resid, -3 * mad, 3 * mad)
+    den = float(np.sum(resid**2))
+    if n < 3 or den <= 0:
         return 0.0
-    n, p = y.size, y.size - fit.dof
-    return 1.0 - (fit.sse / (n - p)) / (sst / (n - 1))
+    step = np.diff(day_numbers.astype(np.int64)) == 1
+    num = float(np.sum((resid[1:] * resid[:-1])[step]))
+    r = num / den * n / max(1, int(step.sum()))  # rescaled when days are missing
+    r += (1.0 + 4.0 * r) / n + (params - 1) / (2 * n)
+    return min(0.95, max(0.0, r))
 
 
 def crossing(fit: Fit, limit: float, band: int, horizon: float) -> float | None:
-    """First day >= 0 on which the fitted peak (band 0), its upper (+1) or lower (-1)
-    prediction bound reaches `limit`; None when not within SEARCH_HORIZONS horizons."""
+    """First day >= 0 on which the fitted mean peak (band 0), its upper (+1) or lower (-1)
+    95 % confidence bound reaches `limit`; None when not within SEARCH_HORIZONS horizons."""
     grid = np.linspace(0.0, SEARCH_HORIZONS * horizon, 4001)
     value, half = fit.predict(grid)
     above = np.flatnonzero(value + band * half >= limit)
@@ -360,7 +463,12 @@ def crossing(fit: Fit, limit: float, band: int, horizon: float) -> float | None:
 
 
 def _forecast(
-    s: Hourly, days: Days, current: tuple[float, float, int] | None, now: int, cfg: CapacityConfig
+    s: Hourly,
+    days: Days,
+    current: tuple[float, float, int] | None,
+    now: int,
+    cfg: CapacityConfig,
+    pct: dict[str, float],
 ) -> dict[str, Any]:
     first = restart_index(days.peaks, days.limits, cfg.drop_restart_pct) if days.peaks.size else 0
     used = slice(first, None)
@@ -368,7 +476,9 @@ def _forecast(
     y = days.peaks[used]
     dows = (days.starts[used] // DAY + 3) % 7  # Monday = 0 (1970-01-01 was a Thursday)
     limit = current[1] if current else (float(days.limits[-1]) if days.limits.size else None)
-    fit = fit_trend(x, y, dows) if y.size >= max(3, cfg.min_days) else None
+    enough = y.size >= max(3, cfg.min_days)
+    numbers = days.starts[used] // DAY
+    fit = fit_trend(x, y, dows, robust=cfg.robust_slope, day_numbers=numbers) if enough else None
 
     peak = current[0] if current else None
     slope = fit.slope if fit else None
@@ -380,8 +490,13 @@ def _forecast(
         "current_peak_time": current[2] if current else None,
         "r2": round_float(fit.r2) if fit else None,
         "slope_t": round_float(fit.slope_t) if fit and fit.r2 is not None else None,
+        "slope_se": round_float(fit.slope_se) if fit else None,
         "residual_sd": round_float(fit.sigma) if fit else None,
+        "residual_autocorrelation": round_float(fit.rho) if fit else None,
+        "effective_days": round_float(fit.n_eff) if fit else None,
+        "slope_method": ("theil_sen" if fit.robust else "least_squares") if fit else None,
         "weekly_adjusted": bool(fit.weekly) if fit else False,
+        "follows_busiest_weekday": bool(fit.worst.size and fit.worst.max() == 1) if fit else False,
         "days_used": int(y.size),
         "days_available": int(days.peaks.size),
         "fit_start": int(days.starts[first]) if days.starts.size else None,
@@ -394,6 +509,7 @@ def _forecast(
         "resource_type": s.resource,
         "unit": UNITS[s.resource],
         "current_peak": round_float(peak, 3),
+        "limit": round_float(limit, 3),
         "current_peak_ratio": round_float(peak / limit if peak is not None and limit else None),
         "trend_per_day": round_float(slope),
         "trend_ratio_per_day": round_float(slope / limit if slope is not None and limit else None),
@@ -404,9 +520,19 @@ def _forecast(
         "evidence": evidence,
     }
     if s.resource == "memory" and peak is not None and current:
-        total = current[1] * 100.0 / cfg.mem_limit_pct if cfg.mem_limit_pct else None
+        total = current[1] * 100.0 / pct["memory"]
         row["min_free_mb"] = round_float(total - peak if total else None, 3)
     return row
+
+
+def trend_counts(fit: Fit, limit: float, min_r2: float, min_slope_ratio: float) -> bool:
+    """A trend counts when it is significant at 5 % (two-sided, autocorrelation-adjusted t),
+    large enough to matter (|slope| >= min_slope_ratio of the limit per day) and explains
+    min_r2 of the variance the weekday levels leave."""
+    t = fit.slope_t
+    if fit.r2 is None or fit.r2 < min_r2 or t is None or abs(t) < t975(fit.dof):
+        return False
+    return abs(fit.slope) >= min_slope_ratio * limit
 
 
 def _status(
@@ -417,8 +543,7 @@ def _status(
         return "already_exhausted", None, None
     if fit is None or limit is None or n < cfg.min_days:
         return "insufficient_data", None, None
-    t = fit.slope_t
-    if fit.r2 is None or fit.r2 < cfg.min_r2 or t is None or abs(t) < t975(fit.dof):
+    if not trend_counts(fit, limit, cfg.min_r2, cfg.min_slope_ratio_per_day):
         return "no_significant_trend", None, None
     if fit.slope < 0:
         return "decreasing", None, None
@@ -432,16 +557,18 @@ def _status(
     return "exhaustion", d, interval
 
 
-def _recommend(row: dict[str, Any], advice: Advice, resource: str) -> str:
-    """The analyzer's (overridable) advice, given the peak in percent of the limit and the
-    trend in points per day (0 when the trend is not significant)."""
+def _recommend(row: dict[str, Any], advice: Advice, resource: str, pct: dict[str, float]) -> str:
+    """The analyzer's (overridable) advice, given the peak in percent of the whole (CPU,
+    memory) or of the swap limit, and the trend in points per day (0 when the trend does
+    not count)."""
     ratio = row["current_peak_ratio"]
     if ratio is None:
         days = row["evidence"]["days_used"]
         return f"Not enough data for a {resource} forecast ({days} complete days)"
+    whole = pct.get(resource, 100.0)
     significant = row["status"] in ("exhaustion", "decreasing", "beyond_horizon")
     trend = row["trend_ratio_per_day"] if significant and row["trend_ratio_per_day"] else 0.0
-    return advice(100.0 * ratio, 100.0 * trend)
+    return advice(whole * ratio, whole * trend)
 
 
 def _swap_advice(current_pct: float, trend: float) -> str:
