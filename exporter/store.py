@@ -133,7 +133,8 @@ def translate(exc: psycopg.Error, dsn: str, table: str) -> StoreError:
     if isinstance(exc, errors.UndefinedTable):
         return StoreError(
             f'table "{table}" does not exist in {target}; create it with '
-            f"`perf-analyzer db init --table {table}` or pass the right --table"
+            f"`perf-analyzer db init --table {table}` or pass the right --table",
+            permanent=True,
         )
     if isinstance(exc, errors.UndefinedColumn):
         return StoreError(
@@ -141,7 +142,7 @@ def translate(exc: psycopg.Error, dsn: str, table: str) -> StoreError:
             f"`perf-analyzer db check` lists what differs from the expected schema"
         )
     if isinstance(exc, errors.InsufficientPrivilege):
-        return StoreError(f"permission denied on {target}: {first_line}")
+        return StoreError(f"permission denied on {target}: {first_line}", permanent=True)
     if isinstance(exc, errors.LockNotAvailable):
         return StoreError(
             f"a lock on {target} was not granted in time ({first_line}); a long query or "
