@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.exposition import choose_encoder
 
@@ -187,6 +187,13 @@ class Scheduler:
         self._executor.shutdown(wait=wait_for_runs, cancel_futures=True)
 
 
+class HttpCounters(Protocol):
+    """What the collector reads of the server's `ConnectionLimits`."""
+
+    counts: dict[str, int]
+    accept_errors: int
+
+
 class PerfAnalyzerCollector:
     """Turns the scheduler's last good results into exposition text.
 
@@ -200,6 +207,8 @@ class PerfAnalyzerCollector:
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.config = scheduler.config
+        # the HTTP server's connection counters, set by the server that serves this
+        self.http_limits: HttpCounters | None = None
         self._samples = SampleCache(self.config)
         self._parts: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}
         # content type -> encoder: the formats scrapers asked for (and the two usual ones),
@@ -292,6 +301,15 @@ class PerfAnalyzerCollector:
             sample("database_up", 1 if self.scheduler.database_up else 0),
             sample("build_info", 1, version=__version__),
         ]
+        if self.http_limits is not None:
+            counts = dict(self.http_limits.counts)
+            out += [
+                sample("http_connections_accepted_total", counts.get("accepted", 0)),
+                sample("http_connections_refused_total", counts.get("refused", 0)),
+                sample("http_connections_evicted_total", counts.get("evicted", 0)),
+                sample("http_connections_head_timeout_total", counts.get("head_timeout", 0)),
+                sample("http_accept_errors_total", self.http_limits.accept_errors),
+            ]
         exposition_errors = self._samples.errors.copy()
         for j in jobs:
             out.append(sample("analysis_refresh_interval_seconds", j.interval, analysis=j.name))
