@@ -653,6 +653,7 @@ def serve(
         shard=shard,
     )
     try:
+        store.check_encoding()  # refused at start, not at every scrape
         start_exporter(
             store,
             config,

@@ -1,20 +1,29 @@
-"""Hardening of the exporter's edges: its HTTP connection counters as metrics."""
+"""Hardening of the exporter's edges: its HTTP connection counters as metrics, and a
+database whose encoding is not UTF8 refused in one sentence."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 
+import psycopg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
 
 from exporter.analyzer import PerformanceAnalyzer
 from exporter.collector import PerfAnalyzerCollector, Scheduler
 from exporter.config import Config
 from exporter.schema import init_table
 from exporter.server import ExporterApp, ExporterServer
-from exporter.store import Store
+from exporter.store import Store, StoreError
 from exporter.webconfig import load_web_config
+from tests.conftest import Server
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -58,3 +67,65 @@ def test_connection_counters_are_served(dsn: str) -> None:
         "perf_analyzer_http_connections_head_timeout_total": 2.0,
         "perf_analyzer_http_accept_errors_total": 0.0,
     }
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+@pytest.fixture
+def ascii_dsn(pg_server: Server) -> Iterator[str]:
+    name = f"pa_ascii_{os.getpid()}"
+    with psycopg.connect(pg_server.admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL(
+                "CREATE DATABASE {} ENCODING 'SQL_ASCII' TEMPLATE template0 "
+                "LC_COLLATE 'C' LC_CTYPE 'C'"
+            ).format(sql.Identifier(name))
+        )
+    try:
+        yield pg_server.dsn_for(name)
+    finally:
+        pg_server.drop_database(name)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+ENCODING_SENTENCE = "has the server encoding SQL_ASCII, and perf-analyzer needs UTF8"
+
+
+def test_sql_ascii_database_is_refused_in_one_sentence(ascii_dsn: str) -> None:
+    store = Store(ascii_dsn)
+    try:
+        with pytest.raises(StoreError, match=ENCODING_SENTENCE) as refused:
+            store.check_encoding()
+        assert refused.value.permanent
+        with pytest.raises(StoreError, match=ENCODING_SENTENCE), store.read() as cur:
+            cur.execute("SELECT 1")
+        with pytest.raises(StoreError, match=ENCODING_SENTENCE), store.write() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_serve_and_db_check_refuse_sql_ascii(ascii_dsn: str, dsn: str) -> None:
+    for args in (
+        ("serve", "--dsn", ascii_dsn, "--web.listen-address", "127.0.0.1:0"),
+        ("db", "check", "--dsn", ascii_dsn),
+    ):
+        done = cli(*args)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.count("\n") == 1 and ENCODING_SENTENCE in done.stderr, done.stderr
+    with Store(dsn) as store:
+        init_table(store)
+    done = cli("db", "check", "--dsn", dsn)
+    assert "server encoding UTF8" in done.stdout + done.stderr, done.stdout + done.stderr
