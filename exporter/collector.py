@@ -33,16 +33,18 @@ from .analyses.unit import Analysis
 from .analyzer import PerformanceAnalyzer
 from .config import Config
 from .exposition import (
+    DROP_KINDS,
     OPENMETRICS_EOF,
     Encoder,
     SampleCache,
     apply_budget,
     families,
     is_openmetrics,
+    log_nodes_dropped,
     render,
     same,
 )
-from .samples import CUT_KINDS, Sample, sample
+from .samples import Sample, sample
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -234,8 +236,12 @@ class PerfAnalyzerCollector:
 
     def _body(self, encoder: Encoder, content_type: str) -> Body:
         jobs = self.scheduler.snapshot()
+        # the budget is for the whole body: the exporter's own series are counted in it
+        reserve = len(self._self_samples(jobs)) + len(DROP_KINDS)
         try:
-            parts, dropped = self._analysis_parts(self._results(jobs), encoder, content_type)
+            parts, dropped = self._analysis_parts(
+                self._results(jobs), encoder, content_type, reserve
+            )
         except Exception:
             log.exception("building the analysis metrics failed")
             parts, dropped = [], {}
@@ -270,10 +276,10 @@ class PerfAnalyzerCollector:
         return {j.name: j.result for j in jobs}
 
     def _analysis_parts(
-        self, results: dict[str, Any], encoder: Encoder, content_type: str
+        self, results: dict[str, Any], encoder: Encoder, content_type: str, reserve: int = 0
     ) -> tuple[list[bytes], dict[str, int]]:
         per_job = self._samples.per_job(results)
-        max_series = self.config.exporter.max_series
+        max_series = max(0, self.config.exporter.max_series - reserve)
         if sum(len(samples) for _, samples in per_job.values()) > max_series:
             everything = [s for _, samples in per_job.values() for s in samples]
             kept, dropped = apply_budget(everything, max_series)
@@ -286,7 +292,8 @@ class PerfAnalyzerCollector:
                     cached = (key, render(families(samples), encoder))
                     self._parts[(job, content_type)] = cached
             parts.append(cached[1])
-        return parts, dict.fromkeys(CUT_KINDS.values(), 0)
+        log_nodes_dropped(0, 0)
+        return parts, dict.fromkeys(DROP_KINDS, 0)
 
     def _prerender(self) -> None:
         """After a run: the scrape bodies (and their gzip) of every format in use, so that

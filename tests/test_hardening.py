@@ -3,6 +3,7 @@ database whose encoding is not UTF8 refused in one sentence."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -19,6 +20,8 @@ from psycopg import sql
 from exporter.analyzer import PerformanceAnalyzer
 from exporter.collector import PerfAnalyzerCollector, Scheduler
 from exporter.config import Config
+from exporter.exposition import MAX_LABEL_CHARS, apply_budget, shorten, shorten_names
+from exporter.samples import Sample, sample
 from exporter.schema import init_table
 from exporter.server import ExporterApp, ExporterServer
 from exporter.store import Store, StoreError
@@ -129,3 +132,45 @@ def test_serve_and_db_check_refuse_sql_ascii(ascii_dsn: str, dsn: str) -> None:
         init_table(store)
     done = cli("db", "check", "--dsn", dsn)
     assert "server encoding UTF8" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+# --------------------------------------------------------------------------- the budget
+
+
+def node_samples(node: str, newest: float, n: int) -> list[Sample]:
+    """`n` kept series of one node, one of them its newest sample time."""
+    out = [sample("node_last_sample_timestamp_seconds", newest, node=node)]
+    out += [
+        sample("node_cpu_usage_percent", float(i), node=node, window=str(i)) for i in range(n - 1)
+    ]
+    return out
+
+
+def test_budget_cuts_whole_nodes_oldest_first_after_the_classes() -> None:
+    fleet = [sample("build_info", 1, version="x")]  # no node label: never cut
+    fleet += node_samples("fresh", 1000.0, 4) + node_samples("stale", 10.0, 4)
+    fleet += node_samples("older", 5.0, 3) + node_samples("mid", 500.0, 4)
+    fleet += [sample("node_cpu_usage_percent", 1.0, 3, 0.5, node="fresh", window="c")]  # cut class
+    # 17 series, budget 10: the class cut takes 1, then "older" (3) and "stale" (4) go whole
+    kept, dropped = apply_budget(fleet, 10)
+    assert len(kept) == 9
+    assert {next((v for k, v in s.labels if k == "node"), None) for s in kept} == {
+        None,
+        "fresh",
+        "mid",
+    }
+    assert dropped["node"] == 7 and sum(dropped.values()) == 8
+    # within budget nothing is cut
+    assert apply_budget(fleet, 17) == (fleet, dict.fromkeys(dropped, 0))
+
+
+def test_long_names_are_shortened_stably_and_stay_distinct() -> None:
+    a, b = "n" * 300 + "-a", "n" * 300 + "-b"
+    short_a, short_b = shorten(a), shorten(b)
+    assert len(short_a) == len(short_b) == MAX_LABEL_CHARS
+    assert short_a != short_b and short_a == shorten(a)
+    assert short_a.startswith("n" * 100)
+    assert short_a.endswith(hashlib.sha256(a.encode()).hexdigest()[:8])
+    assert shorten("web-1") == "web-1"
+    s = shorten_names(sample("container_cpu_usage_percent", 1.0, node=a, container=b, window=a))
+    assert dict(s.labels) == {"node": short_a, "container": short_b, "window": a}
