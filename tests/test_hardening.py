@@ -11,9 +11,11 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
@@ -21,12 +23,14 @@ from exporter.analyzer import PerformanceAnalyzer
 from exporter.collector import PerfAnalyzerCollector, Scheduler
 from exporter.config import Config
 from exporter.exposition import MAX_LABEL_CHARS, apply_budget, shorten, shorten_names
+from exporter.generate.learned import learned_groups
+from exporter.generate.yamlfile import dump
 from exporter.samples import Sample, sample
 from exporter.schema import init_table
 from exporter.server import ExporterApp, ExporterServer
 from exporter.store import Store, StoreError
 from exporter.webconfig import load_web_config
-from tests.conftest import Server
+from tests.conftest import Server, require_program
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -174,3 +178,37 @@ def test_long_names_are_shortened_stably_and_stay_distinct() -> None:
     assert shorten("web-1") == "web-1"
     s = shorten_names(sample("container_cpu_usage_percent", 1.0, node=a, container=b, window=a))
     assert dict(s.labels) == {"node": short_a, "container": short_b, "window": a}
+
+
+# --------------------------------------------------------------------------- rules --dsn
+
+HOSTILE_NODES = [
+    'quo"te',
+    "back\\slash",
+    "new\nline",
+    "tab\tand\rreturn",
+    "{brace}=,",
+    "ctl\x01\x1f",
+    "漢字🙂",
+    "x" * 400,
+    "x" * 400 + "y",
+]
+
+
+def test_learned_rules_accept_any_node_name(tmp_path: Path) -> None:
+    """promtool accepts the learned rules whatever the node names are."""
+    promtool = require_program("promtool")
+    thresholds = [
+        {"metric": "cpu_total_pct", "node_name": n, "priority": "P2", "threshold": 90.0}
+        for n in HOSTILE_NODES
+    ]
+    groups = learned_groups({"thresholds": thresholds, "history": {"days": 14}})
+    path = tmp_path / "learned.yml"
+    path.write_text(dump(groups, "test"), encoding="utf-8")
+    done = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 1 rules found" in done.stdout
+    (rule,) = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"][0]["rules"]
+    assert rule["expr"].count(" or ") == len(HOSTILE_NODES) - 1  # two long names stay two

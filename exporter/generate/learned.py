@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
+from ..exposition import shorten
 from .alerts import PREFIX, SEVERITY, fmt
 
 LEARNED_FILE = "perf-analyzer.learned.rules.yml"
@@ -21,8 +23,11 @@ EXPOSED = {
 }
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _quote(node: str) -> str:
+    """A PromQL string literal of the node label as the exporter serves it (long names
+    shortened): JSON's escapes (quotes, backslashes, newlines and every other control
+    character) are also PromQL's, so any name gives a valid rule."""
+    return json.dumps(shorten(node), ensure_ascii=False)
 
 
 def learned_groups(config: dict[str, Any]) -> dict[str, Any]:
