@@ -212,3 +212,62 @@ def test_learned_rules_accept_any_node_name(tmp_path: Path) -> None:
     assert "SUCCESS: 1 rules found" in done.stdout
     (rule,) = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"][0]["rules"]
     assert rule["expr"].count(" or ") == len(HOSTILE_NODES) - 1  # two long names stay two
+
+
+# --------------------------------------------------------------------------- database_up
+
+
+@pytest.mark.slow
+def test_database_up_drops_within_the_documented_bound(tmp_path: Path) -> None:
+    """`perf-analyzer serve` with the default configuration, scraped every second: after
+    the database stops, `perf_analyzer_database_up` is 0 within 16 s (docs/reliability.md):
+    the next run of the most frequent analyses (every 10 s) plus the pool's 5 s connect
+    timeout, plus the 1 s between scrapes."""
+    from exporter.embedded import FAST_UNSAFE_SETTINGS, EmbeddedPostgres, free_port
+    from exporter.simulate import FleetSpec, load_fleet
+
+    pg = EmbeddedPostgres(tmp_path / "pg", settings=FAST_UNSAFE_SETTINGS).start()
+    port = free_port()
+    process = None
+    try:
+        with Store(pg.dsn) as store:
+            load_fleet(store, FleetSpec(nodes=3, containers=1, days=1))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "exporter.cli", "serve", "--dsn", pg.dsn,
+             "--web.listen-address", f"127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}/metrics"
+        until = time.monotonic() + 60
+        while time.monotonic() < until:
+            try:
+                if database_up(url) == 1.0:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert database_up(url) == 1.0
+        pg.stop()
+        stopped = time.monotonic()
+        while database_up(url) != 0.0 and time.monotonic() - stopped < 30:
+            time.sleep(1.0)
+        took = time.monotonic() - stopped
+        assert database_up(url) == 0.0
+        assert took < 16.0, took
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(30)
+        pg.stop()
+
+
+def database_up(url: str) -> float:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
+    (value,) = [
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "perf_analyzer_database_up"
+    ]
+    return float(value)
