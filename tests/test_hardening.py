@@ -9,13 +9,16 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
+from packaging.requirements import Requirement
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
@@ -271,3 +274,40 @@ def database_up(url: str) -> float:
         if s.name == "perf_analyzer_database_up"
     ]
     return float(value)
+
+
+# --------------------------------------------------------------------------- image lock
+
+
+def test_image_dependencies_are_locked_to_the_tested_versions() -> None:
+    """Every runtime dependency of the package (and theirs) is pinned in requirements.lock
+    at the version installed here, and the Dockerfile builds with it."""
+    root = Path(__file__).parents[1]
+    pins = {
+        Requirement(line).name.lower(): str(Requirement(line).specifier)
+        for line in (root / "requirements.lock").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    needed: set[str] = set()
+
+    def add(name: str, extras: set[str]) -> None:
+        """`name` and what it requires, with its `extras` (markers of this platform)."""
+        needed.add(name)
+        for line in metadata.requires(name) or []:
+            req = Requirement(line)
+            environments = [{"extra": e} for e in extras | {""}]
+            if req.marker is None or any(req.marker.evaluate(env) for env in environments):
+                dep = req.name.lower().replace("_", "-")
+                if dep not in needed:
+                    add(dep, set(req.extras))
+
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    for line in project["dependencies"]:
+        req = Requirement(line)
+        add(req.name.lower().replace("_", "-"), set(req.extras))
+    assert needed <= set(pins), needed - set(pins)
+    for name in needed:
+        assert pins[name] == f"=={metadata.version(name)}", name
+    dockerfile = (root / "Dockerfile").read_text()
+    assert "--constraint requirements.lock" in dockerfile
+    assert "requirements.lock" in dockerfile.split("RUN pip wheel")[0]
