@@ -145,7 +145,10 @@ def apply_budget(samples: list[Sample], max_series: int) -> tuple[list[Sample], 
 
 
 def _node_of(s: Sample) -> str | None:
-    return next((v for k, v in s.labels if k == "node"), None)
+    for key, value in s.labels:
+        if key == "node":
+            return value
+    return None
 
 
 def _drop_nodes(samples: list[Sample], excess: int) -> tuple[list[Sample], int, int]:
@@ -154,24 +157,23 @@ def _drop_nodes(samples: list[Sample], excess: int) -> tuple[list[Sample], int, 
     series are gone; returns (kept, series dropped, nodes dropped)."""
     if excess <= 0:
         return samples, 0, 0
-    by_node: dict[str, list[int]] = {}
-    newest: dict[str, float] = {}
-    for i, s in enumerate(samples):
-        node = _node_of(s)
-        if node is None:
-            continue
-        by_node.setdefault(node, []).append(i)
-        if s.metric == NEWEST_METRIC and not math.isnan(s.value):
-            newest[node] = s.value
-    order = sorted(by_node, key=lambda n: (newest.get(n, -math.inf), n))
-    cut: set[int] = set()
-    nodes = 0
-    for node in order:
-        if len(cut) >= excess:
+    nodes = [_node_of(s) for s in samples]
+    series = Counter(nodes)
+    series.pop(None, None)
+    newest = {
+        node: s.value
+        for s, node in zip(samples, nodes, strict=True)
+        if s.metric == NEWEST_METRIC and node is not None and not math.isnan(s.value)
+    }
+    cut: set[str | None] = set()
+    removed = 0
+    for node in sorted(series, key=lambda n: (newest.get(n, -math.inf), n)):
+        if removed >= excess:
             break
-        cut.update(by_node[node])
-        nodes += 1
-    return [s for i, s in enumerate(samples) if i not in cut], len(cut), nodes
+        cut.add(node)
+        removed += series[node]
+    kept = [s for s, node in zip(samples, nodes, strict=True) if node not in cut]
+    return kept, removed, len(cut)
 
 
 _logged_nodes = 0
