@@ -158,9 +158,8 @@ def _drop_nodes(samples: list[Sample], excess: int) -> tuple[list[Sample], int, 
     if excess <= 0:
         return samples, 0, 0
     nodes = [_node_of(s) for s in samples]
-    series = Counter(nodes)
-    series.pop(None, None)
-    newest = {
+    series: Counter[str] = Counter(n for n in nodes if n is not None)
+    newest: dict[str, float] = {
         node: s.value
         for s, node in zip(samples, nodes, strict=True)
         if s.metric == NEWEST_METRIC and node is not None and not math.isnan(s.value)
