@@ -213,6 +213,11 @@ class PerfAnalyzerCollector:
         self.http_limits: HttpCounters | None = None
         self._samples = SampleCache(self.config)
         self._parts: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}
+        # content type -> ((budget, analyses), what the cut was made from, its text, series
+        # dropped by kind)
+        self._budgeted: dict[
+            str, tuple[tuple[int, tuple[str, ...]], tuple[Any, ...], bytes, dict[str, int]]
+        ] = {}
         # content type -> encoder: the formats scrapers asked for (and the two usual ones),
         # rendered in the background after every run
         self._formats: dict[str, Encoder] = dict(
@@ -281,9 +286,17 @@ class PerfAnalyzerCollector:
         per_job = self._samples.per_job(results)
         max_series = max(0, self.config.exporter.max_series - reserve)
         if sum(len(samples) for _, samples in per_job.values()) > max_series:
-            everything = [s for _, samples in per_job.values() for s in samples]
-            kept, dropped = apply_budget(everything, max_series)
-            return [render(families(kept), encoder)], dropped
+            # the cut is kept until a result changes: a scrape between two runs reuses it
+            keys = tuple(key for key, _ in per_job.values())
+            shape = (max_series, tuple(per_job))
+            with self._flight(("budget", content_type)):
+                cut = self._budgeted.get(content_type)
+                if cut is None or cut[0] != shape or not same(cut[1], keys):
+                    everything = [s for _, samples in per_job.values() for s in samples]
+                    kept, dropped = apply_budget(everything, max_series)
+                    cut = (shape, keys, render(families(kept), encoder), dropped)
+                    self._budgeted[content_type] = cut
+            return [cut[2]], dict(cut[3])
         parts = []
         for job, (key, samples) in per_job.items():
             with self._flight((job, content_type)):

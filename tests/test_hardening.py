@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -25,6 +27,7 @@ from psycopg import sql
 from exporter.analyzer import PerformanceAnalyzer
 from exporter.collector import PerfAnalyzerCollector, Scheduler
 from exporter.config import Config
+from exporter.embedded import free_port
 from exporter.exposition import MAX_LABEL_CHARS, apply_budget, shorten, shorten_names
 from exporter.generate.learned import learned_groups
 from exporter.generate.yamlfile import dump
@@ -34,6 +37,7 @@ from exporter.server import ExporterApp, ExporterServer
 from exporter.store import Store, StoreError
 from exporter.webconfig import load_web_config
 from tests.conftest import Server, require_program
+from tests.junk_fleet import load_junk
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -311,3 +315,76 @@ def test_image_dependencies_are_locked_to_the_tested_versions() -> None:
     dockerfile = (root / "Dockerfile").read_text()
     assert "--constraint requirements.lock" in dockerfile
     assert "requirements.lock" in dockerfile.split("RUN pip wheel")[0]
+
+
+# --------------------------------------------------------------------------- junk nodes
+
+JUNK_NODES, JUNK_BUDGET = 2_000, 1_000  # the 20,000 / 10,000 case scaled by 10 (docs)
+
+
+@pytest.mark.slow
+def test_junk_node_names_stay_within_the_budget(pg_server: Server) -> None:
+    """2,000 junk node names, `--max-series 1000`: at most 1,000 series served, whole nodes
+    cut, the nodes with the newest samples kept, a warm scrape under 2 s and the process
+    under 300 MiB once the analyses have run."""
+    name = pg_server.create_database("junk")
+    dsn = pg_server.dsn_for(name)
+    port = free_port()
+    process = None
+    try:
+        with Store(dsn) as store:
+            init_table(store)
+            newest = load_junk(store, JUNK_NODES)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "exporter.cli", "serve", "--dsn", dsn, "--max-series",
+             str(JUNK_BUDGET), "--web.listen-address", f"127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}/metrics"
+        until = time.monotonic() + 240
+        families: list[Any] = []
+        while time.monotonic() < until:  # every analysis has run once
+            try:
+                families = list(text_string_to_metric_families(fetch(url)))
+            except OSError:
+                time.sleep(1)
+                continue
+            runs = [s for f in families for s in f.samples if s.name.endswith("last_run_success")]
+            if runs and all(s.value == 1 for s in runs) and len(runs) == served_analyses():
+                break
+            time.sleep(2)
+        took = 0.0
+        for _ in range(3):  # warm scrapes: the same cut, no new log line
+            started = time.monotonic()
+            families = list(text_string_to_metric_families(fetch(url)))
+            took = max(took, time.monotonic() - started)
+        rss_mib = int(Path(f"/proc/{process.pid}/statm").read_text().split()[1]) * 4096 / 2**20
+    finally:
+        if process is not None:
+            process.terminate()
+            _, stderr = process.communicate(timeout=60)
+        pg_server.drop_database(name)
+    samples = [s for f in families for s in f.samples]
+    dropped = {s.labels["kind"]: s.value for s in samples if s.name.endswith("series_dropped")}
+    served = {s.labels["node"] for s in samples if "node" in s.labels}
+    assert len(samples) <= JUNK_BUDGET
+    assert dropped["node"] > 0 and 0 < len(served) < JUNK_NODES
+    # whole nodes, the oldest newest sample first: every served node is at least as fresh
+    assert min(newest[n] for n in served) >= max(newest[n] for n in set(newest) - served)
+    assert took < 2.0, took
+    assert rss_mib < 300, rss_mib
+    # one line per change of the cut, none per scrape: the last one names the final cut
+    logged = [int(n) for n in re.findall(r"exceeded: (\d+) nodes not served", stderr)]
+    assert logged and len(logged) == len(set(logged)), stderr
+    assert logged[-1] == JUNK_NODES - len(served)
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return response.read().decode()
+
+
+def served_analyses() -> int:
+    from exporter import registry
+
+    return sum(1 for a in registry.served() if a.serve is not None)
