@@ -7,9 +7,10 @@
 ARG PYTHON_IMAGE=python:3.12-slim
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY exporter ./exporter
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# every dependency at the exact version the tests ran against (requirements.lock)
+RUN pip wheel --no-cache-dir --constraint requirements.lock --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
 COPY --from=build /wheels /wheels

@@ -651,6 +651,7 @@ def serve(
         shard=shard,
     )
     try:
+        store.check_encoding()  # refused at start, not at every scrape
         start_exporter(
             store,
             config,
@@ -678,16 +679,43 @@ def serve(
 )
 @click.option("--count", type=click.IntRange(1), default=None, help="Stop after this many.")
 @click.option("--node-name", default=None, help="Name of this node (default: the host name).")
+@click.option(
+    "--give-up-after",
+    type=click.FloatRange(0, 86400),
+    default=60,
+    show_default=True,
+    help="Seconds a missing table or INSERT right is retried before exiting with status 1.",
+)
+@click.option(
+    "--flush-timeout",
+    type=click.FloatRange(0, 3600),
+    default=10,
+    show_default=True,
+    help="Seconds given to writing the queued rows on Ctrl-C or SIGTERM.",
+)
 def sample(
-    dsn: str | None, table: str, interval: float, count: int | None, node_name: str | None
+    dsn: str | None,
+    table: str,
+    interval: float,
+    count: int | None,
+    node_name: str | None,
+    give_up_after: float,
+    flush_timeout: float,
 ) -> None:
     """Sample this host (and the containers it can see) into the table every --interval.
 
-    Rows that cannot be written while the database is down are kept (up to an hour) and
-    written when it is back."""
+    Readings keep their clock whatever the database does: rows wait in a bounded queue (up
+    to an hour) while a write is slow, locked or refused, and are written when it is back."""
     _sigterm_as_interrupt()
     with Store(dsn, table) as store:
-        written = sampler.run(store, interval=interval, count=count, node_name=node_name)
+        written = sampler.run(
+            store,
+            interval=interval,
+            count=count,
+            node_name=node_name,
+            give_up_after=give_up_after,
+            flush_within=flush_timeout,
+        )
     click.echo(f"wrote {written} rows", err=True)
 
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.exposition import choose_encoder
 
@@ -33,16 +33,18 @@ from .analyses.unit import Analysis
 from .analyzer import PerformanceAnalyzer
 from .config import Config
 from .exposition import (
+    DROP_KINDS,
     OPENMETRICS_EOF,
     Encoder,
     SampleCache,
     apply_budget,
     families,
     is_openmetrics,
+    log_nodes_dropped,
     render,
     same,
 )
-from .samples import CUT_KINDS, Sample, sample
+from .samples import Sample, sample
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -187,6 +189,13 @@ class Scheduler:
         self._executor.shutdown(wait=wait_for_runs, cancel_futures=True)
 
 
+class HttpCounters(Protocol):
+    """What the collector reads of the server's `ConnectionLimits`."""
+
+    counts: dict[str, int]
+    accept_errors: int
+
+
 class PerfAnalyzerCollector:
     """Turns the scheduler's last good results into exposition text.
 
@@ -200,8 +209,15 @@ class PerfAnalyzerCollector:
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.config = scheduler.config
+        # the HTTP server's connection counters, set by the server that serves this
+        self.http_limits: HttpCounters | None = None
         self._samples = SampleCache(self.config)
         self._parts: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}
+        # content type -> ((budget, analyses), what the cut was made from, its text, series
+        # dropped by kind)
+        self._budgeted: dict[
+            str, tuple[tuple[int, tuple[str, ...]], tuple[Any, ...], bytes, dict[str, int]]
+        ] = {}
         # content type -> encoder: the formats scrapers asked for (and the two usual ones),
         # rendered in the background after every run
         self._formats: dict[str, Encoder] = dict(
@@ -225,8 +241,12 @@ class PerfAnalyzerCollector:
 
     def _body(self, encoder: Encoder, content_type: str) -> Body:
         jobs = self.scheduler.snapshot()
+        # the budget is for the whole body: the exporter's own series are counted in it
+        reserve = len(self._self_samples(jobs)) + len(DROP_KINDS)
         try:
-            parts, dropped = self._analysis_parts(self._results(jobs), encoder, content_type)
+            parts, dropped = self._analysis_parts(
+                self._results(jobs), encoder, content_type, reserve
+            )
         except Exception:
             log.exception("building the analysis metrics failed")
             parts, dropped = [], {}
@@ -261,14 +281,22 @@ class PerfAnalyzerCollector:
         return {j.name: j.result for j in jobs}
 
     def _analysis_parts(
-        self, results: dict[str, Any], encoder: Encoder, content_type: str
+        self, results: dict[str, Any], encoder: Encoder, content_type: str, reserve: int = 0
     ) -> tuple[list[bytes], dict[str, int]]:
         per_job = self._samples.per_job(results)
-        max_series = self.config.exporter.max_series
+        max_series = max(0, self.config.exporter.max_series - reserve)
         if sum(len(samples) for _, samples in per_job.values()) > max_series:
-            everything = [s for _, samples in per_job.values() for s in samples]
-            kept, dropped = apply_budget(everything, max_series)
-            return [render(families(kept), encoder)], dropped
+            # the cut is kept until a result changes: a scrape between two runs reuses it
+            keys = tuple(key for key, _ in per_job.values())
+            shape = (max_series, tuple(per_job))
+            with self._flight(("budget", content_type)):
+                cut = self._budgeted.get(content_type)
+                if cut is None or cut[0] != shape or not same(cut[1], keys):
+                    everything = [s for _, samples in per_job.values() for s in samples]
+                    kept, dropped = apply_budget(everything, max_series)
+                    cut = (shape, keys, render(families(kept), encoder), dropped)
+                    self._budgeted[content_type] = cut
+            return [cut[2]], dict(cut[3])
         parts = []
         for job, (key, samples) in per_job.items():
             with self._flight((job, content_type)):
@@ -277,7 +305,8 @@ class PerfAnalyzerCollector:
                     cached = (key, render(families(samples), encoder))
                     self._parts[(job, content_type)] = cached
             parts.append(cached[1])
-        return parts, dict.fromkeys(CUT_KINDS.values(), 0)
+        log_nodes_dropped(0, 0)
+        return parts, dict.fromkeys(DROP_KINDS, 0)
 
     def _prerender(self) -> None:
         """After a run: the scrape bodies (and their gzip) of every format in use, so that
@@ -292,6 +321,15 @@ class PerfAnalyzerCollector:
             sample("database_up", 1 if self.scheduler.database_up else 0),
             sample("build_info", 1, version=__version__),
         ]
+        if self.http_limits is not None:
+            counts = dict(self.http_limits.counts)
+            out += [
+                sample("http_connections_accepted_total", counts.get("accepted", 0)),
+                sample("http_connections_refused_total", counts.get("refused", 0)),
+                sample("http_connections_evicted_total", counts.get("evicted", 0)),
+                sample("http_connections_head_timeout_total", counts.get("head_timeout", 0)),
+                sample("http_accept_errors_total", self.http_limits.accept_errors),
+            ]
         exposition_errors = self._samples.errors.copy()
         for j in jobs:
             out.append(sample("analysis_refresh_interval_seconds", j.interval, analysis=j.name))

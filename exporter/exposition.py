@@ -9,13 +9,21 @@ counted:
 2. correlations, weakest first;
 3. learned thresholds;
 4. container current values (CPU, RSS), smallest first;
-5. non-zero anomaly scores, smallest |score| first (the worst anomalies stay longest).
-Node-level values, emergency levels, SLIs, grades, forecasts and self-metrics are never cut.
+5. non-zero anomaly scores, smallest |score| first (the worst anomalies stay longest);
+6. whole nodes, the node whose newest sample is oldest first: every series of the node
+   goes together (node values, emergency levels, SLIs, grades, forecasts), so a node is
+   either served whole or not at all.
+Fleet-wide series and self-metrics are never cut; the budget counts them.
+
+Node and container names longer than `MAX_LABEL_CHARS` are shortened where samples are
+built, with a hash of the full name as suffix, so two long names stay two series.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +39,13 @@ from .metricdef import PREFIX
 from .samples import CUT_KINDS, KEEP, Sample
 
 log = logging.getLogger(__name__)
+
+NODE_KIND = "node"  # series_dropped{kind}: whole nodes cut by the budget
+DROP_KINDS = (*CUT_KINDS.values(), NODE_KIND)
+MAX_LABEL_CHARS = 128  # node and container names longer than this are shortened
+NAME_LABELS = frozenset({"node", "container"})
+_HASH_CHARS = 8
+NEWEST_METRIC = "node_last_sample_timestamp_seconds"  # orders the nodes to cut
 
 
 class SampleCache:
@@ -73,7 +88,9 @@ class SampleCache:
         serve = registry.get(name).serve
         assert serve is not None
         try:
-            return list(serve.to_samples(result, ResultView(self.config, results)))
+            return [
+                shorten_names(s) for s in serve.to_samples(result, ResultView(self.config, results))
+            ]
         except Exception:  # one malformed result must not blank the others
             log.exception("building the metrics of analysis %s failed", name)
             with self._lock:
@@ -89,11 +106,29 @@ def same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
 # --------------------------------------------------------------------------- budget
 
 
+def shorten(name: str) -> str:
+    """`name` cut to `MAX_LABEL_CHARS`, ending in `~` and a hash of the whole name, so the
+    result is stable across scrapes and distinct for names that share a long prefix."""
+    if len(name) <= MAX_LABEL_CHARS:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    return f"{name[: MAX_LABEL_CHARS - _HASH_CHARS - 1]}~{digest}"
+
+
+def shorten_names(s: Sample) -> Sample:
+    if all(len(v) <= MAX_LABEL_CHARS or k not in NAME_LABELS for k, v in s.labels):
+        return s
+    labels = tuple((k, shorten(v) if k in NAME_LABELS else v) for k, v in s.labels)
+    return Sample(s.metric, labels, s.value, s.cut_class, s.importance)
+
+
 def apply_budget(samples: list[Sample], max_series: int) -> tuple[list[Sample], dict[str, int]]:
-    """Keep at most `max_series` samples, cutting in the documented order."""
-    dropped = {kind: 0 for kind in CUT_KINDS.values()}
+    """Keep at most `max_series` samples, cutting in the documented order: the cut
+    classes first, then whole nodes."""
+    dropped = dict.fromkeys(DROP_KINDS, 0)
     excess = len(samples) - max_series
     if excess <= 0:
+        log_nodes_dropped(0, 0)
         return samples, dropped
     candidates = sorted(
         (i for i, s in enumerate(samples) if s.cut_class != KEEP),
@@ -102,7 +137,64 @@ def apply_budget(samples: list[Sample], max_series: int) -> tuple[list[Sample], 
     cut = set(candidates[:excess])
     for i in cut:
         dropped[CUT_KINDS[samples[i].cut_class]] += 1
-    return [s for i, s in enumerate(samples) if i not in cut], dropped
+    kept = [s for i, s in enumerate(samples) if i not in cut]
+    kept, series, nodes = _drop_nodes(kept, len(kept) - max_series)
+    dropped[NODE_KIND] = series
+    log_nodes_dropped(nodes, series)
+    return kept, dropped
+
+
+def _node_of(s: Sample) -> str | None:
+    for key, value in s.labels:
+        if key == "node":
+            return value
+    return None
+
+
+def _drop_nodes(samples: list[Sample], excess: int) -> tuple[list[Sample], int, int]:
+    """Drop whole nodes, the node whose newest sample is oldest first (a node with no
+    known newest sample before any, then by name for a stable order), until `excess`
+    series are gone; returns (kept, series dropped, nodes dropped)."""
+    if excess <= 0:
+        return samples, 0, 0
+    nodes = [_node_of(s) for s in samples]
+    series: Counter[str] = Counter(n for n in nodes if n is not None)
+    newest: dict[str, float] = {
+        node: s.value
+        for s, node in zip(samples, nodes, strict=True)
+        if s.metric == NEWEST_METRIC and node is not None and not math.isnan(s.value)
+    }
+    cut: set[str | None] = set()
+    removed = 0
+    for node in sorted(series, key=lambda n: (newest.get(n, -math.inf), n)):
+        if removed >= excess:
+            break
+        cut.add(node)
+        removed += series[node]
+    kept = [s for s, node in zip(samples, nodes, strict=True) if node not in cut]
+    return kept, removed, len(cut)
+
+
+_logged_nodes = 0
+_log_lock = threading.Lock()
+
+
+def log_nodes_dropped(nodes: int, series: int) -> None:
+    """One log line when the number of nodes cut by the budget changes, not per scrape."""
+    global _logged_nodes
+    with _log_lock:
+        if nodes == _logged_nodes:
+            return
+        _logged_nodes = nodes
+    if nodes:
+        log.warning(
+            "series budget (--max-series) exceeded: %d nodes not served (%d series), those "
+            "with the oldest newest sample first; raise --max-series or shard the exporter",
+            nodes,
+            series,
+        )
+    else:
+        log.info("series budget: every node is served again")
 
 
 # --------------------------------------------------------------------------- families

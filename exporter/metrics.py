@@ -59,6 +59,34 @@ OWN: tuple[Metric, ...] = (
         kind="counter",
     ),
     _m(
+        "http_connections_accepted_total",
+        "HTTP connections accepted since the exporter started.",
+        kind="counter",
+    ),
+    _m(
+        "http_connections_refused_total",
+        "HTTP connections closed at once: the connection cap was reached and every live "
+        "connection had sent its request.",
+        kind="counter",
+    ),
+    _m(
+        "http_connections_evicted_total",
+        "HTTP connections dropped at the cap to make room: the oldest one still sending its "
+        "request head.",
+        kind="counter",
+    ),
+    _m(
+        "http_connections_head_timeout_total",
+        "HTTP connections dropped because their request head (TLS handshake included) did "
+        "not arrive within the head deadline.",
+        kind="counter",
+    ),
+    _m(
+        "http_accept_errors_total",
+        "Failed accept() calls of the listening socket (EMFILE and the like).",
+        kind="counter",
+    ),
+    _m(
         "series_dropped",
         "Series cut by the series budget (--max-series) in this scrape.",
         ("kind",),

@@ -7,9 +7,12 @@ rows. A counter that went backwards (wrap, reset, device swapped) yields NULL fo
 value, never a negative rate.
 
 `run()` is the loop behind `perf-analyzer sample`: it reads on wall-clock multiples of the
-interval (so the nodes of a fleet sample in step) and keeps rows the database refused in a
-bounded queue (`PendingRows`), retried every interval, so an outage loses no samples unless
-it outlasts the queue.
+interval (so the nodes of a fleet sample in step) and hands the rows to a writer thread
+through a bounded queue (`PendingRows`). A slow or refused write therefore never delays a
+reading: the rows wait in the queue (counted, logged every interval) and are written when
+the database takes them, so a lock or an outage loses no samples unless it outlasts the
+queue. Errors that waiting cannot fix (no table, no INSERT right) stop the run after a
+bounded retry.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import math
 import os
 import re
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -542,10 +546,14 @@ def _kib_to_mib(kib: int | None) -> float | None:
 
 # --------------------------------------------------------------------------- writing
 
+WRITE_TIMEOUT = 30.0  # seconds a write (lock waits included) may take before it is retried
+MAX_BATCH = 5_000  # rows per INSERT transaction when a backlog drains
 
-def write_rows(store: Store, rows: list[dict[str, Any]]) -> int:
+
+def write_rows(store: Store, rows: list[dict[str, Any]], *, timeout: float = WRITE_TIMEOUT) -> int:
     """Insert rows in one transaction; returns how many. The column list is the union of
-    the rows' keys (node and container rows differ), missing values are NULL."""
+    the rows' keys (node and container rows differ), missing values are NULL. `timeout`
+    bounds the statement and its lock waits, so a write never hangs on a held lock."""
     if not rows:
         return 0
     keys = set().union(*(r.keys() for r in rows))
@@ -555,6 +563,7 @@ def write_rows(store: Store, rows: list[dict[str, Any]]) -> int:
         raise ValueError(f"not columns of the samples table: {', '.join(sorted(unknown))}")
     times = [t for r in rows if isinstance(t := r.get("sample_time"), int | float)]
     with store.write() as cur:
+        cur.execute("SELECT set_config('statement_timeout', %s, true)", (str(int(timeout * 1000)),))
         # an optional column the table lacks (a table older than it) is left out
         present = [c for c in optional if c in keys and has_column(cur, store, c)]
         columns = [c for c in (*COLUMN_NAMES, *present) if c in keys]  # stable SQL text
@@ -571,21 +580,30 @@ def write_rows(store: Store, rows: list[dict[str, Any]]) -> int:
 
 class PendingRows:
     """Rows not yet in the database, oldest first, bounded by age and count so a long
-    outage costs the oldest samples (counted in `dropped` and logged), not the process."""
+    outage costs the oldest samples (counted in `dropped` and logged), not the process.
+
+    Safe to share between the sampling loop (`add`) and the writer (`flush`): a batch
+    being written is taken out of the queue and put back if the write fails."""
 
     def __init__(self, max_age: float = 3600.0, max_rows: int = 100_000) -> None:
         self.max_age = max_age
         self.max_rows = max_rows
         self.rows: deque[dict[str, Any]] = deque()
         self.dropped = 0
+        self.written = 0
+        self.in_flight = 0  # rows of the write under way
         self.failing = False  # the last flush failed (log the recovery once)
+        self.error: StoreError | None = None  # why the last flush failed
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self.rows)
+        """Rows not yet written, the batch under way included."""
+        return len(self.rows) + self.in_flight
 
     def add(self, rows: Iterable[dict[str, Any]], now: float | None = None) -> None:
-        self.rows.extend(rows)
-        self._trim(time.time() if now is None else now)
+        with self._lock:
+            self.rows.extend(rows)
+            self._trim(time.time() if now is None else now)
 
     def _trim(self, now: float) -> None:
         dropped = 0
@@ -604,24 +622,95 @@ class PendingRows:
                 self.dropped,
             )
 
-    def flush(self, store: Store) -> int:
-        """Write everything queued; on a database error log one line, keep the rows for the
-        next call and return 0."""
-        if not self.rows:
-            return 0
-        batch = list(self.rows)
+    def flush(
+        self, store: Store, *, timeout: float = WRITE_TIMEOUT, max_batch: int = MAX_BATCH
+    ) -> int:
+        """Write everything queued, `max_batch` rows per transaction; on a database error
+        log one line, keep the rows for the next call (in `error`) and return what was
+        written before it."""
+        total = 0
+        while True:
+            with self._lock:
+                batch = [self.rows.popleft() for _ in range(min(max_batch, len(self.rows)))]
+                self.in_flight = len(batch)
+            if not batch:
+                return total
+            try:
+                written = write_rows(store, batch, timeout=timeout)
+            except StoreError as exc:
+                with self._lock:
+                    self.rows.extendleft(reversed(batch))
+                    self.in_flight = 0
+                    queued = len(self.rows)
+                if not self.failing or str(exc) != str(self.error):  # one line per new cause
+                    log.warning("samples not written, %d kept for retry: %s", queued, exc)
+                self.failing, self.error = True, exc
+                return total
+            with self._lock:
+                self.in_flight = 0
+                self.written += written
+            total += written
+            if self.failing:
+                log.info("database takes rows again: wrote %d queued samples", written)
+                self.failing, self.error = False, None
+
+
+class Writer(threading.Thread):
+    """Writes what the sampling loop queues, off its clock.
+
+    It writes whenever rows are queued; after a failed write it waits `retry` seconds. A
+    permanent error (see `StoreError.permanent`) that persists for `give_up_after` seconds
+    ends it, with the error in `fatal` for the loop to raise."""
+
+    def __init__(
+        self,
+        store: Store,
+        pending: PendingRows,
+        *,
+        retry: float,
+        give_up_after: float,
+        timeout: float = WRITE_TIMEOUT,
+    ) -> None:
+        super().__init__(name="sample-writer", daemon=True)
+        self.store = store
+        self.pending = pending
+        self.retry = retry
+        self.give_up_after = give_up_after
+        self.timeout = timeout
+        self.fatal: StoreError | None = None
+        self.stopped = threading.Event()  # set when the thread ends
+        self._wake = threading.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, within: float) -> bool:
+        """Flush what is queued for at most `within` seconds; True when all was written."""
+        self._stopping = True
+        self._wake.set()
+        self.join(within)
+        return not self.is_alive() and not self.pending
+
+    def run(self) -> None:
+        permanent_since: float | None = None
         try:
-            written = write_rows(store, batch)
-        except StoreError as exc:
-            log.warning("samples not written, %d kept for retry: %s", len(batch), exc)
-            self.failing = True
-            return 0
-        for _ in range(written):
-            self.rows.popleft()
-        if self.failing:
-            log.info("database reachable again: wrote %d queued samples", written)
-            self.failing = False
-        return written
+            while True:
+                self._wake.wait(None if not self.pending.failing else self.retry)
+                self._wake.clear()
+                self.pending.flush(self.store, timeout=self.timeout)
+                error = self.pending.error if self.pending.failing else None
+                if error is None or not error.permanent:
+                    permanent_since = None
+                elif permanent_since is None:
+                    permanent_since = time.monotonic()
+                elif time.monotonic() - permanent_since >= self.give_up_after:
+                    self.fatal = error
+                    return
+                if self._stopping and (not self.pending or error is not None):
+                    return
+        finally:
+            self.stopped.set()
 
 
 # --------------------------------------------------------------------------- the loop
@@ -641,34 +730,70 @@ def run(
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
     sampler: HostSampler | None = None,
     pending: PendingRows | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    give_up_after: float = 60.0,
+    flush_within: float = 10.0,
+    write_timeout: float = WRITE_TIMEOUT,
 ) -> int:
-    """Sample every `interval` seconds into the table, `count` times (None: until Ctrl-C);
-    returns the rows written. Database errors are logged and the rows retried next time."""
+    """Sample every `interval` seconds into the table, `count` times (None: until Ctrl-C
+    or SIGTERM); returns the rows written.
+
+    A writer thread takes the rows, so a slow write never moves a reading. Unreachable
+    databases, locks and timeouts are retried every interval; a missing table or INSERT
+    right for `give_up_after` seconds raises its `StoreError`. On the way out the queue
+    gets `flush_within` seconds to drain; what is left is counted in a warning."""
     if not interval > 0:
         raise ValueError("the interval must be a positive number of seconds")
     sampler = sampler or HostSampler(node_name)
     pending = pending if pending is not None else PendingRows()
-    written = done = 0
+    writer = Writer(
+        store,
+        pending,
+        retry=min(interval, 10.0),
+        give_up_after=give_up_after,
+        timeout=write_timeout,
+    )
+    writer.start()
+    done = 0
+    written_before = last_written = pending.written
     try:
         previous = sampler.read()
         # The first delta spans at least a second (or half an interval), not a sliver.
         deadline = next_tick(time.time(), interval, min(interval / 2, 1.0))
         while count is None or done < count:
-            sleep(max(0.0, deadline - time.time()))
+            if writer.stopped.wait(max(0.0, deadline - time.time())):
+                break  # the writer gave up: a permanent error
             current = sampler.read()
             rows = sampler.rows(previous, current)
             previous, done = current, done + 1
             if on_rows is not None:
                 on_rows(rows)
             pending.add(rows, now=current.wall)
-            written += pending.flush(store)
+            writer.wake()
+            log.info(
+                "sampled %d rows; %d written since the last sample, %d queued, %d dropped",
+                len(rows),
+                pending.written - last_written,
+                len(pending),
+                pending.dropped,
+            )
+            last_written = pending.written
             deadline += interval
-            if deadline <= time.time():  # a slow write overran ticks: skip them
+            if deadline <= time.time():  # reading took longer than an interval
+                skipped = math.ceil((time.time() - deadline) / interval)
+                log.warning("reading the host took too long: %d samples skipped", skipped)
                 deadline = next_tick(time.time(), interval)
     except KeyboardInterrupt:
         log.info("interrupted: writing the %d queued samples", len(pending))
-        written += pending.flush(store)
-    if len(pending):
-        log.warning("stopping with %d samples not written", len(pending))
-    return written
+    finally:
+        if writer.fatal is None and not writer.stop(flush_within) and len(pending):
+            log.warning(
+                "stopping with %d samples not written after %.0f s of flushing",
+                len(pending),
+                flush_within,
+            )
+    if writer.fatal is not None:
+        raise StoreError(
+            f"samples cannot be written ({writer.fatal}); gave up after "
+            f"{give_up_after:.0f} s with {len(pending)} samples not written"
+        )
+    return pending.written - written_before

@@ -429,6 +429,7 @@ class ExporterServer:
         except OSError as exc:
             raise OSError(f"cannot listen on {listen_address}: {exc.strerror or exc}") from None
         self.httpd.limits = ConnectionLimits(max_connections, head_deadline)
+        app.collector.http_limits = self.httpd.limits  # served as perf_analyzer_http_*
         self.httpd.set_app(app)
         context = app.web.ssl_context()
         if context is not None:

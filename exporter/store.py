@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 APPLICATION_NAME = "perf-analyzer"
 DSN_ENV_VARS = ("PERF_ANALYZER_DSN", "DATA_SOURCE_NAME")
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names: refuse them instead
+SERVER_ENCODING = "UTF8"  # the only one whose names and text psycopg reads back as str
 
 
 # --------------------------------------------------------------------------- connection info
@@ -133,7 +134,8 @@ def translate(exc: psycopg.Error, dsn: str, table: str) -> StoreError:
     if isinstance(exc, errors.UndefinedTable):
         return StoreError(
             f'table "{table}" does not exist in {target}; create it with '
-            f"`perf-analyzer db init --table {table}` or pass the right --table"
+            f"`perf-analyzer db init --table {table}` or pass the right --table",
+            permanent=True,
         )
     if isinstance(exc, errors.UndefinedColumn):
         return StoreError(
@@ -141,7 +143,7 @@ def translate(exc: psycopg.Error, dsn: str, table: str) -> StoreError:
             f"`perf-analyzer db check` lists what differs from the expected schema"
         )
     if isinstance(exc, errors.InsufficientPrivilege):
-        return StoreError(f"permission denied on {target}: {first_line}")
+        return StoreError(f"permission denied on {target}: {first_line}", permanent=True)
     if isinstance(exc, errors.LockNotAvailable):
         return StoreError(
             f"a lock on {target} was not granted in time ({first_line}); a long query or "
@@ -275,6 +277,7 @@ class Store:
         except PoolTimeout:
             raise self._connect_error() from None
         try:
+            self._refuse_bad_encoding(conn)
             yield conn
         finally:
             pool.putconn(conn)  # the pool discards a broken connection and makes a new one
@@ -312,12 +315,10 @@ class Store:
                     with self._borrowed.transaction(), self._borrowed.cursor() as cur:
                         yield cur
                 return
-            with (
-                psycopg.connect(self.conninfo) as conn,
-                conn.transaction(),
-                conn.cursor() as cur,
-            ):
-                yield cur
+            with psycopg.connect(self.conninfo) as conn:
+                self._refuse_bad_encoding(conn)
+                with conn.transaction(), conn.cursor() as cur:
+                    yield cur
         except psycopg.Error as exc:
             raise translate(exc, self.dsn, self.table_name) from None
 
@@ -341,6 +342,36 @@ class Store:
                 yield cur
         except psycopg.Error as exc:
             raise translate(exc, self.dsn, self.table_name) from None
+
+    def encoding_error(self, conn: psycopg.Connection[Any]) -> StoreError | None:
+        """Why this server's encoding is refused, or None for UTF8.
+
+        SQL_ASCII stores whatever bytes a client sent: names would come back as bytes (or
+        fail to decode), so rather than guess a decoding the store refuses the database."""
+        encoding = conn.info.parameter_status("server_encoding")
+        if encoding is None or encoding.upper() == SERVER_ENCODING:
+            return None
+        return StoreError(
+            f"the database {self.target} has the server encoding {encoding}, and perf-analyzer "
+            f"needs {SERVER_ENCODING}: keep the table in a database created with "
+            f"ENCODING '{SERVER_ENCODING}'",
+            permanent=True,
+        )
+
+    def check_encoding(self) -> None:
+        """Raise `encoding_error` at start; an unreachable database is left to the retries."""
+        try:
+            with psycopg.connect(self.conninfo) as conn:
+                error = self.encoding_error(conn)
+        except psycopg.Error:
+            return
+        if error is not None:
+            raise error
+
+    def _refuse_bad_encoding(self, conn: psycopg.Connection[Any]) -> None:
+        error = self.encoding_error(conn)
+        if error is not None:
+            raise error
 
     def _refuse_open_transaction(self, conn: psycopg.Connection[Any]) -> None:
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:

@@ -133,6 +133,7 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
     report = CheckReport(name)
     with store.read() as cur:
         quoted = report.quoted = store.table.as_string(cur)
+        encoding = cur.connection.info.parameter_status("server_encoding")
         cur.execute(
             "SELECT c.oid, c.relkind, c.reltuples::bigint AS rows, "
             "has_table_privilege(c.oid, 'SELECT') AS can_select "
@@ -198,6 +199,7 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
     if layout.kind == "partitioned":
         _check_partitions(report, layout, partition_indexes, indexes, now)
     _recommend(report, layout, now)
+    report.notes.append(f"server encoding {encoding} (perf-analyzer needs UTF8)")
     return report
 
 

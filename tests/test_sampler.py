@@ -3,10 +3,16 @@ from this machine's own /proc, and rows that reach PostgreSQL even across an out
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
+import re
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import psycopg.conninfo
 import pytest
 from psycopg import sql
 
@@ -467,3 +475,129 @@ def test_snapshot_is_plain_data(tmp_path: Path) -> None:
     assert sorted(snap.disks) == ["nvme0n1", "sda"]
     assert sorted(snap.nets) == ["eth0"]
     assert {c.name for c in snap.containers.values()} == {"web", KUBE_ID[:12]}
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+def hold_lock(dsn: str, seconds: float, locked: threading.Event) -> None:
+    """An ACCESS EXCLUSIVE lock on the samples table for `seconds`, as a long migration."""
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        conn.execute("LOCK TABLE monitor_samples_ring IN ACCESS EXCLUSIVE MODE")
+        locked.set()
+        time.sleep(seconds)
+
+
+@pytest.mark.slow
+def test_a_table_lock_loses_no_sample(fresh_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Sampling keeps its clock while the writer waits for a lock held 5 s; everything is
+    written after the release, and the per-sample log line counted the queue meanwhile."""
+    interval, count, lock_seconds = 0.5, 18, 5.0
+    with Store(fresh_dsn) as store:
+        init_table(store)
+        locked = threading.Event()
+        holder = threading.Thread(target=hold_lock, args=(fresh_dsn, lock_seconds, locked))
+        seen: list[list[dict[str, Any]]] = []
+        ticks: list[float] = []
+
+        def on_rows(rows: list[dict[str, Any]]) -> None:
+            ticks.append(time.monotonic())
+            seen.append(rows)
+            if len(seen) == 2:
+                holder.start()
+                assert locked.wait(5)
+
+        with caplog.at_level(logging.INFO, logger="exporter.sampler"):
+            written = run(store, interval=interval, count=count, node_name="locked",
+                          on_rows=on_rows)  # fmt: skip
+        holder.join()
+    assert len(seen) == count
+    # the readings kept their clock: no gap near the lock's length
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 3 * interval
+    assert written == sum(len(rows) for rows in seen) == len(count_rows(fresh_dsn))
+    assert len([r for r in count_rows(fresh_dsn) if r["node_flag"]]) == count
+    queued = [
+        int(m.group(1))
+        for r in caplog.records
+        if (m := re.search(r", (\d+) queued", r.getMessage()))
+    ]
+    # while the lock was held the queue grew by a sample's rows each interval
+    assert max(queued) >= int(lock_seconds / interval) - 2
+
+
+def run_sample_cli(dsn: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter.cli", "sample", "--dsn", dsn, "--interval", "1",
+         "--node-name", "cli", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_no_insert_right_is_one_sentence_and_exit_1(fresh_dsn: str) -> None:
+    role = f"sampler_ro_{os.getpid()}"
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        with Store(fresh_dsn) as store:
+            init_table(store)
+        with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+            conn.execute(f"GRANT SELECT ON monitor_samples_ring TO {role}")
+        dsn = psycopg.conninfo.make_conninfo(fresh_dsn, user=role)
+        started = time.monotonic()
+        done = run_sample_cli(dsn, "--give-up-after", "2", "--count", "30")
+        elapsed = time.monotonic() - started
+        lines = done.stderr.strip().splitlines()
+        final = lines[-1]
+        assert done.returncode == 1, done.stderr
+        assert final.startswith("perf-analyzer: samples cannot be written (permission denied")
+        assert "Traceback" not in done.stderr
+        assert elapsed < 15  # gave up after the 2 s retry, not after 30 samples
+    finally:
+        with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.slow
+def test_missing_table_is_one_sentence_and_exit_1(fresh_dsn: str) -> None:
+    done = run_sample_cli(fresh_dsn, "--give-up-after", "2", "--count", "30")
+    assert done.returncode == 1, done.stderr
+    final = done.stderr.strip().splitlines()[-1]
+    assert final.startswith(
+        'perf-analyzer: samples cannot be written (table "monitor_samples_ring" does'
+    )
+    assert "db init" in final and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_flushes_the_queue_within_the_bound(fresh_dsn: str) -> None:
+    """SIGTERM during a held lock: the sampler waits at most --flush-timeout for the
+    writer, then exits 0 with what it could not write counted in a warning; once the lock is
+    gone a second SIGTERM finds nothing queued."""
+    with Store(fresh_dsn) as store:
+        init_table(store)
+    cmd = [sys.executable, "-m", "exporter.cli", "sample", "--dsn", fresh_dsn, "--interval",
+           "1", "--node-name", "term", "--flush-timeout", "2"]  # fmt: skip
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_lock, args=(fresh_dsn, 8.0, locked))
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    holder.start()
+    assert locked.wait(5)
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    _, stderr = proc.communicate(timeout=30)
+    took = time.monotonic() - stopped
+    holder.join()
+    assert proc.returncode == 0, stderr
+    assert took < 2 + 2  # the flush bound plus the interpreter's exit
+    assert re.search(r"stopping with \d+ samples not written after 2 s", stderr), stderr
+    # without a lock everything queued is written before the exit
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "not written" not in stderr, stderr

@@ -474,7 +474,7 @@ def _exporter(job: str) -> list[Alert]:
         Alert(
             name=f"{PREFIX}SeriesDropped",
             group="perf-analyzer-exporter",
-            expr="sum by (instance) (perf_analyzer_series_dropped) > 0",
+            expr='sum by (instance) (perf_analyzer_series_dropped{kind!="node"}) > 0',
             for_="1h",
             priority="P3",
             summary="The series budget cuts series",
@@ -488,6 +488,23 @@ def _exporter(job: str) -> list[Alert]:
             calm=Case(
                 {'perf_analyzer_series_dropped{instance="pa:10610",kind="anomaly_zero"}': "0x70"}
             ),
+            identity=("instance",),
+        ),
+        Alert(
+            name=f"{PREFIX}NodesDropped",
+            group="perf-analyzer-exporter",
+            expr='sum by (instance) (perf_analyzer_series_dropped{kind="node"}) > 0',
+            for_="15m",
+            priority="P2",
+            summary="The series budget hides whole nodes",
+            description="perf-analyzer ({{ $labels.instance }}) serves nothing for some nodes "
+            "({{ $value }} series cut): their alerts cannot fire.",
+            action="Raise --max-series or shard the fleet (--shard I/N); the exporter log names "
+            "how many nodes are cut. Junk node names (a sampler writing random names) also "
+            "cause this: look for them with `perf-analyzer db check`.",
+            verify='`perf_analyzer_series_dropped{kind="node"}` is back to 0.',
+            fire=Case({'perf_analyzer_series_dropped{instance="pa:10610",kind="node"}': "40x70"}),
+            calm=Case({'perf_analyzer_series_dropped{instance="pa:10610",kind="node"}': "0x70"}),
             identity=("instance",),
         ),
     ]
