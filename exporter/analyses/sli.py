@@ -222,7 +222,7 @@ def system_availability_check(
                     "now": now,
                     "nodes": nodes[batch],
                     "cpus": [None if math.isnan(c) else c for c in counts[batch]],
-                    "intervals": [facts[n].interval for n in nodes[batch]],
+                    "intervals": [float(facts[n].interval) for n in nodes[batch]],
                     "since": [since[n] for n in nodes[batch]],
                     "gap": cfg.gap_intervals,
                 },
