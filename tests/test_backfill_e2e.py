@@ -7,6 +7,7 @@ from the moment it starts, and `create-blocks-from rules` skips alerting rules).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from exporter.embedded import free_port
 from exporter.simulate import FleetSpec, load_fleet
@@ -125,5 +127,113 @@ def test_backfilled_finding_is_queryable_at_its_past_time(pg_server, tmp_path: P
         assert now[saturated] == 3
         assert before[saturated] < 3, "an hour earlier the node was not saturated yet"
         assert all(now[n] < 3 for n in healthy)
+    finally:
+        pg_server.drop_database(name)
+
+
+# --------------------------------------------------------------------------- shipped alerts
+
+# Analyses the alerts read run every 5 minutes; the long-window ones hourly (they change
+# slowly, and each run costs a second).
+ALERT_STEPS = ("3600", "emergency=300", "availability=300", "current=300")
+EVERY = 10  # minutes between the moments checked
+
+
+def rule_names() -> list[str]:
+    data = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return [r["alert"] for g in data["groups"] for r in g["rules"] if "alert" in r]
+
+
+def rule_labels() -> dict[str, dict[str, str]]:
+    data = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return {
+        r["alert"]: r.get("labels", {}) for g in data["groups"] for r in g["rules"] if "alert" in r
+    }
+
+
+def input_series(url: str, start: int, end: int) -> list[dict[str, str]]:
+    """Every backfilled series, one value a minute from `start` ("_" where Prometheus has
+    none), in promtool's notation."""
+    data = api(
+        url, "/api/v1/query_range", query='{__name__=~"perf_analyzer_.+"}',
+        start=start, end=end, step=f"{SCRAPE}s",
+    )  # fmt: skip
+    # the exporter was up all along (its own metrics are not backfilled; `up` is Prometheus's)
+    out = [
+        {
+            "series": 'up{instance="backfill",job="perf-analyzer"}',
+            "values": f"1x{(end - start) // SCRAPE}",
+        }
+    ]
+    for series in data["result"]:
+        labels = dict(series["metric"])
+        name = labels.pop("__name__")
+        by_time = {int(float(t)): v for t, v in series["values"]}
+        values = " ".join(by_time.get(t, "_") for t in range(start, end + 1, SCRAPE))
+        selector = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        out.append({"series": f"{name}{{{selector}}}", "values": values})
+    return out
+
+
+def promtool_rules_test(
+    url: str, start: int, end: int, tmp_path: Path, expected: dict[tuple[str, int], list[dict]]
+) -> subprocess.CompletedProcess[str]:
+    """`promtool test rules` of the shipped rules (annotations left out: they do not decide
+    firing) over the backfilled series; `expected[(alert, minute)]` lists the labels of the
+    alerts firing then (every other alert at every checked minute: none)."""
+    data = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    for group in data["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    minutes = (end - start) // 60
+    checks = {(a, m): [] for a in rule_names() for m in range(0, minutes + 1, EVERY)}
+    checks.update(expected)
+    static = rule_labels()
+    tests = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": input_series(url, start, end),
+                "alert_rule_test": [
+                    {
+                        "eval_time": f"{m}m",
+                        "alertname": alert,
+                        "exp_alerts": [
+                            {"exp_labels": {**static[alert], **labels}} for labels in firing
+                        ],
+                    }
+                    for (alert, m), firing in sorted(checks.items(), key=lambda kv: kv[0][1])
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "backfill.tests.yml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False), encoding="utf-8")
+    promtool = require_program("promtool")
+    return subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+def test_healthy_realistic_fleet_fires_no_alert(pg_server, tmp_path: Path) -> None:
+    name = pg_server.create_database("backfill_quiet")
+    try:
+        dsn = pg_server.dsn_for(name)
+        end = recent_end()
+        with Store(dsn) as store:
+            spec = FleetSpec(nodes=3, containers=1, days=1, end=end, realistic=True)
+            load_fleet(store, dataclasses.replace(spec, findings=False))
+        hours = 6
+        out = tmp_path / "history.om"
+        run_backfill(dsn, out, end, hours, *ALERT_STEPS)
+        start = end - hours * 3600
+        with prometheus_over(out, tmp_path) as url:
+            done = promtool_rules_test(url, start, end, tmp_path, {})
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     finally:
         pg_server.drop_database(name)
