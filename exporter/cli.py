@@ -472,6 +472,90 @@ def dashboards(output: str, config_file: str | None) -> None:
         click.echo(f"wrote {path}")
 
 
+# --------------------------------------------------------------------------- backfill
+
+
+def parse_steps(values: tuple[str, ...]) -> dict[str, float]:
+    """`--step SECONDS` (every analysis) and `--step NAME=SECONDS` (one analysis)."""
+    out = {}
+    for value in values:
+        name, _, seconds = value.rpartition("=")
+        try:
+            out[name] = float(seconds)
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r} is neither SECONDS nor NAME=SECONDS", param_hint="--step"
+            ) from None
+    return out
+
+
+@main.command()
+@db_options
+@config_option
+@click.option(
+    "--days", type=click.FloatRange(min=0, min_open=True), required=True, help="History to write."
+)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True)
+@click.option("--end", default=None, help="Last moment (unix seconds or ISO 8601; default now).")
+@click.option(
+    "--step",
+    multiple=True,
+    help="Seconds between runs of every analysis (SECONDS) or of one (NAME=SECONDS); "
+    "repeatable. Default: each analysis's refresh interval.",
+)
+@click.option(
+    "--scrape-interval",
+    type=click.IntRange(min=1),
+    default=60,
+    show_default=True,
+    help="Seconds between the samples written (the last result is repeated, as scrapes do).",
+)
+@click.option(
+    "--cpu-count",
+    type=click.IntRange(1, 4096),
+    default=None,
+    help="CPUs of every node (default: estimated per node from the data).",
+)
+def backfill(
+    dsn: str | None,
+    table: str,
+    config_file: str | None,
+    days: float,
+    out_file: str,
+    end: str | None,
+    step: tuple[str, ...],
+    scrape_interval: int,
+    cpu_count: int | None,
+) -> None:
+    """Replay the served analyses over the past DAYS and write what the exporter would have
+    served, as OpenMetrics for `promtool tsdb create-blocks-from openmetrics`."""
+    import time
+
+    from .analyzer import PerformanceAnalyzer
+    from .backfill import backfill as run_backfill
+
+    config = load_settings(config_file)
+    last = parse_time(end) if end else int(time.time())
+    steps = parse_steps(step)
+    with (
+        PerformanceAnalyzer(Store(dsn, table), cpu_count=cpu_count, config=config) as analyzer,
+        open(out_file, "wb") as out,
+    ):
+        summary = run_backfill(
+            analyzer.ctx,
+            out,
+            start=last - int(days * 86400),
+            end=last,
+            step=steps,
+            scrape=scrape_interval,
+        )
+    failed = ", ".join(f"{k} {v}" for k, v in summary.failures.items()) or "none"
+    click.echo(
+        f"wrote {out_file}: {summary.samples} samples of {summary.families} metric families "
+        f"at {summary.ticks} moments; failed runs: {failed}"
+    )
+
+
 # --------------------------------------------------------------------------- synth
 
 

@@ -122,6 +122,25 @@ def _emergency(config: Config) -> list[Alert]:
             identity=("node", "check"),
         )
     )
+    forget = fmt(config.emergency.forget_after_hours)
+    alerts.append(  # the stale alerts stop once a node is forgotten: dead must not read as fixed
+        Alert(
+            name=f"{PREFIX}NodeForgotten",
+            group="perf-analyzer-emergency",
+            expr="perf_analyzer_node_forgotten == 1",
+            for_="5m",
+            priority="P3",
+            summary="Node forgotten: decommissioned or dead for a week",
+            description="{{ $labels.node }} has sent no node row for more than "
+            f"{forget} hours; its emergency checks have stopped.",
+            action="Confirm the node was decommissioned (then delete its rows or let retention "
+            "prune them); otherwise bring its sampler back: the node is dead or cut off.",
+            verify="`perf-analyzer report emergency` lists it under forgotten nodes; "
+            "`perf_analyzer_node_last_sample_timestamp_seconds` gives its last row.",
+            fire=Case({'perf_analyzer_node_forgotten{node="n1"}': "1x70"}),
+            calm=Case({'perf_analyzer_node_forgotten{node="n1"}': "0x70"}),
+        )
+    )
     return alerts
 
 
