@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 import zlib
 from pathlib import Path
@@ -201,7 +202,7 @@ def test_the_wheel_installs_under_its_own_name_and_works_outside_the_repository(
     assert install.returncode == 0, install.stderr
     # dependencies: the current venv's, seen through a .pth (the test venv is not the system)
     site = next((venv / "lib").glob("python3*/site-packages"))
-    here = next(p for p in sys.path if p.endswith("site-packages") and "venv" in p)
+    here = sysconfig.get_paths()["purelib"]
     (site / "zz-deps.pth").write_text(here + "\n")
     show = subprocess.run(
         [str(python), "-m", "pip", "show", "perf-analyzer-exporter"],
