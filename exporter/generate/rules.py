@@ -13,6 +13,8 @@ from .yamlfile import dump
 
 RULES_FILE = "perf-analyzer.rules.yml"
 TESTS_FILE = "perf-analyzer.tests.yml"
+RUNBOOK_FILE = "runbooks.md"
+PROMETHEUSRULE_FILE = "perf-analyzer.prometheusrule.yml"
 MAX_RULES_PER_GROUP = 20
 
 
@@ -216,6 +218,17 @@ def runbook(alerts: list[Alert]) -> str:
     return "\n".join(lines)
 
 
+def prometheus_rule(groups: dict[str, Any], name: str = "perf-analyzer") -> dict[str, Any]:
+    """The same groups as a Prometheus Operator `PrometheusRule`, for clusters that load rules
+    from the Kubernetes API rather than from files."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "perf-analyzer"}},
+        "spec": groups,
+    }
+
+
 def write(
     output: Path,
     *,
@@ -224,17 +237,27 @@ def write(
     dashboard_url: str = DEFAULT_DASHBOARD_URL,
     job: str = "perf-analyzer",
     config: Any = None,
+    fmt: str = "files",
 ) -> list[Path]:
-    """Write the rules, their tests (and the runbook); returns the paths written."""
+    """Write the rules, their tests (and the runbook); returns the paths written.
+
+    `fmt="prometheusrule"` writes the rules as one `PrometheusRule` manifest instead of the
+    rules, tests and Alertmanager files. Every text is built before the first file is
+    written, so a failure leaves no half-written set."""
     alerts = catalogue(config, job=job)
-    output.mkdir(parents=True, exist_ok=True)
-    files = {
-        output / RULES_FILE: dump(rule_groups(alerts, runbook_base, dashboard_url), "rules"),
-        output / TESTS_FILE: dump(test_suite(alerts, runbook_base, dashboard_url), "rules"),
-        output / ALERTMANAGER_FILE: alertmanager_yaml(),
-    }
+    groups = rule_groups(alerts, runbook_base, dashboard_url)
+    if fmt == "prometheusrule":
+        files = {output / PROMETHEUSRULE_FILE: dump(prometheus_rule(groups), "rules")}
+    else:
+        files = {
+            output / RULES_FILE: dump(groups, "rules"),
+            output / TESTS_FILE: dump(test_suite(alerts, runbook_base, dashboard_url), "rules"),
+            output / ALERTMANAGER_FILE: alertmanager_yaml(),
+        }
     if runbook_path is not None:
         files[runbook_path] = runbook(alerts)
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
     for path, text in files.items():
         path.write_text(text, encoding="utf-8")
     return list(files)
