@@ -238,7 +238,8 @@ SELECT p.node_name,
 def node_facts(ctx: Context, now: int) -> dict[str, NodeFacts]:
     """{node: facts} of every node with a row up to `now`. Intervals are cached per node and
     newest node row, so the exporter's 10-second refreshes compute each once per sample."""
-    spans = node_spans(ctx, now)
+    forget = ctx.config.emergency.forget_after_hours * HOUR
+    spans = node_spans(ctx, now, since=int(now - forget))  # bounded walk on partitions
     if not spans:
         return {}
     history = int(ctx.config.sli.interval_history_hours * HOUR)
