@@ -3,6 +3,7 @@ often it reports, and how many CPUs it has."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -68,17 +69,22 @@ def node_spans(ctx: Context, now: int, *, since: int | None = None) -> Spans:
     partitions from the one holding `since` on; those nodes, and each node's first sample,
     come from a full walk cached per hour. The answer is the same; rows that arrive late
     and older than `since` count within the hour."""
+    hour = now // 3600
     with ctx.store.read() as cur:
-        layout = read_layout(cur, ctx.store.table) if since is not None else None
-        if since is None or layout is None or not layout.by_time:
+        if since is None:
             return _spans(cur, ctx, now, None)
-        floor = int(max((p.lo for p in layout.ranges if p.lo <= since), default=since))
-        recent = _spans(cur, ctx, now, floor)
-        cached = ctx.caches.get("node_spans_full")
-        if not cached or cached[0] != now // 3600 or cached[1] > now:
-            cached = (now // 3600, now, _spans(cur, ctx, now, None))
-            ctx.caches["node_spans_full"] = cached
-    full = cached[2]
+        cached = ctx.caches.get("node_spans")
+        if not cached or cached[0] != hour or cached[1] > now:
+            layout = read_layout(cur, ctx.store.table)
+            starts = [int(p.lo) for p in layout.ranges if math.isfinite(p.lo)]
+            cached = (hour, now, starts if layout.by_time else None, _spans(cur, ctx, now, None))
+            ctx.caches["node_spans"] = cached
+            if cached[2] is None:
+                return cached[3]
+        if cached[2] is None:  # not partitioned by time: the unbounded walk is the fast one
+            return _spans(cur, ctx, now, None)
+        recent = _spans(cur, ctx, now, max((lo for lo in cached[2] if lo <= since), default=since))
+    full = cached[3]
     spans = {n: s for n, s in full.items() if n not in recent and s[1] <= since}
     for node, (first, last) in recent.items():
         spans[node] = (min(first, full[node][0]) if node in full else first, last)
