@@ -15,14 +15,17 @@ END = 1_790_000_040
 WEEK = 7 * DAY
 
 
-def _add_silent_node(dsn: str, table: str) -> None:
-    """A node that reported for a day and fell silent nine days before END."""
+def _add_silent_nodes(dsn: str, table: str) -> None:
+    """`silent` reported for a day and fell silent nine days before END; `zombie`'s node
+    sampler did the same, while its container sampler still writes every 61 s or so."""
+    rows = (
+        f"INSERT INTO {table} (sample_time, node_name, container_name, node_flag)"
+        " SELECT t, %s, %s, %s FROM generate_series(%s::bigint, %s::bigint, %s) t"
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            f"INSERT INTO {table} (sample_time, node_name, node_flag)"
-            " SELECT t, 'silent', true FROM generate_series(%s::bigint, %s::bigint, 97) t",
-            (END - 10 * DAY + 13, END - 9 * DAY),
-        )
+        for node in ("silent", "zombie"):
+            conn.execute(rows, (node, None, True, END - 10 * DAY + 13, END - 9 * DAY, 97))
+        conn.execute(rows, ("zombie", "app", False, END - 10 * DAY + 7, END - 30, 61))
 
 
 def test_bounded_walk_on_partitions_equals_the_full_walk(fresh_dsn):
@@ -30,8 +33,11 @@ def test_bounded_walk_on_partitions_equals_the_full_walk(fresh_dsn):
     with Store(fresh_dsn, "parted") as store:
         init_partitioned_table(store, premake_days=1, since=END - 12 * DAY, now=END)
         load_fleet(store, spec)
-    _add_silent_node(fresh_dsn, "parted")
+    _add_silent_nodes(fresh_dsn, "parted")
     with psycopg.connect(fresh_dsn) as conn:
+        (zombie_node_row,) = conn.execute(
+            "SELECT max(sample_time) FROM parted WHERE node_name = 'zombie' AND node_flag"
+        ).fetchone()
         expected = {
             n: (int(a), int(b))
             for n, a, b in conn.execute(
@@ -44,4 +50,6 @@ def test_bounded_walk_on_partitions_equals_the_full_walk(fresh_dsn):
         assert node_spans(a.ctx, END, since=END - WEEK) == expected
         assert node_spans(a.ctx, END + 60, since=END + 60 - WEEK) == expected  # from the cache
         result = a.emergency_health_check(now=END)
-    assert result["forgotten"] == ["silent"] and result["nodes"] == 3
+    assert result["forgotten"] == ["silent"] and result["nodes"] == 4
+    stale = {c["node_name"]: c for c in result["checks"] if c["check"] == "stale"}
+    assert stale["zombie"]["value"] == END - zombie_node_row and stale["zombie"]["level"] == 3
