@@ -156,8 +156,8 @@ def translate(exc: psycopg.Error, dsn: str, table: str) -> StoreError:
     if is_recovery_conflict(exc):
         return StoreError(
             f"a hot standby at {target} cancelled a query to replay changes from its primary "
-            f"({first_line}); the next run retries, and a larger max_standby_streaming_delay or "
-            "hot_standby_feedback on the standby makes this rarer"
+            f"({first_line}); run it again (the exporter retries at its next refresh), and set "
+            "hot_standby_feedback or a larger max_standby_streaming_delay on the standby"
         )
     if isinstance(exc, errors.QueryCanceled):
         return StoreError(f"a query on {target} was cancelled: {first_line}")
