@@ -8,6 +8,7 @@ import psycopg
 from exporter import PerformanceAnalyzer
 from exporter.analyses.hosts import node_spans
 from exporter.partitions import DAY, init_partitioned_table
+from exporter.shard import Shard
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
@@ -51,5 +52,11 @@ def test_bounded_walk_on_partitions_equals_the_full_walk(fresh_dsn):
         assert node_spans(a.ctx, END + 60, since=END + 60 - WEEK) == expected  # from the cache
         result = a.emergency_health_check(now=END)
     assert result["forgotten"] == ["silent"] and result["nodes"] == 4
+    shards = {}
+    for i in (1, 2):  # each shard's bounded walk holds its share, together every node once
+        with Store(fresh_dsn, "parted", shard=Shard(i, 2)) as store:
+            shards[i] = node_spans(PerformanceAnalyzer(store).ctx, END, since=END - WEEK)
+    assert shards[1] and shards[2] and not shards[1].keys() & shards[2].keys()
+    assert {**shards[1], **shards[2]} == expected
     stale = {c["node_name"]: c for c in result["checks"] if c["check"] == "stale"}
     assert stale["zombie"]["value"] == END - zombie_node_row and stale["zombie"]["level"] == 3
