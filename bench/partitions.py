@@ -19,7 +19,7 @@ from common import database, load, machine
 from psycopg import sql
 
 from exporter import PerformanceAnalyzer
-from exporter.analyses.hosts import _SPAN_SQL
+from exporter.analyses.hosts import _SPAN_FLOOR, _SPAN_SQL, _WALK_FLOOR
 from exporter.partitions import DAY, day_start, init_partitioned_table
 from exporter.retention import prune
 from exporter.simulate import FleetSpec
@@ -31,6 +31,16 @@ PRUNE_DAYS = 7
 RECENT = """SELECT node_name, avg(cpu_total_pct), max(temperature_c), count(*)
   FROM {t} WHERE sample_time > %(now)s - 300 AND sample_time <= %(now)s AND node_flag
  GROUP BY node_name"""
+SPANS = _SPAN_SQL.replace("{walk}", "").replace("{span}", "").replace("{shard}", "TRUE")
+
+
+def bounded_spans(floor: int) -> str:
+    """The walk as the emergency check runs it on a partitioned table: from `floor` on."""
+    walk, span = (_WALK_FLOOR, _SPAN_FLOOR)
+    text = _SPAN_SQL.replace("{walk}", walk).replace("{span}", span).replace("{shard}", "TRUE")
+    return text.replace("%(floor)s", str(floor))
+
+
 MONTH = """SELECT node_name, count(*), avg(cpu_total_pct), max(cpu_total_pct),
        avg(mem_available_mb), max(temperature_c)
   FROM {t} WHERE sample_time > %(now)s - 30 * 86400 AND sample_time <= %(now)s
@@ -119,6 +129,7 @@ def main() -> None:
         for name, r in loads.items():
             print(f"| {name} | {r['rows']:,} | {r['total_s']:.1f} | {r['rows_s']:,.0f} |")
 
+        floor = day_start(END - 7 * DAY)
         midnight = day_start(END) + 120  # a 5-minute window across midnight: two days
         print(f"\n## reads (warm; {parts} partitions)\n")
         print("| read | table | execution ms | planning ms | buffers | relations scanned |")
@@ -126,7 +137,8 @@ def main() -> None:
         reads = [
             ("emergency 5-min window", RECENT, END),
             ("emergency 5-min window at 00:02", RECENT, midnight),
-            ("newest sample per node (loose index scan)", _SPAN_SQL, END),
+            ("newest sample per node (loose index scan)", SPANS, END),
+            ("the same from the partition holding now - 7 days", bounded_spans(floor), END),
             ("30-day aggregate pass", MONTH, END),
         ]
         for label, query, now in reads:

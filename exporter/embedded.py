@@ -145,6 +145,16 @@ class EmbeddedPostgres:
         log.info("embedded PostgreSQL listening on 127.0.0.1:%d (%s)", self.port, self.data_dir)
         return self
 
+    def copy_of(self, primary: EmbeddedPostgres) -> EmbeddedPostgres:
+        """Make this (not yet initialised) cluster a streaming hot standby of `primary`
+        (which needs `wal_level=replica`): `pg_basebackup -R` writes standby.signal and
+        primary_conninfo. Returns self; `start()` then starts it streaming."""
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._prepare_permissions()
+        source = ["-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"]
+        self._run("pg_basebackup", [*source, "-R", "-X", "stream", "--no-sync"])
+        return self
+
     def stop(self, *, mode: str = "fast") -> None:
         """Stop the server; a temporary cluster is also deleted."""
         if self.is_running():

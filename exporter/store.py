@@ -127,6 +127,12 @@ def parse_table_name(name: str) -> sql.Identifier:
 # --------------------------------------------------------------------------- errors
 
 
+def is_recovery_conflict(exc: BaseException) -> bool:
+    """A query a hot standby cancelled because replaying the primary's WAL needed what it
+    read (SQLSTATE 40001, "conflict with recovery"): the same query may well pass again."""
+    return isinstance(exc, errors.SerializationFailure) and "conflict with recovery" in str(exc)
+
+
 def translate(exc: psycopg.Error, dsn: str, table: str) -> StoreError:
     """One sentence for a psycopg error, naming what to do about it."""
     first_line = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "", dsn)
@@ -148,6 +154,12 @@ def translate(exc: psycopg.Error, dsn: str, table: str) -> StoreError:
         return StoreError(
             f"a lock on {target} was not granted in time ({first_line}); a long query or "
             "another maintenance command holds the table: try again"
+        )
+    if is_recovery_conflict(exc):
+        return StoreError(
+            f"a hot standby at {target} cancelled a query to replay changes from its primary "
+            f"({first_line}); run it again (the exporter retries at its next refresh), and set "
+            "hot_standby_feedback or a larger max_standby_streaming_delay on the standby"
         )
     if isinstance(exc, errors.QueryCanceled):
         return StoreError(f"a query on {target} was cancelled: {first_line}")

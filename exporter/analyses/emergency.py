@@ -212,10 +212,13 @@ class NodeFacts(NamedTuple):
 
 
 # The newest node row of each node: a backward walk of the (node_name, sample_time) index.
+# `since` (NULL: none) lets the planner skip older partitions; nodes without a node row
+# since then are asked again without it.
 _LAST_NODE_SQL = """
 SELECT p.node_name,
        (SELECT max(sample_time) FROM {t} s
          WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
+           AND (%(since)s::bigint IS NULL OR s.sample_time > %(since)s)
            AND s.sample_time <= %(now)s) AS last_node
   FROM unnest(%(nodes)s::text[]) AS p(node_name)
 """
@@ -238,16 +241,19 @@ SELECT p.node_name,
 def node_facts(ctx: Context, now: int) -> dict[str, NodeFacts]:
     """{node: facts} of every node with a row up to `now`. Intervals are cached per node and
     newest node row, so the exporter's 10-second refreshes compute each once per sample."""
-    spans = node_spans(ctx, now)
+    since = int(now - ctx.config.emergency.forget_after_hours * HOUR)
+    spans = node_spans(ctx, now, since=since)  # bounded walk on partitions
     if not spans:
         return {}
     history = int(ctx.config.sli.interval_history_hours * HOUR)
     cache: dict[tuple[str, int, int], float] = ctx.cache("node_intervals", dict)
     with ctx.store.read() as cur:
-        cur.execute(
-            sql.SQL(_LAST_NODE_SQL).format(t=ctx.store.table), {"nodes": sorted(spans), "now": now}
-        )
+        last_sql = sql.SQL(_LAST_NODE_SQL).format(t=ctx.store.table)
+        cur.execute(last_sql, {"nodes": sorted(spans), "now": now, "since": since})
         lasts = {r["node_name"]: r["last_node"] for r in cur.fetchall()}
+        if older := sorted(n for n, t in lasts.items() if t is None):
+            cur.execute(last_sql, {"nodes": older, "now": now, "since": None})
+            lasts.update((r["node_name"], r["last_node"]) for r in cur.fetchall())
         todo = [n for n, t in lasts.items() if t is not None and (n, int(t), history) not in cache]
         if todo:
             cur.execute(

@@ -3,43 +3,92 @@ often it reports, and how many CPUs it has."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from ..partitions import read_layout
 from ..schema import CPU_COUNT, has_column
 from .common import DAY, Context, clean, snap_cpu_count
+
+if TYPE_CHECKING:
+    from psycopg import Cursor
+
+Spans = dict[str, tuple[int, int]]  # node: (first sample time, newest sample time)
 
 # Loose index scan over (node_name, sample_time): one index probe per node instead of a
 # scan of the table's history (see docs/performance.md). The shard filter
 # applies to the nodes found, not inside the walk (there it would read the skipped nodes).
+# {walk} bounds the walk: nothing on a plain table, where a time bound would make each probe
+# read a node's old index entries; `sample_time >= floor` on a table partitioned by time,
+# where it lets the planner drop the partitions before `floor` (otherwise every step of the
+# walk probes every partition, and planning the per-node reads over every partition costs
+# more than running them). {span} bounds those reads the same way.
 _SPAN_SQL = """
 WITH RECURSIVE nodes AS (
-    (SELECT node_name FROM {t} WHERE node_name IS NOT NULL ORDER BY node_name LIMIT 1)
+    (SELECT node_name FROM {t} WHERE node_name IS NOT NULL {walk}
+      ORDER BY node_name LIMIT 1)
     UNION ALL
-    SELECT (SELECT n.node_name FROM {t} n WHERE n.node_name > nodes.node_name
+    SELECT (SELECT n.node_name FROM {t} n WHERE n.node_name > nodes.node_name {walk}
              ORDER BY n.node_name LIMIT 1)
       FROM nodes WHERE nodes.node_name IS NOT NULL
 )
 SELECT node_name,
        (SELECT min(sample_time) FROM {t} s
-         WHERE s.node_name = nodes.node_name AND s.sample_time <= %(now)s) AS first_seen,
+         WHERE s.node_name = nodes.node_name AND s.sample_time <= %(now)s {span})
+           AS first_seen,
        (SELECT max(sample_time) FROM {t} s
-         WHERE s.node_name = nodes.node_name AND s.sample_time <= %(now)s) AS last_seen
+         WHERE s.node_name = nodes.node_name AND s.sample_time <= %(now)s {span})
+           AS last_seen
   FROM nodes WHERE node_name IS NOT NULL AND {shard}
 """
+_WALK_FLOOR = "AND sample_time >= %(floor)s AND sample_time <= %(now)s"
+_SPAN_FLOOR = "AND s.sample_time >= %(floor)s"
 
 
-def node_spans(ctx: Context, now: int) -> dict[str, tuple[int, int]]:
-    """{node: (first sample time, newest sample time)} over rows up to `now`."""
+def _spans(cur: Cursor[dict[str, Any]], ctx: Context, now: int, floor: int | None) -> Spans:
+    walk, span = ("", "") if floor is None else (_WALK_FLOOR, _SPAN_FLOOR)
+    query = sql.SQL(_SPAN_SQL).format(
+        t=ctx.store.table, shard=ctx.store.shard_filter, walk=sql.SQL(walk), span=sql.SQL(span)
+    )
+    cur.execute(query, {"now": now, "floor": floor})
+    return {
+        r["node_name"]: (int(r["first_seen"]), int(r["last_seen"]))
+        for r in cur.fetchall()
+        if r["last_seen"] is not None
+    }
+
+
+def node_spans(ctx: Context, now: int, *, since: int | None = None) -> Spans:
+    """{node: (first sample time, newest sample time)} over rows up to `now`, sorted by node.
+
+    `since` is a promise that nodes silent since then matter less (the emergency check only
+    lists them as forgotten): on a table partitioned by time the walk then reads only the
+    partitions from the one holding `since` on; those nodes, and each node's first sample,
+    come from a full walk cached per hour. The answer is the same; rows that arrive late
+    and older than `since` count within the hour."""
+    hour = now // 3600
     with ctx.store.read() as cur:
-        query = sql.SQL(_SPAN_SQL).format(t=ctx.store.table, shard=ctx.store.shard_filter)
-        cur.execute(query, {"now": now})
-        return {
-            r["node_name"]: (int(r["first_seen"]), int(r["last_seen"]))
-            for r in cur.fetchall()
-            if r["last_seen"] is not None
-        }
+        if since is None:
+            return _spans(cur, ctx, now, None)
+        cached = ctx.caches.get("node_spans")
+        if not cached or cached[0] != hour or cached[1] > now:
+            layout = read_layout(cur, ctx.store.table)
+            starts = [int(p.lo) for p in layout.ranges if math.isfinite(p.lo)]
+            cached = (hour, now, starts if layout.by_time else None, _spans(cur, ctx, now, None))
+            ctx.caches["node_spans"] = cached
+            if cached[2] is None:
+                return cached[3]
+        if cached[2] is None:  # not partitioned by time: the unbounded walk is the fast one
+            return _spans(cur, ctx, now, None)
+        recent = _spans(cur, ctx, now, max((lo for lo in cached[2] if lo <= since), default=since))
+    full = cached[3]
+    spans = {n: s for n, s in full.items() if n not in recent and s[1] <= since}
+    for node, (first, last) in recent.items():
+        spans[node] = (min(first, full[node][0]) if node in full else first, last)
+    return dict(sorted(spans.items()))
 
 
 # --------------------------------------------------------------------------- CPU counts
