@@ -463,11 +463,19 @@ class _Range:
         pad = self.margin * self.noise
         if isinstance(h, slice):
             pad = pad[:, None, :]
-        return self.lo[:, h] - pad, self.hi[:, h] + pad
+        return _widened(self.lo[:, h], self.hi[:, h], pad)
 
     def mean_bounds(self, h: int) -> tuple[np.ndarray, np.ndarray]:
-        pad = self.margin * self.mean_noise
-        return self.mean_lo[:, h] - pad, self.mean_hi[:, h] + pad
+        return _widened(self.mean_lo[:, h], self.mean_hi[:, h], self.margin * self.mean_noise)
+
+
+# The rollups keep float32 statistics: a sample equal to the range's edge can differ from
+# the stored edge in the seventh digit, which is rounding, not a departure.
+ROUNDING = 1e-6
+
+
+def _widened(lo: np.ndarray, hi: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return lo - pad - ROUNDING * np.abs(lo), hi + pad + ROUNDING * np.abs(hi)
 
 
 def _range(
