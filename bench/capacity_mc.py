@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from exporter.analyses.capacity import SEARCH_HORIZONS, crossing, fit_trend, t975, trend_counts
+from exporter.analyses.capacity import crossing, fit_trend, t975, trend_counts
 
 LIMIT = 95.0
 LEVEL = 60.0
@@ -119,22 +119,9 @@ def old_adj_r2(fit: OldFit, y: np.ndarray) -> float:
 
 
 def old_crossing(fit: OldFit, limit: float, band: int, horizon: float) -> float | None:
-    """First day >= 0 on which the fitted peak (band 0), its upper (+1) or lower (-1)
-    prediction bound reaches `limit`; None when not within SEARCH_HORIZONS horizons."""
-    grid = np.linspace(0.0, SEARCH_HORIZONS * horizon, 4001)
-    value, half = fit.predict(grid)
-    above = np.flatnonzero(value + band * half >= limit)
-    if not above.size:
-        return None
-    i = int(above[0])
-    if i == 0:
-        return 0.0
-    lo, hi = grid[i - 1], grid[i]
-    for _ in range(50):  # bisection inside the bracketing grid step
-        mid = (lo + hi) / 2
-        v, h = fit.predict(np.array([mid]))
-        lo, hi = (lo, mid) if v[0] + band * h[0] >= limit else (mid, hi)
-    return float(hi)
+    """The package's crossing search on the old fit: its `predict` gives a prediction
+    band, where the new fit's gives a confidence band."""
+    return crossing(fit, limit, band, horizon)  # type: ignore[arg-type]
 
 
 def old_counts(fit: OldFit) -> bool:
