@@ -464,3 +464,19 @@ def test_limits_default_to_the_p1_levels_and_follow_them() -> None:
     with pytest.raises(ConfigError) as info:
         from_dict({"capacity": {"cpu_limit_pct": 150}})
     assert "capacity.cpu_limit_pct" in str(info.value) and "150" in str(info.value)
+
+
+def test_a_quiet_weekend_at_the_start_of_a_short_history_is_not_a_trend():
+    """Six daily CPU peaks of a healthy node, Saturday to Thursday (UTC), as a quiet
+    realistic fleet gave them: the weekend's lower level must not read as growth, while the
+    same days with steady growth still do."""
+    x = np.arange(-6.0, 0.0)
+    dows = np.array([5, 6, 0, 1, 2, 3])  # Saturday, Sunday, Monday .. Thursday
+    weekend_dip = np.array([29.209, 29.869, 42.402, 40.977, 43.992, 42.87])
+    fit = fit_trend(x, weekend_dip, dows, robust=True)
+    assert fit is not None
+    assert not trend_counts(fit, 95.0, 0.3, 0.001)
+    growing = 40.0 + 1.5 * (x + 6) + np.array([0.3, -0.2, 0.1, -0.3, 0.2, -0.1])
+    grown = fit_trend(x, growing, dows, robust=True)
+    assert grown is not None and trend_counts(grown, 95.0, 0.3, 0.001)
+    assert grown.slope == pytest.approx(1.5, abs=0.2)

@@ -13,8 +13,9 @@ Method, per node and resource (CPU %, memory used MiB, swap MiB), from the hourl
   current, partial day is left out, but the forecast is projected from `now`.
 - Each peak is placed at the time of its busiest hour (not the day's midpoint).
 - The model is fixed before looking at the peaks: a line, plus day-of-week levels whenever
-  the peaks cover two weeks and every weekday. The slope is Theil-Sen (the median of the
-  slopes between peaks of the same weekday) or least squares (`robust_slope`).
+  the peaks cover two weeks and every weekday, else a weekend level when the peaks hold two
+  weekend and two weekday days. The slope is Theil-Sen (the median of the slopes between
+  peaks of the same group of days) or least squares (`robust_slope`).
 - Inference allows for autocorrelated peaks: the lag-1 autocorrelation of the residuals,
   corrected for its small-sample bias and clipped to [0, 0.95], inflates the slope's
   variance by (1 + rho) / (1 - rho) and shrinks the degrees of freedom by the same factor
@@ -351,6 +352,19 @@ def weekly_design(x: np.ndarray, dows: np.ndarray) -> bool:
     return bool(x.size >= 14 and x.max() - x.min() >= 13 and np.unique(dows).size == 7)
 
 
+def day_groups(x: np.ndarray, dows: np.ndarray) -> np.ndarray | None:
+    """The groups of days whose levels the fit carries, fixed by the calendar alone: each
+    weekday (see `weekly_design`); else weekend against weekdays (UTC) when the peaks hold
+    two of each, so a quiet weekend at the start of a short history is a level, not a
+    trend; else None (a plain line)."""
+    if weekly_design(x, dows):
+        return dows
+    weekend = (dows >= 5).astype(int)
+    if x.size >= 6 and 2 <= int(weekend.sum()) <= x.size - 2:
+        return weekend
+    return None
+
+
 def fit_trend(
     x: np.ndarray,
     y: np.ndarray,
@@ -362,13 +376,14 @@ def fit_trend(
     """Least squares (or Theil-Sen when `robust`) of peaks on time; None when too few.
     `day_numbers` (UTC day of each peak, default floor(x)) tells consecutive days apart."""
     weekly = weekly_design(x, dows)
-    X, levels = _design(x, dows, weekly)
+    groups = day_groups(x, dows)
+    X, levels = _design(x, groups)
     n, p = X.shape
     if n - p < 1:
         return None
     beta, *_ = np.linalg.lstsq(X, y, rcond=None)
     if robust:
-        beta = _theil_sen(x, y, dows if weekly else np.zeros(n, dtype=int), X)
+        beta = _theil_sen(x, y, groups if groups is not None else np.zeros(n, dtype=int), X)
     resid = y - X @ beta
     sse = float(np.sum(resid**2))
     reduced = np.delete(X, 1, axis=1)  # the same model without the trend
@@ -402,9 +417,9 @@ def _busiest_weekday(fit: Fit, k: int) -> np.ndarray:
     return worst if float(c @ fit.beta) > BUSIEST_DAY_Z * se else average
 
 
-def _design(x: np.ndarray, dows: np.ndarray, weekly: bool) -> tuple[np.ndarray, list[int]]:
-    levels = sorted(set(dows.tolist()))[1:] if weekly else []
-    dummies = [(dows == k).astype(float) for k in levels]
+def _design(x: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, list[int]]:
+    levels = sorted(set(groups.tolist()))[1:] if groups is not None else []
+    dummies = [(groups == k).astype(float) for k in levels]
     return np.column_stack([np.ones(x.size), x, *dummies]), levels
 
 
