@@ -270,12 +270,7 @@ class Store:
             return self._pool
 
     def _connect_error(self) -> StoreError:
-        """Why a connection cannot be made now (the pool only says it timed out). A pool
-        that holds connections reaches the server and is merely busy: it is not probed, so
-        the exporter never opens a connection beyond its pool."""
-        pool = self._pool
-        if pool is not None and pool.get_stats().get("pool_size", 0) > 0:
-            return StoreError(f"no free database connection to {self.target} within the timeout")
+        """Why a connection cannot be made now (the pool only says it timed out)."""
         try:
             psycopg.connect(self.conninfo).close()
         except psycopg.Error as exc:
