@@ -251,7 +251,9 @@ def test_concurrent_scrapes_share_one_run(live, exporter_for):
     }
     assert all(value(r, "database_up") == 1 for r in results)
     print(f"\n50 concurrent cold scrapes: at most {watch.most} exporter connections")
-    assert 1 <= watch.most <= running.pool_size
+    # the pool, plus at most the one probe the store makes to say why a pool that timed out
+    # on a loaded machine could not give a connection
+    assert 1 <= watch.most <= running.pool_size + 1
 
 
 @pytest.mark.slow
