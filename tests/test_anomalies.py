@@ -56,17 +56,18 @@ def test_disk_write_spike_found_with_its_size(fleet_result, fleet_db):
     assert a["container_name"] is None
 
 
-@pytest.mark.parametrize(
-    ("kind", "metric", "sign"),
-    [
-        ("cpu_saturation", "cpu_total_pct", 1),
-        ("overheating", "temperature_c", 1),
-        ("iowait_high", "cpu_iowait_pct", 1),
-        ("memory_exhausted", "mem_available_mb", -1),
-        ("network_errors", "net_rx_errs_s", 1),
-        ("network_errors", "net_rx_drops_s", 1),
-    ],
-)
+# the emergency findings as anomalies: (kind, metric, sign of the move)
+EMERGENCY_ANOMALIES = [
+    ("cpu_saturation", "cpu_total_pct", 1),
+    ("overheating", "temperature_c", 1),
+    ("iowait_high", "cpu_iowait_pct", 1),
+    ("memory_exhausted", "mem_available_mb", -1),
+    ("network_errors", "net_rx_errs_s", 1),
+    ("network_errors", "net_rx_drops_s", 1),
+]
+
+
+@pytest.mark.parametrize(("kind", "metric", "sign"), EMERGENCY_ANOMALIES)
 def test_emergency_findings_are_anomalies(fleet_result, fleet_db, kind, metric, sign):
     truth = fleet_db.fleet.truth_for(kind)
     hits = found(fleet_result, truth["node"], metric)

@@ -22,17 +22,19 @@ def threat(result, node, check):
     return found[0] if found else None
 
 
-@pytest.mark.parametrize(
-    ("kind", "check", "priority", "value"),
-    [
-        ("cpu_saturation", "cpu", "P1-CRITICAL", 97.0),
-        ("memory_exhausted", "memory", "P1-CRITICAL", 3.0),
-        ("overheating", "temperature", "P1-CRITICAL", 88.0),
-        ("iowait_high", "iowait", "P2-WARNING", 35.0),
-        ("network_errors", "network_errors", "P1-CRITICAL", 70.0),
-        ("noisy_neighbour", "cpu", "P2-WARNING", 92.0),
-    ],
-)
+# the injected emergency findings: (kind, check, priority, value), sized by hand in the
+# simulator's specification of each finding
+INJECTED_THREATS = [
+    ("cpu_saturation", "cpu", "P1-CRITICAL", 97.0),
+    ("memory_exhausted", "memory", "P1-CRITICAL", 3.0),
+    ("overheating", "temperature", "P1-CRITICAL", 88.0),
+    ("iowait_high", "iowait", "P2-WARNING", 35.0),
+    ("network_errors", "network_errors", "P1-CRITICAL", 70.0),
+    ("noisy_neighbour", "cpu", "P2-WARNING", 92.0),
+]
+
+
+@pytest.mark.parametrize(("kind", "check", "priority", "value"), INJECTED_THREATS)
 def test_injected_threats_found(emergency, fleet_db, kind, check, priority, value):
     node = fleet_db.fleet.truth_for(kind)["node"]
     found = threat(emergency, node, check)

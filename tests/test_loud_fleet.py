@@ -17,6 +17,8 @@ import pytest
 from exporter import PerformanceAnalyzer
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
+from tests.test_anomalies import EMERGENCY_ANOMALIES
+from tests.test_emergency import INJECTED_THREATS
 
 pytestmark = pytest.mark.slow
 
@@ -74,17 +76,7 @@ def slis(loud) -> dict:
     return {n["node_name"]: n for n in loud[1]["sli"]["nodes"]}
 
 
-@pytest.mark.parametrize(
-    ("kind", "check", "priority", "value"),
-    [
-        ("cpu_saturation", "cpu", "P1-CRITICAL", 97.0),
-        ("memory_exhausted", "memory", "P1-CRITICAL", 3.0),
-        ("overheating", "temperature", "P1-CRITICAL", 88.0),
-        ("iowait_high", "iowait", "P2-WARNING", 35.0),
-        ("network_errors", "network_errors", "P1-CRITICAL", 70.0),
-        ("noisy_neighbour", "cpu", "P2-WARNING", 92.0),
-    ],
-)
+@pytest.mark.parametrize(("kind", "check", "priority", "value"), INJECTED_THREATS)
 def test_emergency_threats(loud, kind, check, priority, value):
     node = truth(loud, kind)["node"]
     found = threat(loud, node, check)
@@ -168,17 +160,7 @@ def test_disk_write_spike(loud):
     assert a["baseline_kind"] == "hour_of_week"
 
 
-@pytest.mark.parametrize(
-    ("kind", "metric", "sign"),
-    [
-        ("cpu_saturation", "cpu_total_pct", 1),
-        ("overheating", "temperature_c", 1),
-        ("iowait_high", "cpu_iowait_pct", 1),
-        ("memory_exhausted", "mem_available_mb", -1),
-        ("network_errors", "net_rx_errs_s", 1),
-        ("network_errors", "net_rx_drops_s", 1),
-    ],
-)
+@pytest.mark.parametrize(("kind", "metric", "sign"), EMERGENCY_ANOMALIES)
 def test_emergency_findings_are_anomalies(loud, kind, metric, sign):
     t = truth(loud, kind)
     hits = anomalies(loud, t["node"], metric)
