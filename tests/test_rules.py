@@ -137,11 +137,95 @@ def test_amtool_routes(generated, labels, receiver):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_alertmanager_inhibits_lower_priorities_of_the_same_node(generated):
+def inhibited(config: dict, target: dict[str, str], sources: list[dict[str, str]]) -> bool:
+    """Alertmanager's inhibition, written for the test from its documented semantics: a
+    target is muted when some rule's target matchers match it and a source alert matching
+    the rule's source matchers has equal values (absent = empty) for the `equal` labels."""
+
+    def matches(matchers: list[str], labels: dict[str, str]) -> bool:
+        for m in matchers:
+            name, op, value = re.fullmatch(r'(\w+)(=~|!=|=)"(.*)"', m).groups()
+            have = labels.get(name, "")
+            ok = {"=": have == value, "!=": have != value,
+                  "=~": re.fullmatch(value, have) is not None}[op]  # fmt: skip
+            if not ok:
+                return False
+        return True
+
+    return any(
+        matches(rule["target_matchers"], target)
+        and any(
+            matches(rule["source_matchers"], s)
+            and all(s.get(k, "") == target.get(k, "") for k in rule["equal"])
+            for s in sources
+        )
+        for rule in config["inhibit_rules"]
+    )
+
+
+def test_alertmanager_inhibition_never_hides_the_only_alert_naming_the_cause(generated):
     config = yaml.safe_load((generated / ALERTMANAGER_FILE).read_text())
-    (rule,) = config["inhibit_rules"]
-    assert rule["source_matchers"] == ['priority="P1"']
-    assert rule["target_matchers"] == ['priority=~"P2|P3"'] and rule["equal"] == ["node"]
+    cpu_page = {"alertname": "PerfAnalyzerCpuCritical", "priority": "P1", "node": "n1",
+                "check": "cpu", "cause": "cpu"}  # fmt: skip
+    burn_page = {"alertname": "PerfAnalyzerSliBudgetBurnFast1h", "priority": "P1",
+                 "node": "n1", "sli": "performance", "cause": "contention"}  # fmt: skip
+    contention = {"alertname": "PerfAnalyzerResourceContention", "priority": "P3",
+                  "node": "n1", "resource": "cpu", "cause": "contention"}  # fmt: skip
+    grade = {"alertname": "PerfAnalyzerNodeGradePoor", "priority": "P2", "node": "n1"}
+    cpu_ticket = {"alertname": "PerfAnalyzerSliBudgetBurnSlow1d", "priority": "P2",
+                  "node": "n1", "sli": "performance", "cause": "cpu"}  # fmt: skip
+    # a P1 on the node mutes its lower alerts that name no cause, or the same cause
+    assert inhibited(config, grade, [cpu_page])
+    assert inhibited(config, cpu_ticket, [cpu_page])
+    assert inhibited(config, contention, [burn_page])  # the page says contention itself
+    # the CPU page does not say contention: the contention alert reaches the on-call
+    assert not inhibited(config, contention, [cpu_page])
+    # another node's P1, or a P2 source, mutes nothing
+    assert not inhibited(config, grade, [{**cpu_page, "node": "n2"}])
+    assert not inhibited(config, {**grade, "priority": "P3"}, [{**grade}])
+    # a P1 is never muted
+    assert not inhibited(config, burn_page, [cpu_page])
+
+
+def test_one_alert_per_event_in_the_rules():
+    """Every alert whose threshold is crossed whenever a stronger alert of its kind fires is
+    quiet while that one fires (the promtool suite shows it on data)."""
+    alerts = {a.name: a for a in catalogue()}
+    kinds = [
+        ("AnomalySevere", "AnomalySustained"),
+        ("CapacityExhaustionImminent", "CapacityExhaustionSoon", "CapacityExhaustionForecast"),
+        ("SliBudgetBurnFast1h", "SliBudgetBurnFast6h", "SliBudgetBurnSlow1d",
+         "SliBudgetBurnSlow3d"),
+        *((f"{w}Critical", f"{w}Warning") for w in ("Cpu", "Memory", "NodeStale", "IoWait")),
+        *((f"Learned{w}P2", f"Learned{w}P3") for w in ("Cpu", "Memory", "Load")),
+    ]  # fmt: skip
+    for kind in kinds:
+        names = [f"PerfAnalyzer{n}" for n in kind]
+        for i, name in enumerate(names):
+            assert alerts[name].stronger == tuple(names[:i]), name
+            for stronger in names[:i]:
+                assert stronger in alerts[name].expr
+    tests = yaml.safe_load((ROOT / "alert_rules" / rules.TESTS_FILE).read_text())["tests"]
+    quiet = {t["name"] for t in tests if " stays quiet while " in t["name"]}
+    assert len(quiet) == sum(len(a.stronger) > 0 for a in alerts.values())
+
+
+def test_every_alert_shows_its_value_and_a_dashboard(generated):
+    data = yaml.safe_load((generated / rules.RULES_FILE).read_text())
+    for group in data["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                assert "$value" in rule["annotations"]["description"], rule["alert"]
+                assert rule["annotations"]["dashboard_url"].startswith("http"), rule["alert"]
+
+
+def test_the_noisy_neighbour_reaches_the_page_as_contention(generated):
+    tests = yaml.safe_load((generated / rules.TESTS_FILE).read_text())["tests"]
+    (case,) = [t for t in tests if t["name"].endswith("names the top cause the analyses found")]
+    (check,) = case["alert_rule_test"]
+    causes = {a["exp_labels"]["node"]: a["exp_labels"]["cause"] for a in check["exp_alerts"]}
+    assert causes == {"n1": "contention", "n2": "iowait"}
+    assert "contention" in check["exp_alerts"][0]["exp_annotations"]["description"]
 
 
 def test_learned_rules_hold_no_node_constants():

@@ -1,6 +1,7 @@
 """An Alertmanager configuration that routes by `priority` and lets a P1 silence the lower
-priorities of the same node. The webhook receivers are loopback placeholders: replace them
-with your pager (PagerDuty, Opsgenie), ticket and chat integrations."""
+priorities of the same node, except an alert naming a cause the P1 does not name. The webhook
+receivers are loopback placeholders: replace them with your pager (PagerDuty, Opsgenie),
+ticket and chat integrations."""
 
 from __future__ import annotations
 
@@ -44,11 +45,19 @@ def alertmanager_config(
         },
         "inhibit_rules": [
             {
-                # While a P1 fires on a node, its P2 and P3 alerts are noise.
+                # While a P1 fires on a node, its P2 and P3 alerts that name no cause are noise.
                 "source_matchers": ['priority="P1"'],
-                "target_matchers": ['priority=~"P2|P3"'],
+                "target_matchers": ['priority=~"P2|P3"', 'cause=""'],
                 "equal": ["node"],
-            }
+            },
+            {
+                # An alert that names a cause (contention, an emergency check) is hidden only
+                # by a P1 that names the same cause: the page never hides the only alert
+                # that says why.
+                "source_matchers": ['priority="P1"'],
+                "target_matchers": ['priority=~"P2|P3"', 'cause!=""'],
+                "equal": ["node", "cause"],
+            },
         ],
         "receivers": [receiver("pager"), receiver("ticket"), receiver("low-noise")],
     }

@@ -9,7 +9,7 @@ integrations expect.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..analyses.emergency import CATALOGUE, CHECKS
 from ..config import Config
@@ -29,6 +29,7 @@ class Case:
 
     series: dict[str, str]
     minutes: int = 60
+    value: float | None = None  # $value when it is not the first series' first value
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class Alert:
     calm: Case  # the same series below the threshold: never fires
     labels: dict[str, str] = field(default_factory=dict)
     identity: tuple[str, ...] = ("node",)  # labels that identify the finding
+    # alerts of the same kind that win over this one: while one of them fires for the same
+    # finding, this one is quiet (one event, one alert of each kind)
+    stronger: tuple[str, ...] = ()
+    cause: bool = False  # carries the `cause` label of `perf_analyzer:top_cause`
 
     @property
     def severity(self) -> str:
@@ -55,6 +60,27 @@ class Alert:
     def for_minutes(self) -> int:
         unit = self.for_[-1]
         return int(self.for_[:-1]) * {"m": 1, "h": 60}[unit]
+
+
+def quiet_while(expr: str, stronger: tuple[str, ...], identity: tuple[str, ...]) -> str:
+    """`expr` unless a stronger alert of the same kind fires for the same finding. Rules of a
+    group run in order and the stronger ones come first, so even with `for: 0s` the weaker
+    one sees the stronger one's `ALERTS` sample of the same evaluation."""
+    names = "|".join(stronger)
+    return (
+        f"({expr})\nunless on ({', '.join(identity)})\n"
+        f'ALERTS{{alertname=~"{names}",alertstate="firing"}}'
+    )
+
+
+def chain(alerts: list[Alert]) -> list[Alert]:
+    """The alerts of one kind, strongest first, each quiet while a stronger one fires."""
+    out = []
+    for i, a in enumerate(alerts):
+        stronger = tuple(b.name for b in alerts[:i])
+        expr = quiet_while(a.expr, stronger, a.identity) if stronger else a.expr
+        out.append(replace(a, expr=expr, stronger=stronger))
+    return out
 
 
 def fmt(value: float) -> str:
@@ -77,13 +103,14 @@ def _emergency(config: Config) -> list[Alert]:
                                "swap": "swap_growth_mb_per_min", "iowait": "iowait_pct",
                                "network_errors": "network_errors_per_s",
                                "stale": "stale_seconds"}[check])  # fmt: skip
+        levels_of_check = []
         for priority, level, word, for_ in (
             ("P1", 3, "Critical", "2m"),
             ("P2", 2, "Warning", "5m"),
         ):
             threshold = levels.p1 if priority == "P1" else levels.p2
             selector = f'perf_analyzer_emergency_threat{{check="{check}"}}'
-            alerts.append(
+            levels_of_check.append(
                 Alert(
                     name=f"{PREFIX}{titles[check]}{word}",
                     group="perf-analyzer-emergency",
@@ -100,10 +127,11 @@ def _emergency(config: Config) -> list[Alert]:
                     "value, threshold and sample count; the node dashboard shows the trend.",
                     fire=Case({f'{selector[:-1]},node="n1"}}': f"{level}x70"}),
                     calm=Case({f'{selector[:-1]},node="n1"}}': f"{level - 1}x70"}),
-                    labels={"check": check},
+                    labels={"check": check, "cause": check},
                     identity=("node", "check"),
                 )
             )
+        alerts += chain(levels_of_check)
     alerts.append(
         Alert(
             name=f"{PREFIX}EmergencyAdvisory",
@@ -113,7 +141,7 @@ def _emergency(config: Config) -> list[Alert]:
             priority="P3",
             summary="An emergency check is at advisory level",
             description="{{ $labels.node }}: the emergency check {{ $labels.check }} has been at "
-            "P3-ADVISORY for 15 minutes.",
+            "P3-ADVISORY (level {{ $value }}) for 15 minutes.",
             action="Nothing urgent: look at the node during working hours before it becomes a "
             "warning.",
             verify="`perf-analyzer report emergency` lists the advisories.",
@@ -132,7 +160,8 @@ def _emergency(config: Config) -> list[Alert]:
             priority="P3",
             summary="Node forgotten: decommissioned or dead for a week",
             description="{{ $labels.node }} has sent no node row for more than "
-            f"{forget} hours; its emergency checks have stopped.",
+            f"{forget} hours (node_forgotten = {{{{ $value }}}}); its emergency checks have "
+            "stopped.",
             action="Confirm the node was decommissioned (then delete its rows or let retention "
             "prune them); otherwise bring its sampler back: the node is dead or cut off.",
             verify="`perf-analyzer report emergency` lists it under forgotten nodes; "
@@ -148,6 +177,7 @@ def _slo(config: Config) -> list[Alert]:
     objective = config.sli.good  # the GOOD grade's boundary is the objective
     budget = 1 - objective
     out = []
+    ceiling = 1.0  # the error ratio of the test that fires this alert and no stronger one
     for priority, long, short, factor, for_ in (
         ("P1", "1h", "5m", 14.4, "2m"),
         ("P1", "6h", "30m", 6, "15m"),
@@ -156,13 +186,16 @@ def _slo(config: Config) -> list[Alert]:
     ):
         name = f"{PREFIX}SliBudgetBurn{'Fast' if factor > 5 else 'Slow'}{long}"
         threshold = factor * budget
+        error = float(fmt((threshold + ceiling) / 2)) if threshold < ceiling else 1.0
+        ceiling = min(ceiling, threshold)
         out.append(
             Alert(
                 name=name,
                 group="perf-analyzer-slo",
                 expr=(
-                    f"perf_analyzer:sli_error_ratio:avg{long} > {fmt(threshold)}\n"
-                    f"and perf_analyzer:sli_error_ratio:avg{short} > {fmt(threshold)}"
+                    f"(\n  perf_analyzer:sli_error_ratio:avg{long} > {fmt(threshold)}\n"
+                    f"  and perf_analyzer:sli_error_ratio:avg{short} > {fmt(threshold)}\n)\n"
+                    f"* on (node) group_left (cause) {TOP_CAUSE}"
                 ),
                 for_=for_,
                 priority=priority,
@@ -173,15 +206,24 @@ def _slo(config: Config) -> list[Alert]:
                     f" SLI is out of compliance "
                     "{{ $value | humanizePercentage }} of the time over the last "
                     f"{long}, a {fmt(factor)}x burn of its {fmt(budget * 100)} % error budget "
-                    f"(objective {fmt(objective * 100)} %)."
+                    f"(objective {fmt(objective * 100)} %). Top cause found by the analyses: "
+                    "{{ $labels.cause }}."
                 ),
-                action="Find what makes samples bad: the node dashboard shows which of CPU, "
-                "I/O wait, load, memory or swap crosses its SLI threshold, or whether the node "
-                "stops reporting.",
+                action="Start from the `cause` label: `contention` is a container starving its "
+                "neighbours (`perf-analyzer report contention` names it), an emergency check "
+                "name (`cpu`, `iowait`, `stale`, ...) is that threat, `anomaly:<metric>` an "
+                "unusual metric; `unknown`: the node dashboard shows which of CPU, I/O wait, "
+                "load, memory or swap crosses its SLI threshold, or whether the node stops "
+                "reporting.",
                 verify="`perf-analyzer report availability --hours 1` gives the ratios.",
                 fire=Case(
-                    {'perf_analyzer_sli_current_ratio{node="n1",sli="performance"}': "0x300"},
+                    {
+                        'perf_analyzer_sli_current_ratio{node="n1",sli="performance"}': (
+                            f"{fmt(1 - error)}x300"
+                        )
+                    },
                     minutes=300,
+                    value=error,
                 ),
                 calm=Case(
                     {'perf_analyzer_sli_current_ratio{node="n1",sli="performance"}': "1x300"},
@@ -189,19 +231,49 @@ def _slo(config: Config) -> list[Alert]:
                 ),
                 labels={"slo": f"{fmt(objective * 100)}%"},
                 identity=("node", "sli"),
+                cause=True,
             )
         )
-    return out
+    return chain(out)
 
 
-def recording_rules() -> list[dict[str, str]]:
-    """Error ratio of each SLI over the burn-rate windows, from the 5-minute signal."""
+TOP_CAUSE = "perf_analyzer:top_cause"
+
+
+def top_cause(config: Config) -> str:
+    """One series per node whose `cause` label is the most specific finding the analyses
+    have for it now: a container starving its neighbours, else the worst emergency check at
+    P2 or above, else the strongest anomaly at P2 or above, else `unknown`. Value 1, so a
+    rule multiplies by it to copy the label without changing its value."""
+    one = "* 0 + 1"
+    return "\nor on (node)\n".join(
+        [
+            f'max by (node, cause) (label_replace(perf_analyzer_contention_score > 0.5, "cause", '
+            f'"contention", "", "")) {one}',
+            "max by (node, cause) (label_replace(topk by (node) (1, "
+            f'perf_analyzer_emergency_threat >= 2), "cause", "$1", "check", "(.+)")) {one}',
+            "max by (node, cause) (label_replace(topk by (node) (1, "
+            f"abs(perf_analyzer_anomaly_score) >= {fmt(config.anomalies.p2_score)}), "
+            f'"cause", "anomaly:$1", "metric", "(.+)")) {one}',
+            'max by (node, cause) (label_replace(perf_analyzer_sli_current_ratio, "cause", '
+            f'"unknown", "", "")) {one}',
+        ]
+    )
+
+
+def recording_rules(config: Config | None = None) -> list[dict[str, str]]:
+    """Error ratio of each SLI over the burn-rate windows, from the 5-minute signal, and the
+    top cause of each node's trouble for the burn-rate alerts."""
+    config = config or Config()
     return [
-        {
-            "record": f"perf_analyzer:sli_error_ratio:avg{w}",
-            "expr": f"1 - avg_over_time(perf_analyzer_sli_current_ratio[{w}])",
-        }
-        for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+        *(
+            {
+                "record": f"perf_analyzer:sli_error_ratio:avg{w}",
+                "expr": f"1 - avg_over_time(perf_analyzer_sli_current_ratio[{w}])",
+            }
+            for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+        ),
+        {"record": TOP_CAUSE, "expr": top_cause(config)},
     ]
 
 
@@ -373,10 +445,12 @@ def _health(config: Config) -> list[Alert]:
             verify="The node dashboard's container panels show each container's share.",
             fire=Case({'perf_analyzer_contention_score{node="n1",resource="cpu"}': "0.7x70"}),
             calm=Case({'perf_analyzer_contention_score{node="n1",resource="cpu"}': "0.2x70"}),
+            labels={"cause": "contention"},
             identity=("node", "resource"),
         )
     )
-    return cap
+    grade, capacity, anomaly, contention = cap[:1], cap[1:4], cap[4:6], cap[6:]
+    return [*grade, *chain(capacity), *chain(anomaly), *contention]
 
 
 def _exporter(job: str) -> list[Alert]:
@@ -385,12 +459,12 @@ def _exporter(job: str) -> list[Alert]:
         Alert(
             name=f"{PREFIX}ExporterDown",
             group="perf-analyzer-exporter",
-            expr=f"up{{{sel}}} == 0 or absent(up{{{sel}}})",
+            expr=f"up{{{sel}}} == 0 or absent(up{{{sel}}}) * 0",
             for_="5m",
             priority="P2",
             summary="perf-analyzer cannot be scraped",
             description="Prometheus has not scraped perf-analyzer ({{ $labels.instance }}) for "
-            "5 minutes: none of the node findings are current.",
+            "5 minutes (up = {{ $value }}): none of the node findings are current.",
             action="Check the exporter process (`systemctl status perf-analyzer`, the pod) and "
             "its /-/healthy endpoint.",
             verify="The Prometheus targets page shows the scrape error.",
@@ -406,7 +480,8 @@ def _exporter(job: str) -> list[Alert]:
             priority="P1",
             summary="perf-analyzer cannot reach its database",
             description="perf-analyzer ({{ $labels.instance }}) has not reached PostgreSQL for "
-            "5 minutes; it serves the last good analyses, which are getting old.",
+            "5 minutes (database_up = {{ $value }}); it serves the last good analyses, which "
+            "are getting old.",
             action="Check PostgreSQL and the network path; the exporter's log says why the "
             "connection fails (without the password).",
             verify="`perf_analyzer_analysis_last_success_timestamp_seconds` stops advancing.",
@@ -422,7 +497,8 @@ def _exporter(job: str) -> list[Alert]:
             priority="P2",
             summary="An analysis keeps failing",
             description="perf-analyzer ({{ $labels.instance }}): the {{ $labels.analysis }} "
-            "analysis has failed for 15 minutes; its last good result is being served.",
+            "analysis has failed for 15 minutes (last_run_success = {{ $value }}); its last "
+            "good result is being served.",
             action="Read the exporter's log for the analysis' error (statement timeout, "
             "permission, missing column: `perf-analyzer db check`).",
             verify="`perf_analyzer_analysis_errors_total` grows.",
@@ -446,8 +522,9 @@ def _exporter(job: str) -> list[Alert]:
             priority="P2",
             summary="An analysis's results cannot be turned into metrics",
             description="perf-analyzer ({{ $labels.instance }}): the {{ $labels.analysis }} "
-            "analysis ran, but its result could not be turned into metrics; its metric "
-            "families are missing from the scrape.",
+            "analysis ran, but its result could not be turned into metrics "
+            "({{ $value | humanize }} failures in 15 minutes); its metric families are missing "
+            "from the scrape.",
             action="A bug in perf-analyzer: read the exporter's log for the traceback of "
             "'building the metrics of analysis', and report it with the version "
             "(`perf_analyzer_build_info`).",
@@ -455,7 +532,8 @@ def _exporter(job: str) -> list[Alert]:
             fire=Case(
                 {
                     'perf_analyzer_exposition_errors_total{analysis="capacity",instance="pa:10610"}': "0+1x70"
-                }
+                },
+                value=2.0,  # at 2 min the counter has risen by 2 (no extrapolation before 0)
             ),
             calm=Case(
                 {
@@ -539,7 +617,11 @@ def catalogue(config: Config | None = None, *, job: str = "perf-analyzer") -> li
 
 def _learned() -> list[Alert]:
     """The learned-threshold alerts of `learned.py`."""
-    return [
+    alerts = [
         Alert(**{**kw, "fire": Case(kw["fire"]), "calm": Case(kw["calm"])})
         for kw in learned_alerts(PREFIX)
     ]
+    by_metric: dict[str, list[Alert]] = {}
+    for a in alerts:  # P2 before P3 for each metric
+        by_metric.setdefault(a.labels["metric"], []).append(a)
+    return [b for levels in by_metric.values() for b in chain(levels)]

@@ -52,7 +52,7 @@ def learned_alerts(prefix: str) -> list[dict[str, Any]]:
     (whose module builds them: this one stays free of imports from it)."""
     alerts = []
     for metric, (series, word, what, worse_up) in EXPOSED.items():
-        for priority in ("P3", "P2"):
+        for priority in ("P2", "P3"):  # the stronger first: see `alerts.chain`
             level = priority.lower()
             live, threshold, calm = TEST_VALUES[metric]
             labels = f'level="{level}",metric="{metric}",node="n1"'
