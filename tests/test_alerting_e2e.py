@@ -42,7 +42,19 @@ PAGED = {  # P1 findings that must reach the pager
 # SliBudgetBurnFast* fires there too and inhibits it; with `for: 0s` whichever group Prometheus
 # evaluates first decides whether the ticket slips out before the P1 arrives.)
 TICKETED = {("PerfAnalyzerNodeGradePoor", "node-08")}
-INHIBITED = ("PerfAnalyzerCpuWarning", "node-02")  # a P2 on a node with a firing P1
+# A P2 naming no cause on a node with a firing P1. (node-02's CpuWarning no longer fires at
+# all while its CpuCritical does: one event, one alert of each kind.)
+INHIBITED = ("PerfAnalyzerNodeGradePoor", "node-02")
+NOISY = "node-10"  # the noisy neighbour: an alert naming `cause="contention"` must arrive
+# Alerts of one kind, strongest first: never two of them firing for the same finding.
+KINDS = (
+    ("PerfAnalyzerAnomalySevere", "PerfAnalyzerAnomalySustained"),
+    ("PerfAnalyzerCpuCritical", "PerfAnalyzerCpuWarning"),
+    ("PerfAnalyzerIoWaitCritical", "PerfAnalyzerIoWaitWarning"),
+    ("PerfAnalyzerSliBudgetBurnFast1h", "PerfAnalyzerSliBudgetBurnFast6h",
+     "PerfAnalyzerSliBudgetBurnSlow1d", "PerfAnalyzerSliBudgetBurnSlow3d"),
+)  # fmt: skip
+FINDING = ("node", "container", "metric", "check", "sli", "resource")
 DELIVERY_TIMEOUT = 60.0
 LATE_DELIVERY_GRACE = 4.0  # seconds to wait for a (wrongly) uninhibited P2 after the others
 # The fleet's rows run this far past the wall clock. Analyses ignore rows after `now`, so for
@@ -115,6 +127,16 @@ def prometheus_alerts(base: str) -> list[dict[str, Any]]:
     return get_json(f"{base}/api/v1/alerts")["data"]["alerts"]
 
 
+def naming_contention(sink: Sink) -> set[str]:
+    """Receivers that got a firing alert of the noisy neighbour naming contention."""
+    return {
+        path
+        for path, _, labels, status, _ in sink.snapshot()
+        if status == "firing" and labels.get("node") == NOISY
+        and labels.get("cause") == "contention"
+    }  # fmt: skip
+
+
 def key(labels: dict[str, str]) -> tuple[str, str]:
     return labels["alertname"], labels.get("node", "")
 
@@ -176,6 +198,7 @@ def test_alerts_route_page_ticket_and_inhibit(pg_server, tmp_path: Path) -> None
         assert placed["memory_exhausted"] == "node-03"
         assert placed["overheating"] == "node-04"
         assert placed["outage_gap"] == "node-08"
+        assert placed["noisy_neighbour"] == NOISY
         assert HEALTHY.isdisjoint(placed.values())
 
         sink = Sink()
@@ -232,7 +255,11 @@ def test_alerts_route_page_ticket_and_inhibit(pg_server, tmp_path: Path) -> None
 
             deadline = time.monotonic() + DELIVERY_TIMEOUT
             while time.monotonic() < deadline:
-                if sink.delivered("/pager") >= PAGED and sink.delivered("/ticket") >= TICKETED:
+                if (
+                    sink.delivered("/pager") >= PAGED
+                    and sink.delivered("/ticket") >= TICKETED
+                    and naming_contention(sink)
+                ):
                     break
                 for process_name, process in procs.running:
                     assert process.poll() is None, f"{process_name} exited"
@@ -267,13 +294,44 @@ def test_alerts_route_page_ticket_and_inhibit(pg_server, tmp_path: Path) -> None
             assert INHIBITED in {key(a["labels"]) for a in firing}, (
                 f"{INHIBITED} is not firing in Prometheus: the rule, not the inhibition, is quiet"
             )
-            reached = {key(labels) for _, _, labels, _, _ in received}
-            assert INHIBITED not in reached, "the P2 of a node with a firing P1 was not inhibited"
+            # With `for: 0s` the health group may fire it a moment before the emergency group
+            # fires the P1 (groups run independently): once the page is in, it stays muted.
+            paged_at = min(
+                at for p, _, labels, s, at in received
+                if p == "/pager" and labels.get("node") == INHIBITED[1] and s == "firing"
+            )  # fmt: skip
+            late = [at for _, _, labels, s, at in received
+                    if key(labels) == INHIBITED and s == "firing" and at > paged_at + 2]  # fmt: skip
+            assert not late, "the P2 of a node with a firing P1 was not inhibited"
+            (muted,) = [a for a in in_am if key(a["labels"]) == INHIBITED]
+            assert muted["status"]["state"] == "suppressed", muted
+            p1_causes = {
+                (a["labels"]["node"], a["labels"].get("cause", ""))
+                for a in in_am
+                if a["labels"].get("priority") == "P1" and "node" in a["labels"]
+            }
             for a in in_am:
                 labels = a["labels"]
                 if labels.get("priority") in ("P2", "P3") and labels.get("node") in p1_nodes:
+                    cause = labels.get("cause", "")
+                    if cause and (labels["node"], cause) not in p1_causes:
+                        # names a cause no page names: it must reach the on-call
+                        assert a["status"]["state"] == "active", a
+                        continue
                     assert a["status"]["state"] == "suppressed", a
                     assert a["status"]["inhibitedBy"], a
+
+            # the noisy neighbour reached a receiver as an alert naming contention
+            assert naming_contention(sink), "no alert naming contention reached a receiver"
+
+            # one event, one alert of each kind (in Prometheus, before any inhibition)
+            for kind in KINDS:
+                seen: dict[tuple[str, ...], str] = {}
+                for a in firing:
+                    if a["labels"]["alertname"] in kind:
+                        finding = tuple(a["labels"].get(k, "") for k in FINDING)
+                        assert finding not in seen, (a["labels"]["alertname"], seen[finding])
+                        seen[finding] = a["labels"]["alertname"]
 
             noisy = [a["labels"] for a in in_prometheus if a["labels"].get("node") in HEALTHY]
             assert not noisy, f"alerts on healthy nodes in Prometheus: {noisy}"

@@ -663,7 +663,7 @@ def render_text(r: CapacityResult, t: Text) -> None:
     forecast_lines(r["forecasts"], t)
 
 
-def forecast_lines(forecasts: list[Forecast], t: Text) -> None:
+def forecast_lines(forecasts: list[Forecast], t: Text, *, peak_label: str = "peak") -> None:
     t.title("📈 CAPACITY PLANNING ANALYSIS")
     units = {"cpu": "%", "memory": " MiB", "swap": " MiB"}
     by_node: dict[str, list[Forecast]] = {}
@@ -674,7 +674,7 @@ def forecast_lines(forecasts: list[Forecast], t: Text) -> None:
         for f in node_forecasts:
             unit = units.get(f["resource_type"], "")
             peak, trend = f["current_peak"], f["trend_per_day"]
-            line = f"   {f['resource_type']:<7} peak {cell(peak)}{unit}"
+            line = f"   {f['resource_type']:<7} {peak_label} {cell(peak)}{unit}"
             if trend is not None:
                 line += f" (trend: {trend:+.2f}{unit}/day)"
             status = f["status"]

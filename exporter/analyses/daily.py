@@ -18,7 +18,7 @@ from .capacity import (
 )
 from .common import DAY, Context
 from .emergency import Threat, emergency_health_check
-from .sli import NodeSli, sli_table, system_availability_check
+from .sli import NodeSli, SliRow, sli_table, system_availability_check
 from .unit import Analysis
 
 
@@ -95,7 +95,7 @@ def daily_text(r: DailyReport, t: Text) -> None:
     t.line(t.paint(r["summary"]["text"], STATUS_COLOUR.get(r["status"])))
     t.line()
     t.title(f"📊 SLI COMPLIANCE - last {r['window']['hours']:g} h ({when(r['window']['end'])})")
-    sli_table(r["nodes"], t)
+    grade_table(r["nodes"], t)
     t.line()
     if r["threats"]:
         t.line("Threats now:")
@@ -107,7 +107,27 @@ def daily_text(r: DailyReport, t: Text) -> None:
     t.title(f"🔍 ANOMALIES - {when(r['window']['start'])} to {when(r['window']['end'])}")
     anomaly_table(r["anomalies"], t)
     t.line()
-    forecast_lines(r["capacity_warnings"], t)
+    forecast_lines(r["capacity_warnings"], t, peak_label=PEAK_LABEL)
+
+
+PEAK_LABEL = "yesterday's peak"  # capacity's current peak: the highest hour of the last 24 h
+INSUFFICIENT = " (insufficient data)"
+
+
+def grade_table(nodes: list[NodeSli], t: Text) -> None:
+    """The SLI table, a grade from too few samples marked as such: a reader must not take
+    an UNKNOWN (or a POOR from a handful of samples) for a measured verdict."""
+    rows: list[SliRow] = [
+        {
+            "node_name": n["node_name"],
+            "availability": n["availability"],
+            "performance": n["performance"],
+            "capacity": n["capacity"],
+            "grade": n["grade"] + (INSUFFICIENT if n["data"] == "insufficient_data" else ""),
+        }
+        for n in nodes
+    ]
+    sli_table(rows, t)
 
 
 ANALYSIS = Analysis[DailyReport](

@@ -5,6 +5,7 @@ forecasts that need attention."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 import numpy as np
@@ -13,8 +14,9 @@ from ..render import Text, when
 from ..rollups import RollupView, rollups_of
 from .capacity import Forecast, capacity_planning_analysis, capacity_warnings, forecast_lines
 from .common import DAY, Context, round_float
+from .daily import PEAK_LABEL, grade_table
 from .patterns import NodePattern, pattern_table, workload_pattern_analysis
-from .sli import NodeSli, SliRow, sli_table, system_availability_check
+from .sli import NodeSli, system_availability_check
 from .unit import Analysis
 
 WORST_NODES = 5
@@ -26,7 +28,7 @@ class WeeklyReport(TypedDict):
     window: dict[str, Any]
     previous_window: dict[str, Any]
     nodes: list[dict[str, Any]]  # node_name, metrics: {metric: this_week, last_week, change}
-    worst_nodes: list[SliRow]
+    worst_nodes: list[NodeSli]
     patterns: list[NodePattern]
     capacity_warnings: list[Forecast]
     grades: dict[str, int]
@@ -48,16 +50,7 @@ def weekly_performance_summary(ctx: Context, *, now: int) -> WeeklyReport:
         "window": {"start": now - week, "end": now, "days": 7},
         "previous_window": {"start": now - 2 * week, "end": now - week, "days": 7},
         "nodes": trends,
-        "worst_nodes": [
-            {
-                "node_name": n["node_name"],
-                "availability": n["availability"],
-                "performance": n["performance"],
-                "capacity": n["capacity"],
-                "grade": n["grade"],
-            }
-            for n in worst
-        ],
+        "worst_nodes": worst,
         "patterns": patterns["nodes"],
         "capacity_warnings": capacity_warnings(capacity["forecasts"]),
         "grades": dict(Counter(n["grade"] for n in slis["nodes"])),
@@ -82,8 +75,9 @@ def week_over_week(ctx: Context, now: int) -> list[dict[str, Any]]:
             counts = view.stat("count", "cpu_total_pct" if metric == "mem_used_pct" else metric)[
                 rows
             ]
-            current = _summary(values[this], counts[this])
-            previous = _summary(values[~this], counts[~this])
+            starts = view.hours[rows]
+            current = _summary(values[this], counts[this], starts[this])
+            previous = _summary(values[~this], counts[~this], starts[~this])
             change = (
                 None
                 if current["mean"] is None or previous["mean"] is None
@@ -103,40 +97,51 @@ def _hourly(view: RollupView, rows: np.ndarray, metric: str) -> np.ndarray:
     return view.stat("mean", metric)[rows].astype(float)
 
 
-def _summary(values: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
+def _summary(values: np.ndarray, counts: np.ndarray, hours: np.ndarray) -> dict[str, Any]:
     ok = np.isfinite(values) & (counts > 0)
     if not ok.any():
-        return {"mean": None, "peak_hour_mean": None, "hours": 0}
+        return {"mean": None, "peak_hour_mean": None, "peak_hour": None, "hours": 0}
+    peak = int(np.flatnonzero(ok)[np.argmax(values[ok])])
     return {
         "mean": round_float(np.average(values[ok], weights=counts[ok]), 3),
-        "peak_hour_mean": round_float(values[ok].max(), 3),
+        "peak_hour_mean": round_float(values[peak], 3),
+        "peak_hour": int(hours[peak]),  # start of the busiest hour (epoch seconds)
         "hours": int(ok.sum()),
     }
 
 
 def weekly_text(r: WeeklyReport, t: Text) -> None:
     t.title(f"🗓️  WEEKLY PERFORMANCE SUMMARY - week to {when(r['window']['end'])}")
-    t.line("Week over week (mean CPU %, change):")
+    t.line("Week over week (CPU %; change in points; the busiest hour of this week):")
     t.table(
-        ("node", "cpu this week", "last week", "change", "peak hour"),
+        ("node", "cpu this week", "last week", "change", "peak hour", "peak hour cpu"),
         (
             (
                 n["node_name"],
-                n["metrics"]["cpu_total_pct"]["this_week"]["mean"],
-                n["metrics"]["cpu_total_pct"]["last_week"]["mean"],
-                n["metrics"]["cpu_total_pct"]["change"],
-                n["metrics"]["cpu_total_pct"]["this_week"]["peak_hour_mean"],
+                cpu["this_week"]["mean"],
+                cpu["last_week"]["mean"],
+                cpu["change"],
+                _hour(cpu["this_week"]["peak_hour"]),
+                cpu["this_week"]["peak_hour_mean"],
             )
             for n in r["nodes"]
+            for cpu in [n["metrics"]["cpu_total_pct"]]
         ),
     )
     t.line()
     t.line("Worst nodes:")
-    sli_table(r["worst_nodes"], t)
+    grade_table(r["worst_nodes"], t)
     t.line()
     pattern_table(r["patterns"], t)
     t.line()
-    forecast_lines(r["capacity_warnings"], t)
+    forecast_lines(r["capacity_warnings"], t, peak_label=PEAK_LABEL)
+
+
+def _hour(start: int | None) -> str | None:
+    """The busiest hour as a person reads it: `Tue 14:00 UTC`."""
+    if start is None:
+        return None
+    return datetime.fromtimestamp(start, UTC).strftime("%a %H:00 UTC")
 
 
 ANALYSIS = Analysis[WeeklyReport](
