@@ -300,8 +300,11 @@ def test_alerts_route_page_ticket_and_inhibit(pg_server, tmp_path: Path) -> None
                 at for p, _, labels, s, at in received
                 if p == "/pager" and labels.get("node") == INHIBITED[1] and s == "firing"
             )  # fmt: skip
-            late = [at for _, _, labels, s, at in received
-                    if key(labels) == INHIBITED and s == "firing" and at > paged_at + 2]  # fmt: skip
+            late = [
+                at
+                for _, _, labels, s, at in received
+                if key(labels) == INHIBITED and s == "firing" and at > paged_at + 2
+            ]
             assert not late, "the P2 of a node with a firing P1 was not inhibited"
             (muted,) = [a for a in in_am if key(a["labels"]) == INHIBITED]
             assert muted["status"]["state"] == "suppressed", muted
