@@ -79,7 +79,13 @@ def learned_alerts(prefix: str) -> list[dict[str, Any]]:
                     verify="`perf-analyzer report alert-config` shows the node's profile per "
                     "hour and what held each level; `perf_analyzer_dynamic_threshold` is "
                     "the value now.",
-                    fire={f'{series}{{node="n1"}}': f"{live}x70", gauge: f"{threshold}x70"},
+                    fire={
+                        f'{series}{{node="n1"}}': f"{live}x70",
+                        gauge: f"{threshold}x70",
+                        # at P2 the live value is beyond the P3 threshold too: the P3 alert
+                        # must stay quiet while the P2 fires
+                        **({gauge.replace('"p2"', '"p3"'): f"{calm}x70"} if level == "p2" else {}),
+                    },
                     calm={f'{series}{{node="n1"}}': f"{calm}x70", gauge: f"{threshold}x70"},
                     labels={"metric": metric},
                     identity=("node", "metric"),
