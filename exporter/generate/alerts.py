@@ -67,7 +67,7 @@ def _emergency(config: Config) -> list[Alert]:
     titles = {
         "cpu": "Cpu", "memory": "Memory", "temperature": "Temperature", "load": "Load",
         "swap": "SwapThrashing", "iowait": "IoWait", "network_errors": "NetworkErrors",
-        "stale": "NodeStale",
+        "disk": "DiskFull", "inodes": "InodesFull", "stale": "NodeStale",
     }  # fmt: skip
     alerts = []
     for check in CHECKS:
@@ -76,6 +76,7 @@ def _emergency(config: Config) -> list[Alert]:
                                "temperature": "temperature_c", "load": "load_per_cpu",
                                "swap": "swap_growth_mb_per_min", "iowait": "iowait_pct",
                                "network_errors": "network_errors_per_s",
+                               "disk": "disk_used_ratio", "inodes": "inodes_used_ratio",
                                "stale": "stale_seconds"}[check])  # fmt: skip
         for priority, level, word, for_ in (
             ("P1", 3, "Critical", "2m"),
