@@ -62,6 +62,9 @@ def fmt(value: float) -> str:
     return f"{value:.6g}"
 
 
+STORAGE = ("disk", "inodes")  # emergency checks of the optional host-fact columns
+
+
 def _emergency(config: Config) -> list[Alert]:
     cfg = config.emergency
     titles = {
@@ -87,7 +90,8 @@ def _emergency(config: Config) -> list[Alert]:
             alerts.append(
                 Alert(
                     name=f"{PREFIX}{titles[check]}{word}",
-                    group="perf-analyzer-emergency",
+                    # storage checks in a group of their own: a group stays small
+                    group=f"perf-analyzer-{'storage' if check in STORAGE else 'emergency'}",
                     expr=f"{selector} >= {level}",
                     for_="1m" if check == "stale" else for_,
                     priority=priority,
