@@ -4,7 +4,9 @@ Everything is read from /proc and /sys (no psutil), with both roots injectable s
 point them at a fake tree. Rates and CPU shares need two readings: `HostSampler.read()`
 takes a raw `Snapshot` of counters and `HostSampler.rows()` turns two snapshots into table
 rows. A counter that went backwards (wrap, reset, device swapped) yields NULL for that
-value, never a negative rate.
+value, never a negative rate. Host facts are gauges read with the snapshot: the fullest
+writable data filesystem's used share of blocks and inodes (statvfs of the mounts in
+/proc/self/mounts) and PSI `some avg60` (/proc/pressure); NULL where the host has none.
 
 `run()` is the loop behind `perf-analyzer sample`: it reads on wall-clock multiples of the
 interval (so the nodes of a fleet sample in step) and hands the rows to a writer thread

@@ -9,6 +9,9 @@ sampler alive) and in multiples of the node's own sampling interval, learned fro
 history, with floors in seconds: a healthy node sampled every 5 minutes is never stale.
 A node silent longer than `forget_after_hours` is not dropped silently: it is listed as
 forgotten (its own metric), so "dead" never reads as "resolved".
+
+Disk-full and inode-full are checked where the table has the optional host-fact columns
+(the fullest filesystem's used share); on an older table those two checks stay at level 0.
 """
 
 from __future__ import annotations
