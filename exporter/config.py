@@ -210,6 +210,8 @@ _LEVEL_RANGES = {
     "network_errors_per_s": _Range(ge=0),
     "stale_seconds": _Range(gt=0),
     "stale_intervals": _Range(gt=0),
+    "disk_used_ratio": _Range(ge=0, le=1),
+    "inodes_used_ratio": _Range(ge=0, le=1),
 }
 
 
@@ -226,6 +228,9 @@ class EmergencyConfig:
     network_errors_per_s: Levels = Levels(1, 10, 50)  # errors + drops, both directions
     stale_seconds: Levels = Levels(180, 300, 600)  # age of the newest node row: the floors
     stale_intervals: Levels = Levels(3, 5, 10)  # ... and in the node's sampling intervals
+    # used share of the fullest filesystem (optional column disk_used_ratio), and of inodes
+    disk_used_ratio: Levels = Levels(0.85, 0.90, 0.95)
+    inodes_used_ratio: Levels = Levels(0.85, 0.90, 0.95)
     forget_after_hours: Positive = 168  # a node silent this long is listed as forgotten
 
     @model_validator(mode="after")
@@ -370,6 +375,9 @@ class CapacityConfig:
     cpu_limit_pct: Limit | None = None
     mem_limit_pct: Limit | None = None  # used share of mem_total_mb, used = total - available
     swap_limit_mb: Positive = 8192
+    # disk and inodes: used share of the fullest filesystem; None: the emergency P1 levels
+    disk_limit_ratio: Ratio | None = None
+    inodes_limit_ratio: Ratio | None = None
     min_days: Count = 3  # fewer daily peaks: insufficient_data
     min_r2: Ratio = 0.3  # weaker fits: no_significant_trend
     # smaller slopes are no_significant_trend however significant: share of the limit per day

@@ -28,9 +28,11 @@ from psycopg.rows import tuple_row
 
 from .analyses.common import CONTAINER_ROW, HOUR, NODE_ROW, Context, clean
 from .config import Config
-from .schema import CONTAINER_METRICS, NODE_METRICS
+from .schema import CONTAINER_METRICS, DISK_USED, INODES_USED, NODE_METRICS, present_columns
 from .store import Store
 
+# Optional node columns rolled up when the table has them (probed once, at the first view).
+OPTIONAL_NODE_METRICS = (DISK_USED.name, INODES_USED.name)
 STATS = ("count", "mean", "sd", "min", "max")  # per metric, over the hour's valid values
 SETTLE_SECONDS = 300
 FETCH_SECONDS = 86400  # rows of at most one day per query
@@ -102,6 +104,7 @@ class HourlyRollups:
         self.max_seconds = int(max_days * 86400)
         self._keys: dict[tuple[str, str], int] = {}
         self._kinds = {"node": _Kind(NODE_METRICS), "container": _Kind(CONTAINER_METRICS)}
+        self._probed = False
         self._lock = threading.Lock()
         self.rows_read = 0  # hourly rows fetched from the database, for tests and benchmarks
 
@@ -111,6 +114,12 @@ class HourlyRollups:
         first = start // HOUR * HOUR
         settled = min(now // HOUR * HOUR, (int(time.time()) - SETTLE_SECONDS) // HOUR * HOUR)
         with self._lock:
+            if not self._probed:
+                with self.store.read() as cur:
+                    present = present_columns(cur, self.store, OPTIONAL_NODE_METRICS)
+                extra = tuple(m for m in OPTIONAL_NODE_METRICS if m in present)
+                self._kinds["node"] = _Kind(NODE_METRICS + extra)
+                self._probed = True
             store = self._kinds[kind]
             self._extend(kind, store, first, max(first, settled))
             keep = (store.hours >= first) & (store.hours < settled)

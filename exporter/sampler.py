@@ -4,7 +4,9 @@ Everything is read from /proc and /sys (no psutil), with both roots injectable s
 point them at a fake tree. Rates and CPU shares need two readings: `HostSampler.read()`
 takes a raw `Snapshot` of counters and `HostSampler.rows()` turns two snapshots into table
 rows. A counter that went backwards (wrap, reset, device swapped) yields NULL for that
-value, never a negative rate.
+value, never a negative rate. Host facts are gauges read with the snapshot: the fullest
+writable data filesystem's used share of blocks and inodes (statvfs of the mounts in
+/proc/self/mounts) and PSI `some avg60` (/proc/pressure); NULL where the host has none.
 
 `run()` is the loop behind `perf-analyzer sample`: it reads on wall-clock multiples of the
 interval (so the nodes of a fleet sample in step) and hands the rows to a writer thread
@@ -34,7 +36,17 @@ from typing import Any
 from psycopg import sql
 
 from .partitions import ensure_partitions_in
-from .schema import COLUMN_NAMES, CPU_COUNT, OPTIONAL_COLUMNS, has_column
+from .schema import (
+    COLUMN_NAMES,
+    CPU_COUNT,
+    DISK_USED,
+    INODES_USED,
+    OPTIONAL_COLUMNS,
+    PSI_CPU,
+    PSI_IO,
+    PSI_MEMORY,
+    has_column,
+)
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -63,8 +75,28 @@ _SCOPE = re.compile(r"^(docker|libpod|cri-containerd|crio)-([0-9a-f]{12,})\.scop
 _BARE_ID = re.compile(r"^[0-9a-f]{64}$")
 _CGROUP_MAX_DEPTH = 8  # kubepods.slice/kubepods-burstable.slice/<pod>.slice/<scope> is 4
 
+# Filesystems that hold data and can fill up. Everything else in /proc/self/mounts is left
+# out: pseudo filesystems (proc, sysfs, cgroup, tmpfs, devtmpfs...), read-only images
+# (squashfs, iso9660, always 100 % used) and network filesystems, whose statvfs can hang.
+_DATA_FILESYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "overlay", "f2fs", "jfs", "reiserfs",
+     "bcachefs", "vfat", "exfat", "ntfs3"}
+)  # fmt: skip
+PSI_RESOURCES = {"cpu": PSI_CPU.name, "memory": PSI_MEMORY.name, "io": PSI_IO.name}
+
 
 # --------------------------------------------------------------------------- snapshots
+
+
+@dataclass(frozen=True)
+class FilesystemUse:
+    """Used share of the fullest data filesystem, of blocks and of inodes (each may come
+    from a different filesystem), with the mount points they were read from."""
+
+    disk_used_ratio: float | None
+    disk_mount: str | None
+    inodes_used_ratio: float | None
+    inodes_mount: str | None
 
 
 @dataclass(frozen=True)
@@ -100,6 +132,8 @@ class Snapshot:
     nets: dict[str, NetCounters]
     containers: dict[str, ContainerCounters] = field(default_factory=dict)  # by cgroup path
     cpu_count: int | None = None  # CPUs this host lets us use (`usable_cpus`)
+    filesystems: FilesystemUse | None = None  # the fullest data filesystems (`filesystem_use`)
+    psi: dict[str, float] = field(default_factory=dict)  # column -> some avg60, percent
 
 
 # --------------------------------------------------------------------------- /proc readers
@@ -224,6 +258,75 @@ def select_interfaces(names: Iterable[str], sys_root: Path) -> list[str]:
     candidates = [n for n in names if n != "lo"]
     physical = [n for n in candidates if n not in virtual]
     return sorted(physical or candidates)
+
+
+def data_mounts(text: str | None) -> list[str]:
+    """Mount points of writable data filesystems in /proc/self/mounts, one per device (a
+    bind mount repeats its device and is read once). Octal escapes (\\040 for a blank)
+    are decoded."""
+    seen: set[str] = set()
+    points: list[str] = []
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) < 4 or parts[2] not in _DATA_FILESYSTEMS:
+            continue
+        if "ro" in parts[3].split(","):
+            continue  # a read-only mount cannot fill up
+        device = parts[0]
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])
+        if device in seen and parts[2] != "overlay":  # each overlay is its own upper dir
+            continue
+        seen.add(device)
+        points.append(point)
+    return points
+
+
+def filesystem_use(points: Iterable[str]) -> FilesystemUse | None:
+    """The fullest of `points` by blocks and by inodes, as df counts them: used = total -
+    free, and the share is used / (used + available to unprivileged users), so the blocks
+    reserved for root count as full (df says 100 % when an ordinary process gets ENOSPC).
+    Filesystems without fixed inodes (btrfs reports 0) give no inode share."""
+    disk: tuple[float, str] | None = None
+    inodes: tuple[float, str] | None = None
+    for point in points:
+        try:
+            st = os.statvfs(point)
+        except OSError:
+            continue  # unmounted meanwhile, or not ours to read
+        used = st.f_blocks - st.f_bfree
+        if st.f_blocks > 0 and used + st.f_bavail > 0:
+            ratio = min(1.0, max(0.0, used / (used + st.f_bavail)))
+            if disk is None or ratio > disk[0]:
+                disk = (ratio, point)
+        if st.f_files > 0:
+            ratio = min(1.0, max(0.0, (st.f_files - st.f_ffree) / st.f_files))
+            if inodes is None or ratio > inodes[0]:
+                inodes = (ratio, point)
+    if disk is None and inodes is None:
+        return None
+    return FilesystemUse(
+        disk[0] if disk else None,
+        disk[1] if disk else None,
+        inodes[0] if inodes else None,
+        inodes[1] if inodes else None,
+    )
+
+
+def parse_psi(text: str | None) -> float | None:
+    """`some avg60` of a /proc/pressure file, in percent; None without PSI (kernels before
+    4.20 or booted without it: the file is absent or unreadable)."""
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if parts and parts[0] == "some":
+            for item in parts[1:]:
+                key, _, value = item.partition("=")
+                if key == "avg60":
+                    try:
+                        v = float(value)
+                    except ValueError:
+                        return None
+                    return v if 0.0 <= v <= 100.0 else None
+    return None
 
 
 # --------------------------------------------------------------------------- cgroups
@@ -428,6 +531,12 @@ class HostSampler:
             nets={n: nets[n] for n in select_interfaces(nets, self.sys)},
             containers=self._read_containers(),
             cpu_count=usable_cpus(self.proc, self.sys),
+            filesystems=filesystem_use(data_mounts(_read_text(self.proc / "self" / "mounts"))),
+            psi={
+                column: v
+                for name, column in PSI_RESOURCES.items()
+                if (v := parse_psi(_read_text(self.proc / "pressure" / name))) is not None
+            },
         )
 
     def _read_containers(self) -> dict[str, ContainerCounters]:
@@ -511,6 +620,9 @@ class HostSampler:
             "net_rx_drops_s": net_rate("rx_drops") if nets else None,
             "net_tx_drops_s": net_rate("tx_drops") if nets else None,
             CPU_COUNT.name: cur.cpu_count,
+            DISK_USED.name: cur.filesystems.disk_used_ratio if cur.filesystems else None,
+            INODES_USED.name: cur.filesystems.inodes_used_ratio if cur.filesystems else None,
+            **{column: cur.psi.get(column) for column in PSI_RESOURCES.values()},
         }
         return row
 

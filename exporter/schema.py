@@ -79,7 +79,23 @@ CPU_COUNT = Column(
     False,
     "CPUs the node may use (affinity and cgroup quota), written by `perf-analyzer sample`",
 )
-OPTIONAL_COLUMNS: tuple[Column, ...] = (CPU_COUNT,)
+
+
+# Host facts, also written by `perf-analyzer sample`: the fullest real filesystem's used
+# share of blocks and of inodes (0..1), and pressure-stall information (PSI) `some avg60`
+# (percent of the last minute some task waited on the resource; NULL without PSI).
+def _fact(name: str, help: str) -> Column:
+    return Column(name, "double precision", _FLOAT, True, False, help)
+
+
+DISK_USED = _fact("disk_used_ratio", "fullest filesystem's used share of its blocks, 0..1")
+INODES_USED = _fact("inodes_used_ratio", "fullest filesystem's used share of its inodes, 0..1")
+PSI_CPU = _fact("psi_cpu_some_avg60", "CPU pressure stall, some, 60 s average, percent")
+PSI_MEMORY = _fact("psi_memory_some_avg60", "memory pressure stall, some, 60 s average, percent")
+PSI_IO = _fact("psi_io_some_avg60", "I/O pressure stall, some, 60 s average, percent")
+HOST_FACTS: tuple[Column, ...] = (DISK_USED, INODES_USED, PSI_CPU, PSI_MEMORY, PSI_IO)
+
+OPTIONAL_COLUMNS: tuple[Column, ...] = (CPU_COUNT, *HOST_FACTS)
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 NODE_METRICS: tuple[str, ...] = tuple(c.name for c in METRIC_COLUMNS if c.node)
 CONTAINER_METRICS: tuple[str, ...] = tuple(c.name for c in METRIC_COLUMNS if c.container)
@@ -194,3 +210,15 @@ def has_column(cur: psycopg.Cursor[Any], store: Store, column: str) -> bool:
     """Whether the table has `column` (an optional one may be absent)."""
     cur.execute(_HAS_COLUMN_SQL, (store.table.as_string(cur), column))
     return bool(first_value(cur.fetchone()))
+
+
+_PRESENT_COLUMNS_SQL = (
+    "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+    " AND attname = ANY(%s) AND attnum > 0 AND NOT attisdropped"
+)
+
+
+def present_columns(cur: psycopg.Cursor[Any], store: Store, columns: tuple[str, ...]) -> set[str]:
+    """Which of `columns` the table has, in one catalogue query."""
+    cur.execute(_PRESENT_COLUMNS_SQL, (store.table.as_string(cur), list(columns)))
+    return {first_value(row) for row in cur.fetchall()}

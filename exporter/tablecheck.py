@@ -404,6 +404,17 @@ def _check_names(report: CheckReport, names: list[str]) -> None:
         )
 
 
+# What the analyses miss without each optional column.
+_WITHOUT = {
+    "cpu_count": "CPU counts are estimated from load",
+    "disk_used_ratio": "disk space is neither forecast nor checked for a disk-full emergency",
+    "inodes_used_ratio": "inodes are neither forecast nor checked for exhaustion",
+    "psi_cpu_some_avg60": "CPU pressure stall is not recorded",
+    "psi_memory_some_avg60": "memory pressure stall is not recorded",
+    "psi_io_some_avg60": "I/O pressure stall is not recorded",
+}
+
+
 def _check_optional(report: CheckReport, present: dict[str, str]) -> None:
     """Optional columns: absent is fine (the note says what it would give), a wrong type
     is a warning (the analyses ignore the column then)."""
@@ -411,8 +422,8 @@ def _check_optional(report: CheckReport, present: dict[str, str]) -> None:
         found = present.get(column.name)
         if found is None:
             report.notes.append(
-                f'optional column "{column.name}" is absent, so CPU counts are estimated from '
-                "load; with it, `perf-analyzer sample` records each node's real count: "
+                f'optional column "{column.name}" is absent, so {_WITHOUT[column.name]}; '
+                "`perf-analyzer sample` fills it: "
                 f'ALTER TABLE {report.quoted} ADD COLUMN "{column.name}" {column.sql_type}'
             )
         elif found not in column.accepted:

@@ -63,4 +63,6 @@ class Check(StrEnum):
     SWAP = "swap"
     IOWAIT = "iowait"
     NETWORK_ERRORS = "network_errors"
+    DISK = "disk"
+    INODES = "inodes"
     STALE = "stale"

@@ -457,9 +457,18 @@ def test_a_lone_sample_at_100_percent_is_not_exhaustion(dsn: str) -> None:
 def test_limits_default_to_the_p1_levels_and_follow_them() -> None:
     from exporter.config import ConfigError, from_dict
 
-    assert limit_pcts(from_dict({})) == {"cpu": 95.0, "memory": 95.0}
-    moved = from_dict({"emergency": {"cpu_pct": {"p1": 97}, "mem_available_pct": {"p1": 8}}})
-    assert limit_pcts(moved) == {"cpu": 97.0, "memory": 92.0}
+    assert limit_pcts(from_dict({})) == {"cpu": 95.0, "memory": 95.0, "disk": 95.0, "inodes": 95.0}
+    moved = from_dict(
+        {
+            "emergency": {
+                "cpu_pct": {"p1": 97},
+                "mem_available_pct": {"p1": 8},
+                "disk_used_ratio": {"p1": 0.98},
+            }
+        }
+    )
+    assert limit_pcts(moved) == {"cpu": 97.0, "memory": 92.0, "disk": 98.0, "inodes": 95.0}
+    assert limit_pcts(from_dict({"capacity": {"disk_limit_ratio": 1.0}}))["disk"] == 100.0
     assert limit_pcts(from_dict({"capacity": {"cpu_limit_pct": 90}}))["cpu"] == 90.0
     with pytest.raises(ConfigError) as info:
         from_dict({"capacity": {"cpu_limit_pct": 150}})

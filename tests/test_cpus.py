@@ -175,7 +175,9 @@ def test_the_sampler_writes_the_count_when_the_table_has_the_column(fresh_dsn, c
         row = {"sample_time": END, "node_name": "h", "node_flag": True, "cpu_count": 6}
         assert write_rows(s, [row]) == 1  # a table without the column still takes the row
     with psycopg.connect(fresh_dsn) as conn:
-        got = conn.execute("SELECT * FROM monitor_samples_ring").fetchall()
+        cur = conn.execute("SELECT * FROM monitor_samples_ring")
+        got = cur.fetchall()
+        names = [d.name for d in cur.description or ()]
     assert len(got) == 1
     if column:
-        assert got[0][-1] == 6
+        assert got[0][names.index("cpu_count")] == 6

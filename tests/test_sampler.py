@@ -35,7 +35,7 @@ from exporter.sampler import (
     select_interfaces,
     write_rows,
 )
-from exporter.schema import COLUMN_NAMES, NODE_METRICS, init_table
+from exporter.schema import COLUMN_NAMES, HOST_FACTS, NODE_METRICS, OPTIONAL_COLUMNS, init_table
 from exporter.store import Store, StoreError
 
 MIB = 1 << 20
@@ -191,7 +191,9 @@ def two_reads(tmp_path: Path, first: HostState, second: HostState) -> list[dict[
 def test_node_row_from_known_counters(tmp_path: Path) -> None:
     first = HostState()
     node, *_ = two_reads(tmp_path, first, later(first))
-    assert set(node) <= set(COLUMN_NAMES) | {"cpu_count"}
+    assert set(node) <= set(COLUMN_NAMES) | {c.name for c in OPTIONAL_COLUMNS}
+    # the fake tree has no mounts and no /proc/pressure: those facts are NULL, not guessed
+    assert [node[c.name] for c in HOST_FACTS] == [None] * len(HOST_FACTS)
     assert set(NODE_METRICS) <= set(node)
     assert node["sample_time"] == WALL + 2
     assert node["node_name"] == "node-a"

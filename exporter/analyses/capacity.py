@@ -1,16 +1,19 @@
 """Capacity planning: when does each node's daily peak reach its limit?
 
-Method, per node and resource (CPU %, memory used MiB, swap MiB), from the hourly rollups:
+Method, per node and resource (CPU %, memory used MiB, swap MiB, and where the table has
+the optional host-fact columns, disk and inodes used in % of the fullest filesystem), from
+the hourly rollups:
 
 - The limit is configurable per resource and defaults to the emergency check's P1 level
-  (CPU 95 %, memory 95 % used i.e. 5 % free), swap `swap_limit_mb`. Exhaustion means the
-  daily peak reaching it.
+  (CPU 95 %, memory 95 % used i.e. 5 % free, disk and inodes 95 % used), swap
+  `swap_limit_mb`. Exhaustion means the daily peak reaching it.
 - Daily peak = the busiest hour of a UTC day: the largest hourly mean (CPU, memory used =
-  mem_total - mem_available) or hourly max (swap). A *sustained* peak: one busy minute does
-  not make a day's peak, a busy hour does, and an hour counts only with `min_hour_coverage`
-  of the node's median samples per hour (one lone sample at 100 % is no busy hour). Only
-  complete UTC days inside the window with at least `min_day_hours` such hours count; the
-  current, partial day is left out, but the forecast is projected from `now`.
+  mem_total - mem_available, disk, inodes) or hourly max (swap). A *sustained* peak: one
+  busy minute does not make a day's peak, a busy hour does, and an hour counts only with
+  `min_hour_coverage` of the node's median samples per hour (one lone sample at 100 % is
+  no busy hour). Only complete UTC days inside the window with at least `min_day_hours`
+  such hours count; the current, partial day is left out, but the forecast is projected
+  from `now`.
 - Each peak is placed at the time of its busiest hour (not the day's midpoint).
 - The model is fixed before looking at the peaks: a line, plus day-of-week levels whenever
   the peaks cover two weeks and every weekday, else a weekend level when the peaks hold two
@@ -52,13 +55,16 @@ from ..metricdef import gauge
 from ..render import Text, cell
 from ..rollups import RollupView, rollups_of
 from ..samples import Sample, sample
+from ..schema import DISK_USED, INODES_USED
 from ..vocabulary import ForecastStatus
 from .common import DAY, HOUR, Context, round_float, window_seconds
 from .unit import Analysis, ResultView, Served, Window
 
 Advice = Callable[[float, float], str]
-RESOURCES = ("cpu", "memory", "swap")
-UNITS = {"cpu": "percent", "memory": "MiB", "swap": "MiB"}
+RESOURCES = ("cpu", "memory", "swap", "disk", "inodes")
+UNITS = {"cpu": "percent", "memory": "MiB", "swap": "MiB", "disk": "percent", "inodes": "percent"}
+# Resources read from optional columns (host facts): forecast only where the table has them.
+FACT_COLUMNS = {"disk": DISK_USED.name, "inodes": INODES_USED.name}
 PEAK_DEFINITION = "busiest hour of each complete UTC day (hourly mean; swap: hourly max)"
 DROP_PERSIST_DAYS = 3  # a drop must hold this many days (or to the end) to restart the fit
 SEARCH_HORIZONS = 10  # the interval's optimistic end is searched up to 10 horizons ahead
@@ -153,6 +159,8 @@ def capacity_planning_analysis(ctx: Context, *, days: float, now: int) -> Capaci
         "cpu": advisor._get_cpu_recommendation,
         "memory": advisor._get_memory_recommendation,
         "swap": _swap_advice,
+        "disk": _disk_advice,
+        "inodes": _inodes_advice,
     }
     forecasts: list[Forecast] = []
     for (node, _), rows in view.series():
@@ -192,12 +200,22 @@ class Hourly:
 
 
 def limit_pcts(config: Config) -> dict[str, float]:
-    """CPU and memory-used limits in percent of the whole: as configured, else the P1
-    levels of the emergency check (CPU busy, and 100 minus the free-memory P1)."""
+    """CPU, memory-used, disk and inode limits in percent of the whole: as configured, else
+    the P1 levels of the emergency check (CPU busy, 100 minus the free-memory P1, the
+    disk-full and inode-full P1)."""
     cap, em = config.capacity, config.emergency
     cpu = cap.cpu_limit_pct if cap.cpu_limit_pct is not None else em.cpu_pct.p1
     mem = cap.mem_limit_pct if cap.mem_limit_pct is not None else 100 - em.mem_available_pct.p1
-    return {"cpu": float(cpu), "memory": float(mem)}
+    disk = cap.disk_limit_ratio if cap.disk_limit_ratio is not None else em.disk_used_ratio.p1
+    inodes = cap.inodes_limit_ratio
+    if inodes is None:
+        inodes = em.inodes_used_ratio.p1
+    return {
+        "cpu": float(cpu),
+        "memory": float(mem),
+        "disk": 100.0 * float(disk),
+        "inodes": 100.0 * float(inodes),
+    }
 
 
 def _hourly(
@@ -211,6 +229,11 @@ def _hourly(
         total = view.stat("mean", "mem_total_mb")[rows].astype(float)
         values = total - view.stat("mean", "mem_available_mb")[rows].astype(float)
         limits = total * pct["memory"] / 100.0
+    elif resource in FACT_COLUMNS:  # percent of the fullest filesystem, hourly mean
+        if FACT_COLUMNS[resource] not in view.metrics:  # a table without the column
+            return None
+        values = 100.0 * view.stat("mean", FACT_COLUMNS[resource])[rows].astype(float)
+        limits = np.full(values.size, pct[resource])
     else:
         values = view.stat("max", "swap_used_mb")[rows].astype(float)
         limits = np.full(values.size, float(cfg.swap_limit_mb))
@@ -219,7 +242,9 @@ def _hourly(
         return None
     # An hour the sampler barely covered (one sample at 100 %) is no sustained peak: it
     # needs `min_hour_coverage` of the node's usual (median) samples per hour.
-    column = {"cpu": "cpu_total_pct", "memory": "mem_available_mb"}.get(resource, "swap_used_mb")
+    column = {"cpu": "cpu_total_pct", "memory": "mem_available_mb", **FACT_COLUMNS}.get(
+        resource, "swap_used_mb"
+    )
     counts = view.stat("count", column)[rows].astype(float)
     ok &= counts >= cfg.min_hour_coverage * float(np.median(counts[ok]))
     sel = rows[ok]
@@ -595,6 +620,24 @@ def _swap_advice(current_pct: float, trend: float) -> str:
     return "No action: swap headroom is sufficient"
 
 
+def _disk_advice(current_pct: float, trend: float) -> str:
+    """Disk space (percent of the fullest filesystem used, points per day)."""
+    if current_pct >= 90:
+        return "Act now: the fullest filesystem is nearly full; free space or grow it"
+    if trend > 0:
+        return "Plan space: the fullest filesystem fills steadily (logs, retention?)"
+    return "No action: disk headroom is sufficient"
+
+
+def _inodes_advice(current_pct: float, trend: float) -> str:
+    """Inodes (percent of the fullest filesystem's inodes used, points per day)."""
+    if current_pct >= 90:
+        return "Act now: inodes are nearly exhausted; remove the many small files"
+    if trend > 0:
+        return "Investigate: files accumulate on the fullest filesystem (caches, spools?)"
+    return "No action: inode headroom is sufficient"
+
+
 CAPACITY_WARNING_DAYS = 30  # reports warn of resources exhausting sooner than this
 
 
@@ -665,7 +708,7 @@ def render_text(r: CapacityResult, t: Text) -> None:
 
 def forecast_lines(forecasts: list[Forecast], t: Text, *, peak_label: str = "peak") -> None:
     t.title("📈 CAPACITY PLANNING ANALYSIS")
-    units = {"cpu": "%", "memory": " MiB", "swap": " MiB"}
+    units = {"cpu": "%", "memory": " MiB", "swap": " MiB", "disk": "%", "inodes": "%"}
     by_node: dict[str, list[Forecast]] = {}
     for f in forecasts:
         by_node.setdefault(f["node_name"], []).append(f)

@@ -42,6 +42,15 @@ VALID_RANGES: dict[str, tuple[float, float]] = {
     "net_rx_drops_s": (0, 1e9),
     "net_tx_drops_s": (0, 1e9),
 }
+# The optional host facts (exporter/schema.py): apart, because a table may lack them and
+# `window_rows` reads every column of VALID_RANGES.
+OPTIONAL_RANGES: dict[str, tuple[float, float]] = {
+    "disk_used_ratio": (0, 1),
+    "inodes_used_ratio": (0, 1),
+    "psi_cpu_some_avg60": (0, 100),
+    "psi_memory_some_avg60": (0, 100),
+    "psi_io_some_avg60": (0, 100),
+}
 
 # A nonzero value smaller than this is invalid too: its square (in a variance, a regression)
 # rounds to zero, which PostgreSQL's float8 arithmetic reports as "value out of range:
@@ -82,7 +91,7 @@ def window_seconds(amount: float, unit: int, name: str) -> int:
 
 def clean(column: str, alias: str | None = None) -> sql.Composable:
     """`column` when valid, else NULL: the form every aggregate reads."""
-    lo, hi = VALID_RANGES[column]
+    lo, hi = VALID_RANGES.get(column) or OPTIONAL_RANGES[column]
     col = sql.Identifier(alias, column) if alias else sql.Identifier(column)
     condition = sql.SQL("{c} BETWEEN {lo} AND {hi} AND ({c} = 0 OR abs({c}) >= {tiny})").format(
         c=col, lo=sql.Literal(lo), hi=sql.Literal(hi), tiny=sql.Literal(TINIEST_VALID)

@@ -9,6 +9,9 @@ sampler alive) and in multiples of the node's own sampling interval, learned fro
 history, with floors in seconds: a healthy node sampled every 5 minutes is never stale.
 A node silent longer than `forget_after_hours` is not dropped silently: it is listed as
 forgotten (its own metric), so "dead" never reads as "resolved".
+
+Disk-full and inode-full are checked where the table has the optional host-fact columns
+(the fullest filesystem's used share); on an older table those two checks stay at level 0.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..config import EmergencyConfig, Levels
 from ..metricdef import NODE, gauge
 from ..render import PRIORITY_COLOUR, STATUS_COLOUR, Text, when
 from ..samples import Sample, sample
+from ..schema import DISK_USED, INODES_USED, present_columns
 from ..vocabulary import Check as CheckName
 from .common import HOUR, NODE_ROW, Context, clean, round_float, window_rows
 from .hosts import cpu_count_of, node_spans
@@ -100,6 +104,8 @@ _LEVEL_FIELD = {
     "swap": "swap_growth_mb_per_min",
     "iowait": "iowait_pct",
     "network_errors": "network_errors_per_s",
+    "disk": "disk_used_ratio",
+    "inodes": "inodes_used_ratio",
     "stale": "stale_seconds",
 }
 
@@ -149,6 +155,18 @@ CATALOGUE = {
             "Check the NIC, cable and driver counters (ethtool -S)",
         ),
         Check(
+            "disk",
+            "used",
+            "Fullest filesystem {v:.1%} used - disk full",
+            "Free space on the fullest filesystem (df -h; du -xsh on it) or grow it",
+        ),
+        Check(
+            "inodes",
+            "used",
+            "Fullest filesystem {v:.1%} of inodes used - no new files",
+            "Delete the many small files on the fullest filesystem (df -i; find -xdev)",
+        ),
+        Check(
             "stale",
             "s",
             "No sample for {v:.0f} s - node down or sampler stopped",
@@ -164,7 +182,12 @@ def _median(expr: sql.Composable) -> sql.Composable:
     return sql.SQL("percentile_cont(0.5) WITHIN GROUP (ORDER BY {})").format(expr)
 
 
-def _query(ctx: Context) -> sql.Composed:
+# Optional columns (host facts) read when the table has them: check name -> column.
+_FACTS = {"disk": DISK_USED.name, "inodes": INODES_USED.name}
+
+
+def _query(ctx: Context, facts: tuple[str, ...] = ()) -> sql.Composed:
+    """The window's medians per node; `facts` are the checks of optional columns present."""
     net_values = [clean(c) for c in _NET]
     net_sum = sql.SQL(" + ").join(sql.SQL("coalesce({}, 0)").format(v) for v in net_values)
     net_any = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(v) for v in net_values)
@@ -177,7 +200,7 @@ def _query(ctx: Context) -> sql.Composed:
         " {load} AS load, count({load_v}) AS load_n,"
         " regr_slope({swap}, sample_time / 60.0) AS swap, count({swap}) AS swap_n,"
         " {net} AS network_errors, count(*) FILTER (WHERE {net_any}) AS network_errors_n"
-        " FROM {rows} w WHERE {node} GROUP BY node_name"
+        "{facts} FROM {rows} w WHERE {node} GROUP BY node_name"
     ).format(
         cpu=_median(clean("cpu_total_pct")),
         cpu_v=clean("cpu_total_pct"),
@@ -196,6 +219,15 @@ def _query(ctx: Context) -> sql.Composed:
             net_sum, net_any
         ),
         net_any=net_any,
+        facts=sql.SQL("").join(
+            sql.SQL(", {} AS {}, count({}) AS {}").format(
+                _median(clean(_FACTS[f])),
+                sql.Identifier(f),
+                clean(_FACTS[f]),
+                sql.Identifier(f"{f}_n"),
+            )
+            for f in facts
+        ),
         rows=window_rows(ctx.store),
         node=NODE_ROW,
     )
@@ -288,7 +320,9 @@ def emergency_health_check(ctx: Context, *, now: int) -> EmergencyResult:
     forgotten = sorted(n for n, f in facts.items() if now - f.last > forget)
     live = {n: f for n, f in facts.items() if now - f.last <= forget}
     with ctx.store.read() as cur:
-        cur.execute(_query(ctx), {"start": start, "now": now})
+        present = present_columns(cur, ctx.store, tuple(_FACTS.values()))
+        host_facts = tuple(f for f, column in _FACTS.items() if column in present)
+        cur.execute(_query(ctx, host_facts), {"start": start, "now": now})
         recent = {r["node_name"]: r for r in cur.fetchall()}
     cpus = cpu_count_of(ctx, now) if ctx.cpu_count is None else {}
 
@@ -342,7 +376,8 @@ def _values(
         return {}
     values = {
         name: (row[name], row[f"{name}_n"])
-        for name in ("cpu", "iowait", "memory", "temperature", "network_errors")
+        for name in ("cpu", "iowait", "memory", "temperature", "network_errors", *_FACTS)
+        if name in row
     }
     if cpus and row["load"] is not None:
         values["load"] = (row["load"] / cpus, row["load_n"])

@@ -88,12 +88,15 @@ def fmt(value: float) -> str:
     return f"{value:.6g}"
 
 
+STORAGE = ("disk", "inodes")  # emergency checks of the optional host-fact columns
+
+
 def _emergency(config: Config) -> list[Alert]:
     cfg = config.emergency
     titles = {
         "cpu": "Cpu", "memory": "Memory", "temperature": "Temperature", "load": "Load",
         "swap": "SwapThrashing", "iowait": "IoWait", "network_errors": "NetworkErrors",
-        "stale": "NodeStale",
+        "disk": "DiskFull", "inodes": "InodesFull", "stale": "NodeStale",
     }  # fmt: skip
     alerts = []
     for check in CHECKS:
@@ -102,6 +105,7 @@ def _emergency(config: Config) -> list[Alert]:
                                "temperature": "temperature_c", "load": "load_per_cpu",
                                "swap": "swap_growth_mb_per_min", "iowait": "iowait_pct",
                                "network_errors": "network_errors_per_s",
+                               "disk": "disk_used_ratio", "inodes": "inodes_used_ratio",
                                "stale": "stale_seconds"}[check])  # fmt: skip
         levels_of_check = []
         for priority, level, word, for_ in (
@@ -113,7 +117,8 @@ def _emergency(config: Config) -> list[Alert]:
             levels_of_check.append(
                 Alert(
                     name=f"{PREFIX}{titles[check]}{word}",
-                    group="perf-analyzer-emergency",
+                    # storage checks in a group of their own: a group stays small
+                    group=f"perf-analyzer-{'storage' if check in STORAGE else 'emergency'}",
                     expr=f"{selector} >= {level}",
                     for_="1m" if check == "stale" else for_,
                     priority=priority,
