@@ -14,6 +14,7 @@ from . import registry
 from .analyses.capacity import DefaultAdvice
 from .analyses.common import Context, resolve_now
 from .config import Config
+from .nodenames import folding
 from .rollups import HourlyRollups, rollups_of
 from .schema import DEFAULT_TABLE
 from .store import Store
@@ -42,7 +43,9 @@ class PerformanceAnalyzer(DefaultAdvice):
         store = connection if isinstance(connection, Store) else Store(connection, table_name)
         self.store = store
         self.config = config or Config()
-        self.ctx = Context(store=store, config=self.config, cpu_count=cpu_count, advice=self)
+        # the analyses read through `ctx.store`: folding node names there folds them for all
+        reads = folding(store) if self.config.nodes.fold_name_variants else store
+        self.ctx = Context(store=reads, config=self.config, cpu_count=cpu_count, advice=self)
 
     @property
     def rollups(self) -> HourlyRollups:

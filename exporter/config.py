@@ -447,6 +447,13 @@ class ExporterConfig:
 
 
 @_section
+class NodesConfig:
+    # Treat names equal but for case and surrounding whitespace (`Node-A`, ` node-a `) as
+    # one node in every analysis; off, they are separate nodes and a warning names them
+    fold_name_variants: bool = False
+
+
+@_section
 class Config:
     emergency: EmergencyConfig = dataclasses.field(default_factory=EmergencyConfig)
     sli: SliConfig = dataclasses.field(default_factory=SliConfig)
@@ -457,6 +464,7 @@ class Config:
     patterns: PatternConfig = dataclasses.field(default_factory=PatternConfig)
     alerts: AlertConfig = dataclasses.field(default_factory=AlertConfig)
     exporter: ExporterConfig = dataclasses.field(default_factory=ExporterConfig)
+    nodes: NodesConfig = dataclasses.field(default_factory=NodesConfig)
 
 
 # --------------------------------------------------------------------------- loading

@@ -98,15 +98,27 @@ def load_data(store: Store, spec: FleetSpec) -> Fleet:
     return fleet
 
 
+# Findings placed hours before the fleet's end: a live demo would let them slide out of
+# their windows, so they recur daily at the time of day they had when the demo started.
+DAILY_FINDINGS = ("outage_gap", "anomaly_spike")
+DAY = 86400
+
+
 class LiveAppender:
     """Appends the simulated fleet's newest samples every interval (`demo`, unless
-    `--no-live`), from the last slot loaded on: the fleet re-simulated to end now keeps its
-    findings at the end, so the emergency findings stay current and nothing goes stale that
-    was not injected stale."""
+    `--no-live`), from the last slot loaded on, so the demo shows the same findings for as
+    long as it runs. The fleet re-simulated to end now keeps its recent findings (saturation,
+    stale node, noisy neighbour) at the end; the nodes of `DAILY_FINDINGS` come from the
+    fleet ending at the next whole day after the first load, so their outage and spike
+    recur every day instead of leaving the 24-hour windows."""
 
     def __init__(self, store: Store, spec: FleetSpec, since: int) -> None:
         self.store, self.spec = store, spec
-        self.last = since
+        self.last = self.anchor = since
+        self.daily = {
+            f["node"] for f in simulate(spec, count_rows=False).truth["findings"]
+            if f["kind"] in DAILY_FINDINGS
+        }  # fmt: skip
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live", daemon=True)
 
@@ -129,7 +141,15 @@ class LiveAppender:
         if end <= self.last:
             return 0
         fleet = simulate(dataclasses.replace(self.spec, end=end), count_rows=False)
-        added = self.store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=self.last))
+        others = [n for n in fleet.truth["nodes"] if n not in self.daily]
+        added = self.store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=self.last, nodes=others))
+        if self.daily:
+            days = -(-(end - self.anchor) // DAY)  # the next whole day after the first end
+            daily = simulate(
+                dataclasses.replace(self.spec, end=self.anchor + days * DAY), count_rows=False
+            )
+            chunks = daily.copy_chunks(since=self.last, until=end, nodes=self.daily)
+            added += self.store.copy_in(COLUMN_NAMES, chunks)
         self.last = end
         return added
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -195,14 +195,21 @@ class Fleet:
         """The truth entry of finding `kind`, or None when the fleet was too small for it."""
         return next((f for f in self.truth["findings"] if f["kind"] == kind), None)
 
-    def copy_chunks(self, since: int | None = None) -> Iterator[tuple[bytes, int]]:
+    def copy_chunks(
+        self,
+        since: int | None = None,
+        *,
+        until: int | None = None,
+        nodes: Collection[str] | None = None,
+    ) -> Iterator[tuple[bytes, int]]:
         """Yield (BINARY COPY bytes, rows) chunks of a few MB; concatenated they form one
         complete stream (header first, trailer last) in near time order, like real ingest.
         With `since`, only the samples after that time (a live top-up; `row_count` still
-        counts the whole fleet)."""
+        counts the whole fleet); with `until`, only those up to it; with `nodes`, only
+        those nodes' samples."""
         pending: tuple[bytes, int] | None = None
         first = True
-        for data, rows in self._row_chunks(since):
+        for data, rows in self._row_chunks(since, until, nodes):
             if first:
                 data, first = COPY_HEADER + data, False
             if pending is not None:
@@ -215,7 +222,12 @@ class Fleet:
 
     # -- generation -------------------------------------------------------------------
 
-    def _row_chunks(self, since: int | None = None) -> Iterator[tuple[bytes, int]]:
+    def _row_chunks(
+        self,
+        since: int | None = None,
+        until: int | None = None,
+        only: Collection[str] | None = None,
+    ) -> Iterator[tuple[bytes, int]]:
         """Per 6-hour block: node rows ordered by (time, node), then container rows."""
         spec = self.spec
         block_s = BLOCK_SLOTS * spec.interval
@@ -223,10 +235,13 @@ class Fleet:
         node_dt, cont_dt = _row_dtype(names.dtype.itemsize, self._container_names.dtype.itemsize)
         c = spec.containers
         first = self.start if since is None else max(self.start, since + 1)
-        for k in range(first // block_s, self.end // block_s + 1):
+        last = self.end if until is None else min(self.end, until)
+        for k in range(first // block_s, last // block_s + 1):
             node_parts, cont_parts = [], []
             for i, n in enumerate(self._nodes):
-                got = _node_rows(self, n, k, node_dt, cont_dt, since)
+                if only is not None and n.name.decode() not in only:
+                    continue
+                got = _node_rows(self, n, k, node_dt, cont_dt, since, until)
                 if got is None:
                     continue
                 parts, crows = got
@@ -260,6 +275,7 @@ def _node_rows(
     node_dt: np.dtype,
     cont_dt: np.dtype,
     since: int | None,
+    until: int | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray | None] | None:
     """Node rows (in one or more layouts) and container rows of node `n` in noise block `k`
     (None when none)."""
@@ -285,6 +301,8 @@ def _node_rows(
         present = present & (t == fleet.start + (n.phase - fleet.start) % own)
     if since is not None:  # only the slots after `since` (live appends)
         present = present & (t > since)
+    if until is not None:
+        present = present & (t <= until)
     b = t.size
     if n.null_columns:  # a layout of its own, without the NULL columns' fields
         width = node_dt["node_name"].itemsize
