@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .store import Store
 
 DEFAULT_TABLE = "monitor_samples_ring"
+MAX_COLUMN_NAME_BYTES = 63  # PostgreSQL's limit for names
 PARTITION_KEY = "sample_time"  # the column a partitioned table is split on, by day
 
 
@@ -191,6 +192,10 @@ _HAS_COLUMN_SQL = (
 
 
 def has_column(cur: psycopg.Cursor[Any], store: Store, column: str) -> bool:
-    """Whether the table has `column` (an optional one may be absent)."""
-    cur.execute(_HAS_COLUMN_SQL, (store.table.as_string(cur), column))
+    """Whether the table has `column` (an optional one may be absent). Under a column
+    mapping only the mapped optional columns are read."""
+    if store.columns and column not in store.columns and column not in COLUMN_NAMES:
+        return False
+    relation = store.relation.as_string(cur)
+    cur.execute(_HAS_COLUMN_SQL, (relation, store.columns.get(column, column)))
     return bool(first_value(cur.fetchone()))

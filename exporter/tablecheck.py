@@ -132,7 +132,9 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
     name = store.table_name
     report = CheckReport(name)
     with store.read() as cur:
-        quoted = report.quoted = store.table.as_string(cur)
+        quoted = report.quoted = store.relation.as_string(cur)
+        # under a column mapping (--columns) the table's names are read as the contract's
+        ours = {theirs: contract for contract, theirs in store.columns.items()}
         encoding = cur.connection.info.parameter_status("server_encoding")
         cur.execute(
             "SELECT c.oid, c.relkind, c.reltuples::bigint AS rows, "
@@ -155,9 +157,11 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
             )
         oid = {"oid": table["oid"]}
         cur.execute(_COLUMNS_SQL, oid)
-        present = {row["name"]: row["type"] for row in cur.fetchall()}
+        present = {ours.get(row["name"], row["name"]): row["type"] for row in cur.fetchall()}
         cur.execute(_INDEXES_SQL, oid)
         indexes = cur.fetchall()
+        for ix in indexes:
+            ix["columns"] = [ours.get(c, c) for c in ix["columns"] or ()]
         layout = report.layout = read_layout(cur, store.table)
         unanalyzed = 0
         if layout.kind in ("plain", "partitioned"):
@@ -173,7 +177,8 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
             for row in cur.fetchall():
                 partition_indexes.setdefault(row["oid"], [])
                 if row["columns"]:
-                    partition_indexes[row["oid"]].append(tuple(row["columns"]))
+                    columns = tuple(ours.get(c, c) for c in row["columns"])
+                    partition_indexes[row["oid"]].append(columns)
         time_type = present.get(PARTITION_KEY)
         time_indexed = any(tuple(ix["columns"][:1]) == (PARTITION_KEY,) for ix in indexes)
         if table["can_select"] and time_indexed and time_type in INT_TYPES:
