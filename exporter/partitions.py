@@ -230,7 +230,7 @@ def read_layout(cur: psycopg.Cursor[Any], table: sql.Composable) -> Layout:
 
 
 def ensure_partitions_in(
-    cur: psycopg.Cursor[Any], table: sql.Identifier, start: float, end: float
+    cur: psycopg.Cursor[Any], table: sql.Composable, start: float, end: float
 ) -> list[str]:
     """Create, in the cursor's (read-write) transaction, the daily partitions that rows
     with sample_time in [start, end] need; returns the names created.

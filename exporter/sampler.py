@@ -568,12 +568,12 @@ def write_rows(store: Store, rows: list[dict[str, Any]], *, timeout: float = WRI
         present = [c for c in optional if c in keys and has_column(cur, store, c)]
         columns = [c for c in (*COLUMN_NAMES, *present) if c in keys]  # stable SQL text
         statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-            store.relation,
+            store.table,
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             sql.SQL(", ").join(sql.Placeholder() * len(columns)),
         )
         if times:  # a table partitioned by day: its partition for today (usually made)
-            ensure_partitions_in(cur, store.relation, min(times), max(times))
+            ensure_partitions_in(cur, store.table, min(times), max(times))
         cur.executemany(statement, [tuple(r.get(c) for c in columns) for r in rows])
     return len(rows)
 

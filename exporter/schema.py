@@ -193,9 +193,10 @@ _HAS_COLUMN_SQL = (
 
 def has_column(cur: psycopg.Cursor[Any], store: Store, column: str) -> bool:
     """Whether the table has `column` (an optional one may be absent). Under a column
-    mapping only the mapped optional columns are read."""
-    if store.columns and column not in store.columns and column not in COLUMN_NAMES:
+    mapping (a `store.MappedTable`) only the mapped optional columns are read."""
+    columns = getattr(store.table, "columns", {})
+    if columns and column not in columns and column not in COLUMN_NAMES:
         return False
-    relation = store.relation.as_string(cur)
-    cur.execute(_HAS_COLUMN_SQL, (relation, store.columns.get(column, column)))
+    relation = getattr(store.table, "relation", store.table)
+    cur.execute(_HAS_COLUMN_SQL, (relation.as_string(cur), columns.get(column, column)))
     return bool(first_value(cur.fetchone()))

@@ -119,6 +119,14 @@ def test_db_check_reads_the_real_table_under_the_mapping(dsn: str, columns_file:
     unmapped = run("db", "check", "--dsn", dsn, "--table", THEIRS)
     assert unmapped.returncode != 0
     assert "sample_time" in unmapped.stdout + unmapped.stderr
+    wrong = Path(columns_file)
+    wrong.write_text(yaml.safe_dump({**MAPPING, "sample_time": "tstamp"}))
+    misnamed = run("db", "check", "--dsn", dsn, "--table", THEIRS, "--columns", str(wrong))
+    assert misnamed.returncode != 0
+    said = misnamed.stdout + misnamed.stderr
+    assert '"tstamp", which the column mapping reads as sample_time' in said, said
+    assert 'ADD COLUMN "sample_time"' not in said, said
+    assert 'CREATE INDEX ON "their_samples" ("tstamp")' in said, said
 
 
 def test_writing_commands_refuse_the_mapping(dsn: str, columns_file: str) -> None:
