@@ -19,8 +19,9 @@ import click
 
 from . import __version__, logs, registry, sampler
 from . import demo as demo_run
+from . import store as store_module
 from .analyses.common import AnalysisError
-from .config import Config, load_config
+from .config import Config, load_columns, load_config
 from .embedded import EmbeddedPostgresError
 from .generate import dashboards as dashboard_files
 from .generate import rules as rule_files
@@ -31,6 +32,7 @@ from .schema import DEFAULT_TABLE, init_table
 from .server import start_exporter
 from .shard import Shard
 from .simulate import FleetSpec, copy_fleet, simulate
+from .stack import StackOptions
 from .store import Store, StoreError
 from .tablecheck import check_table
 
@@ -88,8 +90,18 @@ def db_options(func: Callable[..., Any]) -> Callable[..., Any]:
         help="libpq connection string or URL. Default: $PERF_ANALYZER_DSN, "
         "$DATA_SOURCE_NAME (or their *_FILE variants), else libpq's PG* variables.",
     )
+    @click.option(
+        "--columns",
+        "columns_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="YAML mapping of the standard column names to the table's "
+        "(`sample_time: ts`); for reading a table whose columns are named differently.",
+    )
     @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, columns_file: str | None, **kwargs: Any) -> Any:
+        if columns_file is not None:
+            store_module.default_columns.update(load_columns(columns_file))
         return func(*args, **kwargs)
 
     return wrapper
@@ -336,8 +348,12 @@ class AnalysisName(click.ParamType):
 
 
 def load_settings(config_file: str | None) -> Config:
+    """The configuration; its `table.columns` become the stores' column mapping unless
+    --columns gave one."""
     config = load_config(config_file) if config_file else Config()
     registry.check_refresh(config)
+    if not store_module.default_columns:
+        store_module.default_columns.update(config.table.columns)
     return config
 
 
@@ -837,6 +853,22 @@ def sample(
     help="Healthy nodes sample the way real samplers do (15/60/300 s, jitter, late rows, "
     "misses, autocorrelated noise); --clean gives every node the same clean 60 s grid.",
 )
+@click.option(
+    "--stack",
+    is_flag=True,
+    help="Also run a local Prometheus (scraping the demo, with the shipped alert rules and an "
+    "hour of backfilled history) and Alertmanager (the shipped routing), from the binaries on "
+    "PATH; Ctrl-C stops all.",
+)
+@click.option("--prometheus-port", type=click.IntRange(1, 65535), default=9090, show_default=True)
+@click.option("--alertmanager-port", type=click.IntRange(1, 65535), default=9093, show_default=True)
+@click.option(
+    "--history-hours",
+    type=click.FloatRange(0, 24 * 14),
+    default=1.0,
+    show_default=True,
+    help="Hours of history `--stack` backfills into Prometheus (0: none).",
+)
 @exporter_options
 @log_options
 def demo(
@@ -852,6 +884,10 @@ def demo(
     telemetry_path: str,
     web_config_file: str | None,
     max_series: int | None,
+    stack: bool,
+    prometheus_port: int,
+    alertmanager_port: int,
+    history_hours: float,
 ) -> None:
     """Embedded PostgreSQL, a simulated fleet with every kind of finding, and the exporter
     serving it (http://localhost:10610/metrics by default)."""
@@ -874,6 +910,9 @@ def demo(
             telemetry_path=telemetry_path,
             web_config_file=web_config_file,
             max_series=max_series,
+            stack=StackOptions(prometheus_port, alertmanager_port, history_hours)
+            if stack
+            else None,
         )
     )
 

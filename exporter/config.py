@@ -34,6 +34,7 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from .schema import COLUMNS, MAX_COLUMN_NAME_BYTES, OPTIONAL_COLUMNS
 from .vocabulary import Priority
 
 
@@ -446,6 +447,43 @@ class ExporterConfig:
         return self
 
 
+CONTRACT_COLUMNS = tuple(c.name for c in (*COLUMNS, *OPTIONAL_COLUMNS))
+
+
+def check_columns(columns: Mapping[str, str]) -> dict[str, str]:
+    """A column mapping (contract name -> the table's name), or ValueError in one sentence."""
+    unknown = sorted(set(columns) - set(CONTRACT_COLUMNS))
+    if unknown:
+        raise ValueError(
+            f"the column mapping names no column of the samples table: {', '.join(unknown)} "
+            f"(the columns are {', '.join(CONTRACT_COLUMNS)})"
+        )
+    for ours, theirs in columns.items():
+        if not isinstance(theirs, str) or not theirs or "\x00" in theirs:
+            raise ValueError(f"the column mapping gives {ours} no usable name: {theirs!r}")
+        if len(theirs.encode()) > MAX_COLUMN_NAME_BYTES:
+            raise ValueError(f"the column mapping's name for {ours} is longer than 63 bytes")
+    taken = [v for v in columns.values() if list(columns.values()).count(v) > 1]
+    if taken:
+        raise ValueError(f"the column mapping reads column {taken[0]!r} twice")
+    return dict(columns)
+
+
+@_section
+class TableConfig:
+    # the samples table's column names where they differ from the standard ones
+    # (sample_time: ts, node_name: host, ...); also `--columns FILE`. Reading only.
+    columns: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.columns.items())))
+
+    @model_validator(mode="after")
+    def _known_columns(self) -> TableConfig:
+        check_columns(self.columns)
+        return self
+
+
 @_section
 class NodesConfig:
     # Treat names equal but for case and surrounding whitespace (`Node-A`, ` node-a `) as
@@ -465,6 +503,7 @@ class Config:
     alerts: AlertConfig = dataclasses.field(default_factory=AlertConfig)
     exporter: ExporterConfig = dataclasses.field(default_factory=ExporterConfig)
     nodes: NodesConfig = dataclasses.field(default_factory=NodesConfig)
+    table: TableConfig = dataclasses.field(default_factory=TableConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -573,6 +612,27 @@ def _known_keys(root: type, parent: list[str]) -> list[str]:
             return []
         cls = fields[part].annotation
     return sorted(getattr(cls, "__pydantic_fields__", {}))
+
+
+def load_columns(path: str | Path) -> dict[str, str]:
+    """Read a `--columns` YAML file: standard column name -> the table's column name."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read column mapping file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"column mapping file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping) or not all(isinstance(v, str) for v in data.values()):
+        raise ConfigError(
+            f"column mapping file {path} must map standard column names to the table's, "
+            "e.g. `sample_time: ts`"
+        )
+    try:
+        return check_columns(data)
+    except ValueError as exc:
+        raise ConfigError(f"column mapping file {path}: {exc}") from None
 
 
 def load_config(path: str | Path) -> Config:

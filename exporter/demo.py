@@ -25,6 +25,7 @@ from .errors import StoreError
 from .schema import COLUMN_NAMES, DEFAULT_TABLE
 from .server import ExporterServer, start_exporter
 from .simulate import Fleet, FleetSpec, copy_fleet, simulate
+from .stack import SCRAPE_SECONDS, Stack, StackOptions, StackUnavailable, find_programs
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class DemoOptions:
     telemetry_path: str
     web_config_file: str | None
     max_series: int | None
+    stack: StackOptions | None = None  # `--stack`: Prometheus and Alertmanager beside it
 
 
 def run(options: DemoOptions) -> None:
@@ -49,6 +51,19 @@ def run(options: DemoOptions) -> None:
     data_dir = options.data_dir
     if data_dir:
         os.makedirs(data_dir, exist_ok=True)
+    stack_options = options.stack
+    if stack_options is not None:
+        try:
+            find_programs()
+        except StackUnavailable as exc:
+            click.echo(f"{exc}; running the demo without them", err=True)
+            stack_options = None
+        else:
+            if data_dir and not stack_options.state_dir:
+                stack_options = dataclasses.replace(
+                    stack_options, state_dir=os.path.join(data_dir, "stack")
+                )
+    stack: Stack | None = None
     pg = EmbeddedPostgres(os.path.join(data_dir, "pgdata") if data_dir else None)
     click.echo("starting embedded PostgreSQL ...", err=True)
     pg.start()
@@ -66,6 +81,9 @@ def run(options: DemoOptions) -> None:
                 )
                 if appender:
                     appender.start()
+                if stack_options is not None:
+                    nonlocal stack
+                    stack = start_stack(store, stack_options, options.listen_address, server.port)
 
             start_exporter(
                 store,
@@ -82,7 +100,37 @@ def run(options: DemoOptions) -> None:
         pass
     finally:
         click.echo("stopping", err=True)
+        if stack is not None:
+            stack.stop()
         pg.stop()
+
+
+def start_stack(
+    store: Store, options: StackOptions, listen_address: str, port: int
+) -> Stack | None:
+    """Prometheus and Alertmanager over the serving exporter, and history loading behind
+    them; a stack that cannot start is one sentence, and the plain demo goes on."""
+    host = listen_address.rpartition(":")[0].strip("[]")
+    target = f"{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"
+    stack = Stack(options, find_programs(), target)
+    try:
+        stack.start()
+    except StackUnavailable as exc:
+        stack.stop()
+        click.echo(f"{exc}; serving the demo without Prometheus and Alertmanager", err=True)
+        return None
+    click.echo(
+        f"prometheus   {stack.prometheus_url}  (scrapes the exporter every "
+        f"{SCRAPE_SECONDS} s, evaluates the shipped alert rules)"
+    )
+    click.echo(
+        f"alertmanager {stack.alertmanager_url}  (the shipped routing; receivers are "
+        "placeholders, see the alerts in its UI)"
+    )
+    click.echo(f"stack files  {stack.state}  (configuration, logs, data)")
+    click.echo("alerts fire after their `for:` durations, counted from now")
+    stack.start_history(PerformanceAnalyzer(store).ctx, int(time.time()), click.echo)
+    return stack
 
 
 def load_data(store: Store, spec: FleetSpec) -> Fleet:

@@ -19,7 +19,7 @@ from psycopg.abc import AdaptContext
 
 from .errors import StoreError
 from .schema import COLUMN_NAMES, OPTIONAL_COLUMNS
-from .store import Store
+from .store import MappedTable, Store
 
 # The folded name: lower case, surrounding whitespace removed. An expression index on
 # exactly this expression keeps the per-node walks fast (docs/analyses.md).
@@ -39,9 +39,17 @@ class FoldedTable(sql.Identifier):
     `to_regclass`) it stays the table's quoted name. The table's optional columns are read
     from the catalog once, at the first read."""
 
-    def __init__(self, *parts: str) -> None:
+    def __init__(self, *parts: str, source: sql.Composable | None = None) -> None:
         super().__init__(*parts)
-        self.columns: tuple[str, ...] | None = None  # None: the required ones
+        # what it folds: the table, or the table under a column mapping (`--columns`)
+        self.source: sql.Composable = source if source is not None else sql.Identifier(*parts)
+        self.selected: tuple[str, ...] | None = None  # None: the required ones
+        # the real table and the column mapping, for catalog readers (`read_layout`)
+        self.relation: sql.Composable = sql.Identifier(*parts)
+        self.columns: dict[str, str] = {}
+        if isinstance(source, MappedTable):
+            self.selected = source.names
+            self.relation, self.columns = source.relation, source.columns
 
     def as_string(self, context: AdaptContext | None = None) -> str:
         return sql.Identifier(*self._obj).as_string(context)
@@ -49,9 +57,9 @@ class FoldedTable(sql.Identifier):
     def as_bytes(self, context: AdaptContext | None = None) -> bytes:
         select = sql.SQL(", ").join(
             sql.SQL(FOLD + " AS node_name") if c == "node_name" else sql.Identifier(c)
-            for c in self.columns or COLUMN_NAMES
+            for c in self.selected or COLUMN_NAMES
         )
-        query = sql.SQL("(SELECT {} FROM {})").format(select, sql.Identifier(*self._obj))
+        query = sql.SQL("(SELECT {} FROM {})").format(select, self.source)
         return query.as_bytes(context)
 
     def read_columns(self, cur: psycopg.Cursor[Any]) -> None:
@@ -65,7 +73,7 @@ class FoldedTable(sql.Identifier):
         cur.execute(_COLUMNS_SQL, (self.as_string(cur),))
         present = {next(iter(r.values())) if isinstance(r, dict) else r[0] for r in cur}
         optional = tuple(c.name for c in OPTIONAL_COLUMNS)
-        self.columns = tuple(c for c in (*COLUMN_NAMES, *optional) if c in present)
+        self.selected = tuple(c for c in (*COLUMN_NAMES, *optional) if c in present)
 
 
 class _FoldingStore:
@@ -74,7 +82,7 @@ class _FoldingStore:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self.table = FoldedTable(*store.table_parts)
+        self.table = FoldedTable(*store.table_parts, source=store.table)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -82,7 +90,7 @@ class _FoldingStore:
     @contextmanager
     def read(self, *, timeout: float | None = None) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
         with self._store.read(timeout=timeout) as cur:
-            if self.table.columns is None:
+            if self.table.selected is None:
                 self.table.read_columns(cur)
             yield cur
 

@@ -209,14 +209,18 @@ def _partition(row: dict[str, Any] | tuple[Any, ...]) -> Partition:
     return Partition(schema, name, lo, hi, detach_pending=pending)
 
 
-def read_layout(cur: psycopg.Cursor[Any], table: sql.Identifier) -> Layout:
+def read_layout(cur: psycopg.Cursor[Any], table: sql.Composable) -> Layout:
     """The table's layout and partitions, from the catalog only (works in a read-only
-    transaction and takes no lock on the table)."""
-    cur.execute(_LAYOUT_SQL, (table.as_string(cur),))
+    transaction and takes no lock on the table). A `store.MappedTable` is read as its real
+    table, its partition key under the contract's column names."""
+    relation = getattr(table, "relation", table)
+    renamed = {theirs: ours for ours, theirs in getattr(table, "columns", {}).items()}
+    cur.execute(_LAYOUT_SQL, (relation.as_string(cur),))
     row = cur.fetchone()
     if row is None:
         return Layout("missing")
     oid, relkind, schema, name, strategy, key = row.values() if isinstance(row, dict) else row
+    key = [renamed.get(k, k) for k in key or ()]
     kind = {"r": "plain", "p": "partitioned"}.get(relkind, "other")
     layout = Layout(kind, oid, schema, name, strategy, tuple(key or ()))
     if kind == "partitioned":
@@ -226,7 +230,7 @@ def read_layout(cur: psycopg.Cursor[Any], table: sql.Identifier) -> Layout:
 
 
 def ensure_partitions_in(
-    cur: psycopg.Cursor[Any], table: sql.Identifier, start: float, end: float
+    cur: psycopg.Cursor[Any], table: sql.Composable, start: float, end: float
 ) -> list[str]:
     """Create, in the cursor's (read-write) transaction, the daily partitions that rows
     with sample_time in [start, end] need; returns the names created.
@@ -285,7 +289,7 @@ def ensure_partitions(store: Store, start: float, end: float) -> list[str]:
     """`ensure_partitions_in` in its own short transaction, before a long write (COPY):
     the lock that ATTACH takes then lasts milliseconds, not the whole load."""
     with store.write() as cur:
-        return ensure_partitions_in(cur, store.table, start, end)
+        return ensure_partitions_in(cur, store.relation, start, end)
 
 
 def init_partitioned_table(
@@ -320,4 +324,4 @@ def init_partitioned_table(
             )
         create_in(cur, store, create_statements(store.table_parts, partitioned=True))
         first = min(now, since) if since is not None else now
-        return ensure_partitions_in(cur, store.table, first, now + premake_days * DAY)
+        return ensure_partitions_in(cur, store.relation, first, now + premake_days * DAY)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .store import Store
 
 DEFAULT_TABLE = "monitor_samples_ring"
+MAX_COLUMN_NAME_BYTES = 63  # PostgreSQL's limit for names
 PARTITION_KEY = "sample_time"  # the column a partitioned table is split on, by day
 
 
@@ -207,8 +208,13 @@ _HAS_COLUMN_SQL = (
 
 
 def has_column(cur: psycopg.Cursor[Any], store: Store, column: str) -> bool:
-    """Whether the table has `column` (an optional one may be absent)."""
-    cur.execute(_HAS_COLUMN_SQL, (store.table.as_string(cur), column))
+    """Whether the table has `column` (an optional one may be absent). Under a column
+    mapping (a `store.MappedTable`) only the mapped optional columns are read."""
+    columns = getattr(store.table, "columns", {})
+    if columns and column not in columns and column not in COLUMN_NAMES:
+        return False
+    relation = getattr(store.table, "relation", store.table)
+    cur.execute(_HAS_COLUMN_SQL, (relation.as_string(cur), columns.get(column, column)))
     return bool(first_value(cur.fetchone()))
 
 
@@ -219,6 +225,12 @@ _PRESENT_COLUMNS_SQL = (
 
 
 def present_columns(cur: psycopg.Cursor[Any], store: Store, columns: tuple[str, ...]) -> set[str]:
-    """Which of `columns` the table has, in one catalogue query."""
-    cur.execute(_PRESENT_COLUMNS_SQL, (store.table.as_string(cur), list(columns)))
-    return {first_value(row) for row in cur.fetchall()}
+    """Which of `columns` the table has, in one catalogue query. Under a column mapping only
+    the mapped optional columns count (as in `has_column`)."""
+    mapping: dict[str, str] = getattr(store.table, "columns", {})
+    if mapping:
+        columns = tuple(c for c in columns if c in mapping or c in COLUMN_NAMES)
+    theirs = {mapping.get(c, c): c for c in columns}
+    relation = getattr(store.table, "relation", store.table)
+    cur.execute(_PRESENT_COLUMNS_SQL, (relation.as_string(cur), list(theirs)))
+    return {theirs[first_value(row)] for row in cur.fetchall()}

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,7 +26,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .errors import StoreError
-from .schema import DEFAULT_TABLE, first_value
+from .schema import COLUMN_NAMES, DEFAULT_TABLE, first_value
 from .shard import ALL, Shard
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,52 @@ def parse_table_name(name: str) -> sql.Identifier:
     return sql.Identifier(*table_name_parts(name))
 
 
+# --------------------------------------------------------------------------- column mapping
+
+# The mapping a Store takes when given none: the command line's --columns (or the
+# configuration's `table.columns`), set once at start by the CLI.
+default_columns: dict[str, str] = {}
+
+
+class MappedTable(sql.Composed):
+    """A table whose columns are named differently, read under the contract's names.
+
+    It renders as `((SELECT "ts" AS sample_time, ... FROM "their"."tbl") AS _pa_samples
+    CROSS JOIN (SELECT) AS _pa_unit)`: a parenthesised join, because PostgreSQL before 16
+    wants an alias after a subquery in FROM while a join takes one or none, so every
+    `FROM {t}` and `FROM {t} s` of the analyses reads it unchanged. The planner flattens
+    both sides, so predicates reach the real table and its indexes. `relation` is the real
+    table, for the catalog (to_regclass) and for writes; `columns` maps contract names to
+    the table's."""
+
+    def __init__(
+        self, relation: sql.Identifier, columns: Mapping[str, str], names: Iterable[str]
+    ) -> None:
+        select = sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(sql.Identifier(columns[n]), sql.Identifier(n))
+            if columns.get(n, n) != n
+            else sql.Identifier(n)
+            for n in names
+        )
+        super().__init__(
+            [
+                sql.SQL("((SELECT "),
+                select,
+                sql.SQL(" FROM "),
+                relation,
+                sql.SQL(") AS _pa_samples CROSS JOIN (SELECT) AS _pa_unit)"),
+            ]
+        )
+        self.relation = relation
+        self.columns = dict(columns)
+        self.names = tuple(names)  # the contract names it reads, in order
+
+
+def relation_of(table: sql.Composable) -> sql.Composable:
+    """The real table behind `Store.table` (itself unless it is a `MappedTable`)."""
+    return table.relation if isinstance(table, MappedTable) else table
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -197,10 +243,20 @@ class Store:
         pool_size: int = 4,
         application_name: str = APPLICATION_NAME,
         shard: Shard | None = None,
+        columns: Mapping[str, str] | None = None,
     ) -> None:
         self.table_name = table
         self.table_parts = table_name_parts(table)
-        self.table = sql.Identifier(*self.table_parts)
+        # the real table: the catalog, writes and `db check` use it
+        self.relation = sql.Identifier(*self.table_parts)
+        # contract column name -> the table's (`--columns`); empty: the contract's names
+        mapping = default_columns if columns is None else columns
+        self.columns = {k: v for k, v in mapping.items() if k != v}
+        # what every analysis reads FROM: the table, or it under the contract's names
+        self.table: sql.Composable = self.relation
+        if self.columns:
+            optional = [n for n in self.columns if n not in COLUMN_NAMES]
+            self.table = MappedTable(self.relation, self.columns, [*COLUMN_NAMES, *optional])
         self.shard = shard
         # every analysis query ANDs this: the rows of this exporter's shard of the nodes
         self.shard_filter = shard.predicate() if shard else ALL
@@ -320,6 +376,7 @@ class Store:
         """A cursor in an ordinary transaction, for `db init`, `synth` and `sample` only.
 
         It uses its own connection, never one of the exporter's read-only pool."""
+        self._refuse_mapped_write()
         try:
             if self._borrowed is not None:
                 with self._lock:
@@ -341,6 +398,7 @@ class Store:
 
         Its own connection, like `write`; None for a borrowed connection that is not in
         autocommit mode (the caller then falls back to a transaction)."""
+        self._refuse_mapped_write()
         try:
             if self._borrowed is not None:
                 with self._lock:
@@ -354,6 +412,15 @@ class Store:
                 yield cur
         except psycopg.Error as exc:
             raise translate(exc, self.dsn, self.table_name) from None
+
+    def _refuse_mapped_write(self) -> None:
+        if self.columns:
+            raise StoreError(
+                f"the column mapping (--columns) is for reading only: perf-analyzer writes the "
+                f"standard column names, so run this command without --columns (on a table "
+                f'with the standard names), not on "{self.table_name}"',
+                permanent=True,
+            )
 
     def encoding_error(self, conn: psycopg.Connection[Any]) -> StoreError | None:
         """Why this server's encoding is refused, or None for UTF8.
@@ -405,7 +472,7 @@ class Store:
         """The table's newest sample_time; None when the table is missing or empty."""
         with self.read() as cur:
             cur.execute(
-                "SELECT to_regclass(%s) IS NOT NULL AS present", (self.table.as_string(cur),)
+                "SELECT to_regclass(%s) IS NOT NULL AS present", (self.relation.as_string(cur),)
             )
             if not first_value(cur.fetchone()):
                 return None

@@ -21,7 +21,7 @@ from .partitions import (
     utc_day,
     utc_minute,
 )
-from .schema import COLUMNS, INDEXES, INT_TYPES, OPTIONAL_COLUMNS, PARTITION_KEY
+from .schema import COLUMN_NAMES, COLUMNS, INDEXES, INT_TYPES, OPTIONAL_COLUMNS, PARTITION_KEY
 
 if TYPE_CHECKING:
     import psycopg
@@ -132,7 +132,9 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
     name = store.table_name
     report = CheckReport(name)
     with store.read() as cur:
-        quoted = report.quoted = store.table.as_string(cur)
+        quoted = report.quoted = store.relation.as_string(cur)
+        # under a column mapping (--columns) the table's names are read as the contract's
+        ours = {theirs: contract for contract, theirs in store.columns.items()}
         encoding = cur.connection.info.parameter_status("server_encoding")
         cur.execute(
             "SELECT c.oid, c.relkind, c.reltuples::bigint AS rows, "
@@ -155,9 +157,11 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
             )
         oid = {"oid": table["oid"]}
         cur.execute(_COLUMNS_SQL, oid)
-        present = {row["name"]: row["type"] for row in cur.fetchall()}
+        present = {ours.get(row["name"], row["name"]): row["type"] for row in cur.fetchall()}
         cur.execute(_INDEXES_SQL, oid)
         indexes = cur.fetchall()
+        for ix in indexes:
+            ix["columns"] = [ours.get(c, c) for c in ix["columns"] or ()]
         layout = report.layout = read_layout(cur, store.table)
         unanalyzed = 0
         if layout.kind in ("plain", "partitioned"):
@@ -173,10 +177,15 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
             for row in cur.fetchall():
                 partition_indexes.setdefault(row["oid"], [])
                 if row["columns"]:
-                    partition_indexes[row["oid"]].append(tuple(row["columns"]))
+                    columns = tuple(ours.get(c, c) for c in row["columns"])
+                    partition_indexes[row["oid"]].append(columns)
         time_type = present.get(PARTITION_KEY)
         time_indexed = any(tuple(ix["columns"][:1]) == (PARTITION_KEY,) for ix in indexes)
-        if table["can_select"] and time_indexed and time_type in INT_TYPES:
+        # a mapped table is read through a subquery, which fails if one column is missing
+        readable = table["can_select"] and (
+            not store.columns or all(c in present for c in (*COLUMN_NAMES, *store.columns))
+        )
+        if readable and time_indexed and time_type in INT_TYPES:
             # min and max along the index: two probes (per partition), not a scan
             cur.execute(
                 sql.SQL(
@@ -186,14 +195,14 @@ def check_table(store: Store, *, now: float | None = None) -> CheckReport:
             span = _one_row(cur)
             report.first_sample, report.last_sample = span["first"], span["last"]
         names_indexed = any(tuple(ix["columns"][:1]) == ("node_name",) for ix in indexes)
-        if table["can_select"] and names_indexed and "node_name" in present:
+        if readable and names_indexed and "node_name" in present:
             query = sql.SQL(_NODE_NAMES_SQL + " LIMIT {n}").format(
                 t=store.table, n=sql.Literal(MAX_NAMES_READ)
             )
             cur.execute(query)
             _check_names(report, [r["node_name"] for r in cur.fetchall()])
-    _check_columns(report, present)
-    _check_indexes(report, indexes)
+    _check_columns(report, present, store.columns)
+    _check_indexes(report, indexes, store.columns)
     _describe(report, layout, unanalyzed, time_indexed)
     _check_optional(report, present)
     if layout.kind == "partitioned":
@@ -379,10 +388,18 @@ def _recommend(report: CheckReport, layout: Layout, now: float) -> None:
             )
 
 
-def _check_columns(report: CheckReport, present: dict[str, str]) -> None:
+def _check_columns(
+    report: CheckReport, present: dict[str, str], mapped: dict[str, str] | None = None
+) -> None:
     for column in COLUMNS:
         found = present.get(column.name)
-        if found is None:
+        theirs = (mapped or {}).get(column.name)
+        if found is None and theirs is not None:
+            report.error(
+                f'column "{theirs}", which the column mapping reads as {column.name} '
+                f"({column.help}), is missing from the table; correct the mapping"
+            )
+        elif found is None:
             report.error(
                 f'column "{column.name}" ({column.help}) is missing; add it with '
                 f'ALTER TABLE {report.quoted} ADD COLUMN "{column.name}" {column.sql_type}'
@@ -434,13 +451,16 @@ def _check_optional(report: CheckReport, present: dict[str, str]) -> None:
             )
 
 
-def _check_indexes(report: CheckReport, indexes: list[dict[str, Any]]) -> None:
+def _check_indexes(
+    report: CheckReport, indexes: list[dict[str, Any]], mapped: dict[str, str] | None = None
+) -> None:
     for spec in INDEXES:
         width = len(spec.columns)
         if not any(tuple(ix["columns"][:width]) == spec.columns for ix in indexes):
+            theirs = ", ".join(f'"{(mapped or {}).get(c, c)}"' for c in spec.columns)
+            fix = "" if mapped else " (or run `perf-analyzer db init`, which adds missing indexes)"
             report.warning(
                 f"no index on ({', '.join(spec.columns)}): analyses still run, but every "
                 f"read scans the whole table; {spec.why}. Create it with "
-                f"CREATE INDEX ON {report.quoted} ({', '.join(spec.columns)}) "
-                f"(or run `perf-analyzer db init`, which adds missing indexes)"
+                f"CREATE INDEX ON {report.quoted} ({theirs}){fix}"
             )

@@ -82,3 +82,18 @@ def test_folding_leaves_writes_and_the_table_name_alone(db):
     with analyzer(db, True) as a:
         assert a.ctx.store.table.as_string(None) == a.store.table.as_string(None)
         assert END - 60 < a.store.newest_sample_time() <= END
+
+
+def test_folding_stacks_over_a_column_mapping(db):
+    """A table with its own column names (`--columns`) folds the same way: the mapping's
+    relation is what the folded view reads."""
+    with Store(db) as store, store.write() as cur:
+        cur.execute(f"CREATE TABLE renamed AS SELECT * FROM {store.table_name}")
+        cur.execute("ALTER TABLE renamed RENAME sample_time TO ts")
+        cur.execute("ALTER TABLE renamed RENAME node_name TO host")
+    mapping = {"sample_time": "ts", "node_name": "host"}
+    config = Config(nodes=NodesConfig(fold_name_variants=True))
+    with PerformanceAnalyzer(Store(db, "renamed", columns=mapping), config=config) as a:
+        sli = {n["node_name"]: n for n in a.system_availability_check(hours=24, now=END)["nodes"]}
+    assert set(sli) == {"node-a", "node-b"}
+    assert sli["node-a"]["availability"] >= 0.99

@@ -212,7 +212,7 @@ def _sample_percent(cur: Any, ctx: Context, start: int, now: int, budget: int) -
     query = _COUNT_SQL.format(t=ctx.store.table, shard=ctx.store.shard_filter)
     cur.execute(query, {"start": start, "now": now})
     rows = cur.fetchone()["rows"]
-    if rows <= budget:
+    if rows <= budget or ctx.store.columns:  # a mapped table is a subquery: no TABLESAMPLE
         return None
     return round(max(0.01, min(100.0, 100.0 * budget / rows)), 2)
 
