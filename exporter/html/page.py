@@ -33,8 +33,8 @@ h1 { font-size: 1.4em; margin: .2em 0; } h2 { font-size: 1.15em; margin: 1.4em 0
 .sub { color: var(--dim); margin: 0 0 .8em; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: .3em 0; font-variant-numeric: tabular-nums; }
-th, td { padding: .25em .6em; border-bottom: 1px solid var(--line); text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th, td { padding: .25em .6em; border-bottom: 1px solid var(--line); text-align: left; }
+td.n { text-align: right; }
 th { color: var(--dim); font-weight: 600; }
 .ok { color: var(--ok); } .warn { color: var(--warn); } .bad { color: var(--bad); }
 .info { color: var(--info); } .dim { color: var(--dim); }
@@ -102,7 +102,7 @@ class Page:
         body = "".join(
             "<tr>"
             + "".join(
-                f'<td class="{esc(c)}">{esc(cell(v))}</td>' if c else f"<td>{esc(cell(v))}</td>"
+                f'<td class="{esc(" ".join(filter(None, (c, _numeric(v)))))}">{esc(cell(v))}</td>'
                 for v, c in zip(r, cr, strict=True)
             )
             + "</tr>"
@@ -132,10 +132,18 @@ class Page:
         return (
             '<!doctype html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<link rel="icon" href="data:,">'  # no favicon request: viewing needs no network
             f"{refresh}<title>{esc(self.title)}</title><style>{STYLE}</style></head><body>"
             + "".join(self.parts)
             + f"<footer>perf-analyzer {esc(__version__)}</footer></body></html>\n"
         )
+
+
+def _numeric(value: Any) -> str | None:
+    """The class of a number's cell: numbers align right."""
+    if isinstance(value, int | float) or (isinstance(value, str) and value.endswith("%")):
+        return "n"
+    return None
 
 
 def stamp(ts: int | float | None) -> str:
