@@ -25,7 +25,8 @@ from .embedded import EmbeddedPostgresError
 from .generate import dashboards as dashboard_files
 from .generate import rules as rule_files
 from .generate.alerts import DEFAULT_DASHBOARD_URL, DEFAULT_RUNBOOK_BASE
-from .html import HTML_REPORTS
+from .html import HTML_REPORTS, HtmlUnavailable
+from .html import check_available as check_html
 from .partitions import init_partitioned_table, utc_minute
 from .retention import prune
 from .schema import DEFAULT_TABLE, init_table
@@ -389,6 +390,11 @@ def report(
         raise click.UsageError("--format html writes a file: name it with --out FILE")
     if fmt == "html" and name not in HTML_REPORTS:
         raise click.UsageError(f"--format html is for the reports {', '.join(HTML_REPORTS)}")
+    if fmt == "html":
+        try:
+            check_html()
+        except HtmlUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
 
     config = load_settings(config_file)
     now = resolve_now(parse_time(at) if at else None)
@@ -409,7 +415,7 @@ def report(
 
 def write_html(name: str, result: dict[str, Any], ctx: Context, now: int, out: str) -> None:
     """The HTML page of `result` into `out` (its charts may read the table once more)."""
-    from .html import HtmlUnavailable, render_report
+    from .html import render_report
 
     try:
         page = render_report(name, result, ctx, now)

@@ -15,19 +15,25 @@ class HtmlUnavailable(Exception):
     """The HTML report cannot be made here (a missing extra, a report without a page)."""
 
 
+def check_available() -> None:
+    """Raise HtmlUnavailable, in one sentence, when matplotlib cannot be imported (before
+    an analysis runs for a page that cannot be drawn)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise HtmlUnavailable(
+            "--format html needs matplotlib, which is not installed: "
+            "pip install 'perf-analyzer-exporter[html]'"
+        ) from None
+
+
 def render_report(name: str, result: dict[str, Any], ctx: Context, now: int) -> str:
     """`result` of the analysis `name` as one self-contained HTML document."""
     if name not in HTML_REPORTS:
         raise HtmlUnavailable(
             f"report {name} has no HTML form; --format html works for {', '.join(HTML_REPORTS)}"
         )
-    try:
-        from .reports import BUILDERS
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("matplotlib"):
-            raise
-        raise HtmlUnavailable(
-            f"--format html needs matplotlib ({exc.name} is missing): "
-            "pip install 'perf-analyzer-exporter[html]'"
-        ) from None
+    check_available()
+    from .reports import BUILDERS
+
     return str(BUILDERS[name](result, ctx, now))
