@@ -151,9 +151,16 @@ def status_text(f: dict[str, Any]) -> str:
     return f["status"].replace("_", " ")
 
 
+CHARTED = ("exhaustion", "already_exhausted", "beyond_horizon", "decreasing")
+
+
 def capacity_section(page: Page, forecasts: Sequence[dict[str, Any]], now: int, title: str) -> None:
+    """A chart for every forecast with a trend or an exhaustion to show (CHARTED); the flat
+    ones (no significant trend, too few days) are rows of the table only, which keeps the
+    whole fleet's page small and quick."""
     page.heading(title, "capacity")
-    figures = [fig for f in forecasts if (fig := forecast_figure(page, f, now)) is not None]
+    charted = [f for f in forecasts if f["status"] in CHARTED]
+    figures = [fig for f in charted if (fig := forecast_figure(page, f, now)) is not None]
     page.charts(figures)
     page.table(
         ("node", "resource", "peak", "limit", "trend / day", "status"),
