@@ -100,18 +100,21 @@ def forecast_chart(
             ax.axvline(day, color="#cf222e", lw=1)
             ax.annotate(
                 exhaustion_label,
-                (day, 1.0),
+                (day, 0.0),
                 xycoords=("data", "axes fraction"),
-                xytext=(3, -10),
+                xytext=(-3, 4),
+                ha="right",
                 textcoords="offset points",
                 color="#cf222e",
                 fontsize=8,
             )
         ax.axvline(_dates([now])[0], color="#67707a", lw=0.8, ls=":")
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.18 * (high - low))  # room for the legend above the limit
         ax.set_title(title, loc="left", fontsize=10)
         ax.set_ylabel(unit)
         _date_axis(ax)
-        ax.legend(fontsize=7, loc="lower right", frameon=False, ncols=2)
+        ax.legend(fontsize=7, loc="upper left", frameon=False, ncols=2)
         return to_svg(fig)
 
 

@@ -107,7 +107,7 @@ def forecast_figure(page: Page, f: dict[str, Any], now: int) -> str | None:
     if f["status"] == "exhaustion" and exhaustion is not None:
         label = f"exhaustion {exhaustion_day(exhaustion)}"
     elif f["status"] == "already_exhausted":
-        label = "already exhausted"
+        label, exhaustion = "already exhausted", now
     title = f"{f['node_name']} · {f['resource_type']}"
     svg = forecast_chart(
         title,
