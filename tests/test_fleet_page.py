@@ -88,3 +88,17 @@ def test_a_page_view_starts_no_analysis(fleet_page, monkeypatch):
             body = r.read()
         assert r.status == 200 and HOSTILE.encode() not in body
         assert html.escape(HOSTILE).encode() in body
+
+
+def test_the_page_before_any_result_says_none():
+    """Just after start no analysis has a result: every section is there, empty."""
+    from exporter.html.fleet import fleet_page as page_of
+
+    body = page_of(
+        dict.fromkeys(("emergency", "availability", "capacity", "anomalies")),
+        version="0",
+        table='t"<x>',
+        telemetry_path="/metrics",
+    )
+    assert body.count('<p class="dim">none</p>') == 4
+    assert "NO RESULT YET" in body and "t&quot;&lt;x&gt;" in body and "<x>" not in body
