@@ -395,6 +395,8 @@ def report(
             check_html()
         except HtmlUnavailable as exc:
             raise click.ClickException(str(exc)) from None
+        if not Path(out or "").resolve().parent.is_dir():
+            raise click.UsageError(f"--out {out}: its directory does not exist")
 
     config = load_settings(config_file)
     now = resolve_now(parse_time(at) if at else None)
@@ -421,7 +423,10 @@ def write_html(name: str, result: dict[str, Any], ctx: Context, now: int, out: s
         page = render_report(name, result, ctx, now)
     except HtmlUnavailable as exc:
         raise click.ClickException(str(exc)) from None
-    Path(out).write_text(page, encoding="utf-8")
+    try:
+        Path(out).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror}") from None
     click.echo(f"wrote {out} ({len(page.encode()) / 1e6:.2f} MB)", err=True)
 
 

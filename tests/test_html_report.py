@@ -129,6 +129,9 @@ def test_html_needs_a_file_and_a_report_with_a_page(fleet_db):
     no_page = cli("report", "cpus", *common, "--out", "x.html")
     assert no_page.returncode != 0 and "Traceback" not in no_page.stderr
     assert "--format html is for the reports" in no_page.stderr
+    no_dir = cli("report", "daily", *common, "--out", "/nonexistent/dir/x.html")
+    assert no_dir.returncode != 0 and "Traceback" not in no_dir.stderr
+    assert "--out /nonexistent/dir/x.html: its directory does not exist" in no_dir.stderr
 
 
 def test_missing_matplotlib_is_one_sentence(fleet_db, tmp_path):
