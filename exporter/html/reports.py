@@ -94,6 +94,8 @@ def forecast_figure(page: Page, f: dict[str, Any], now: int) -> str | None:
         ):
             at_now = limit - slope * f["days_to_exhaustion"]  # the fit's value now
         else:
+            # no exhaustion to anchor on: the line through the peaks' centre (approximate
+            # when weekday levels are in the model)
             mean_t = sum(times) / len(times)
             at_now = sum(peaks) / len(peaks) + slope * (now - mean_t) / DAY
         t1 = f["exhaustion_time"] or now
@@ -135,7 +137,7 @@ def forecast_figure(page: Page, f: dict[str, Any], now: int) -> str | None:
 
 
 def exhaustion_day(ts: int) -> str:
-    """The day a forecast marks, as the page and its tests read it."""
+    """The UTC day a forecast marks."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
