@@ -4,6 +4,7 @@ no extra)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..analyses.common import Context
@@ -25,6 +26,8 @@ def check_available() -> None:
             "--format html needs matplotlib, which is not installed: "
             "pip install 'perf-analyzer-exporter[html]'"
         ) from None
+    # its font cache is built on first use and logged at info: not the user's business
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
 def render_report(name: str, result: dict[str, Any], ctx: Context, now: int) -> str:
