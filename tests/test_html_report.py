@@ -121,6 +121,7 @@ def test_hostile_node_name_is_text_in_the_report(hostile_dsn, browser, tmp_path)
     assert loaded.page.locator("script").count() == 0
 
 
+@pytest.mark.slow
 def test_html_needs_a_file_and_a_report_with_a_page(fleet_db):
     """Bad requests end in one sentence, before any analysis runs."""
     common = ("--dsn", fleet_db.dsn, "--format", "html")
