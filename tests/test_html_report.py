@@ -78,6 +78,18 @@ def test_daily_report_renders_one_chart_per_finding(daily, browser):  # noqa: F8
     assert path.stat().st_size < 5_000_000
 
 
+@pytest.mark.slow
+def test_daily_report_fits_a_phone_and_prints(daily, browser):  # noqa: F811
+    """At a phone's width nothing but a table's own scroll box is wider than the screen,
+    and the page prints."""
+    _, path = daily
+    loaded = load(browser, path.as_uri(), width=390)
+    page = loaded.page
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.emulate_media(media="print")
+    assert page.pdf().startswith(b"%PDF-")
+
+
 @pytest.fixture(scope="module")
 def hostile_dsn(pg_server):
     """Two quiet nodes and one with a hostile name at 97 % CPU for the last hour (a P1)."""

@@ -35,6 +35,9 @@ h1 { font-size: 1.4em; margin: .2em 0; } h2 { font-size: 1.15em; margin: 1.4em 0
 table { border-collapse: collapse; margin: .3em 0; font-variant-numeric: tabular-nums; }
 th, td { padding: .25em .6em; border-bottom: 1px solid var(--line); text-align: left; }
 td.n { text-align: right; }
+th, td.n, td:first-child { white-space: nowrap; }
+@media (max-width: 600px) { body { font-size: 14px; padding: 8px; }
+  th, td { padding: .2em .35em; } }
 th { color: var(--dim); font-weight: 600; }
 .ok { color: var(--ok); } .warn { color: var(--warn); } .bad { color: var(--bad); }
 .info { color: var(--info); } .dim { color: var(--dim); }
