@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import time
+import urllib.error
 import urllib.request
 
 import psycopg
@@ -15,6 +16,7 @@ from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from tests.browser import HOSTILE, browser, load  # noqa: F401
 from tests.test_exporter import Running, scrape
+from tests.test_webconfig import _basic, _hash
 
 # injected findings at or past the emergency check's P1 levels (README: CPU 95 %, 5 % free
 # memory, 85 degrees, a node silent for half an hour, network errors)
@@ -40,7 +42,7 @@ def fleet_page(pg_server):
     running = Running(dsn)
     try:
         samples = scrape(running.url, timeout_header=120)
-        yield running, samples, fleet
+        yield running, samples, fleet, dsn
     finally:
         running.close()
         pg_server.drop_database(name)
@@ -48,7 +50,7 @@ def fleet_page(pg_server):
 
 @pytest.mark.slow
 def test_fleet_page_shows_the_p1_nodes_and_hostile_names_as_text(fleet_page, browser):  # noqa: F811
-    running, samples, fleet = fleet_page
+    running, samples, fleet, _ = fleet_page
     injected = {f["node"] for f in fleet.truth["findings"] if f["kind"] in P1_KINDS}
     served_p1 = {
         dict(labels)["node"]
@@ -77,7 +79,7 @@ def test_fleet_page_shows_the_p1_nodes_and_hostile_names_as_text(fleet_page, bro
 def test_a_page_view_starts_no_analysis(fleet_page, monkeypatch):
     """The page reads the cached results: a view never asks the scheduler for a run (a
     scrape of /metrics does), and the hostile name never reaches the page unescaped."""
-    running, _, _ = fleet_page
+    running, _, _, _ = fleet_page
 
     def refresh(deadline: float) -> None:
         raise AssertionError("a page view started an analysis")
@@ -102,3 +104,23 @@ def test_the_page_before_any_result_says_none():
     )
     assert body.count('<p class="dim">none</p>') == 4
     assert "NO RESULT YET" in body and "t&quot;&lt;x&gt;" in body and "<x>" not in body
+
+
+def test_the_page_needs_the_same_credentials_as_metrics(fleet_page, tmp_path):
+    """Behind basic auth, `/` answers 401 without the credentials `/metrics` needs."""
+    _, _, _, dsn = fleet_page
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prometheus: '{_hash('s3cret')}'\n")
+    guarded = Running(dsn, web_config=str(web))
+    try:
+        for path in ("/", "/metrics"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(guarded.url + path, timeout=30)
+            assert err.value.code == 401
+        request = urllib.request.Request(
+            guarded.url + "/", headers={"Authorization": _basic("prometheus", "s3cret")}
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            assert r.status == 200 and b"Grades and SLIs" in r.read()
+    finally:
+        guarded.close()
