@@ -20,12 +20,14 @@ import click
 from . import __version__, logs, registry, sampler
 from . import demo as demo_run
 from . import store as store_module
-from .analyses.common import AnalysisError
+from .analyses.common import AnalysisError, Context, resolve_now
 from .config import Config, load_columns, load_config
 from .embedded import EmbeddedPostgresError
 from .generate import dashboards as dashboard_files
 from .generate import rules as rule_files
 from .generate.alerts import DEFAULT_DASHBOARD_URL, DEFAULT_RUNBOOK_BASE
+from .html import HTML_REPORTS, HtmlUnavailable
+from .html import check_available as check_html
 from .partitions import init_partitioned_table, utc_minute
 from .retention import prune
 from .schema import DEFAULT_TABLE, init_table
@@ -373,8 +375,14 @@ def load_settings(config_file: str | None) -> Config:
     help="CPUs of every node (default: estimated per node from the data).",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "html"]),
+    default="text",
+    show_default=True,
+    help="html: one self-contained page with charts, into --out (the `html` extra).",
 )
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="File of --format html.")
 @click.option("--no-color", is_flag=True, help="Plain text even on a terminal.")
 def report(
     name: str,
@@ -386,23 +394,56 @@ def report(
     days: float | None,
     cpu_count: int | None,
     fmt: str,
+    out: str | None,
     no_color: bool,
 ) -> None:
-    """Run one analysis and print it for a person (text) or a pipe (JSON)."""
+    """Run one analysis and print it for a person (text) or a pipe (JSON), or write it as a
+    page with charts (HTML)."""
     from .analyzer import PerformanceAnalyzer
     from .render import to_json
 
+    if fmt == "html" and not out:
+        raise click.UsageError("--format html writes a file: name it with --out FILE")
+    if fmt == "html" and name not in HTML_REPORTS:
+        raise click.UsageError(f"--format html is for the reports {', '.join(HTML_REPORTS)}")
+    if fmt == "html":
+        try:
+            check_html()
+        except HtmlUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
+        if not Path(out or "").resolve().parent.is_dir():
+            raise click.UsageError(f"--out {out}: its directory does not exist")
+
     config = load_settings(config_file)
-    now = parse_time(at) if at else None
+    now = resolve_now(parse_time(at) if at else None)
     window = registry.get(name).window
     amount = None if window is None else {"hours": hours, "days": days}[window.unit]
     with PerformanceAnalyzer(Store(dsn, table), cpu_count=cpu_count, config=config) as analyzer:
         result = analyzer.run(name, amount, now=now)
+        if fmt == "html":
+            assert out is not None
+            write_html(name, result, analyzer.ctx, now, out)
+            return
     if fmt == "json":
         click.echo(to_json(result))
     else:
         colour = not no_color and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         click.echo(registry.render_text(name, result, colour=colour))
+
+
+def write_html(name: str, result: dict[str, Any], ctx: Context, now: int, out: str) -> None:
+    """The HTML page of `result` into `out` (its charts may read the table once more)."""
+    from .html import render_report
+
+    try:
+        page = render_report(name, result, ctx, now)
+    except HtmlUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        Path(out).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror}") from None
+    click.echo(f"wrote {out} ({len(page.encode()) / 1e6:.2f} MB)", err=True)
 
 
 # --------------------------------------------------------------------------- rules

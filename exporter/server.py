@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import errno
 import gc
-import html
 import logging
 import resource
 import socket
@@ -36,6 +35,7 @@ from . import __version__, allocator
 from .analyzer import PerformanceAnalyzer
 from .collector import PerfAnalyzerCollector, Scheduler
 from .config import Config
+from .html.fleet import fleet_page
 from .store import Store
 from .webconfig import WebConfig, load_web_config
 
@@ -167,16 +167,10 @@ class ExporterApp:
         return max(0.1, timeout - cfg.scrape_timeout_margin_seconds)
 
     def _landing(self) -> bytes:
-        path = html.escape(self.telemetry_path)
-        return (
-            "<!doctype html><html><head><title>perf-analyzer</title></head><body>"
-            f"<h1>perf-analyzer {html.escape(__version__)}</h1>"
-            "<p>SRE performance analysis of node and container samples, for Prometheus.</p>"
-            f"<p>Table: <code>{html.escape(self.table)}</code></p>"
-            f'<ul><li><a href="{path}">{path}</a></li>'
-            '<li><a href="/-/healthy">/-/healthy</a></li>'
-            '<li><a href="/-/ready">/-/ready</a></li></ul>'
-            "</body></html>\n"
+        """The fleet page, from the latest cached results: no database work per view."""
+        results = {job.name: job.result for job in self.collector.scheduler.snapshot()}
+        return fleet_page(
+            results, version=__version__, table=self.table, telemetry_path=self.telemetry_path
         ).encode()
 
     def _reply(
