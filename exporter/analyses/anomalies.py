@@ -39,6 +39,7 @@ scored against the old seasonal profile moved by the shift, so it never alarms a
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import warnings
 from collections.abc import Iterator
@@ -157,9 +158,12 @@ ENVELOPE_MARGIN = 0.5
 BATCH = 16  # series per numpy batch: bounds memory at a few tens of MB for any fleet
 
 
-def detect_anomalies(ctx: Context, *, hours: float, now: int) -> AnomalyResult:
+def detect_anomalies(
+    ctx: Context, *, hours: float, now: int, state: AnomalyState | None = None
+) -> AnomalyResult:
     """Anomalies found in (now - hours, now], the current score of every series and metric
-    evaluated, and what the data lacked."""
+    evaluated, and what the data lacked. `state` (the exporter's, kept between its runs)
+    saves the baselines of complete hours; the result is the same with or without it."""
     span = window_seconds(hours, HOUR, "hours")
     cfg: AnomalyConfig = ctx.config.anomalies
     start = now - span
@@ -175,7 +179,8 @@ def detect_anomalies(ctx: Context, *, hours: float, now: int) -> AnomalyResult:
     invalid: dict[str, int] = {}
     for kind in ("node", "container"):
         view = rollups.view(kind, history_start, now)
-        model = _fit_kind(kind, view, cfg, history_start, start, now)
+        memo = None if state is None else state.kinds.setdefault(kind, _Memo())
+        model = _fit_kind(kind, view, cfg, history_start, start, now, memo)
         if model is None:
             continue
         model.impact = _impact_scales(model, view, cfg, ctx.config.emergency)
@@ -238,8 +243,58 @@ class _Model:
         return (t // HOUR * HOUR - self.first_hour) // HOUR
 
 
+@dataclass
+class _Memo:
+    """Baselines of one kind of series fitted from complete hours, and what they were fitted
+    from: reused while those inputs are unchanged (an hour completes, a late sample lands in
+    a complete hour, the history start moves: all change the inputs, so all refit)."""
+
+    key: tuple[Any, ...] | None = None
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    fit: _Fit | None = None
+    range: _Range | None = None
+    hits: int = 0
+    misses: int = 0
+
+    def lookup(self, key: tuple[Any, ...], inputs: dict[str, np.ndarray]) -> bool:
+        same = key == self.key and all(
+            np.array_equal(a, self.inputs[k], equal_nan=True) for k, a in inputs.items()
+        )
+        self.hits += same
+        self.misses += not same
+        return same
+
+
+@dataclass
+class AnomalyState:
+    """The exporter's incremental state of the anomaly analysis, per kind of series."""
+
+    kinds: dict[str, _Memo] = field(default_factory=dict)
+
+
+def _complete_inputs(grids: dict[str, np.ndarray], counts: np.ndarray) -> dict[str, np.ndarray]:
+    """What the baselines of complete hours are a function of: every statistic of the
+    complete hours, and only whether the hour in progress has a value (its first valid hour
+    sets a series' age). `_fit` reads hour h only for hours after h, so the hour in
+    progress never reaches a baseline; `_range` reads hours at least a quiet gap back."""
+    out = {k: g[:, :-1] for k, g in grids.items()}
+    out["last_valid"] = ~np.isnan(grids["mean"][:, -1])
+    out["counts"] = counts[:, :-1]
+    return out
+
+
+def _copy_fit(fit: _Fit) -> _Fit:
+    return _Fit(*(getattr(fit, n).copy() for n in _Fit.__dataclass_fields__))
+
+
 def _fit_kind(
-    kind: str, view: RollupView, cfg: AnomalyConfig, history_start: int, start: int, now: int
+    kind: str,
+    view: RollupView,
+    cfg: AnomalyConfig,
+    history_start: int,
+    start: int,
+    now: int,
+    memo: _Memo | None = None,
 ) -> _Model | None:
     """Dense hourly grids of the view's series, their baselines and their level shifts."""
     series = list(view.series())
@@ -263,7 +318,22 @@ def _fit_kind(
         for name in grids:
             grids[name][s, h] = view.stats[rows][:, _STAT[name]][:, cols]
     floors = _floors(cfg, metrics)
-    fit: _Fit | None = None
+    window_first = max(0, (start // HOUR * HOUR - first) // HOUR)
+    keys = [key for key, _ in series]
+    # the range reads hours a quiet gap back; without a gap it reads the hour in progress
+    settled = math.ceil(cfg.range_quiet_hours) >= 1 and window_first < n_hours
+    memo_key = (first, n_hours, window_first, metrics, tuple(keys), cfg)
+    inputs = _complete_inputs(grids, counts) if memo is not None and settled else {}
+    if memo is not None and settled and memo.lookup(memo_key, inputs):
+        assert memo.fit is not None and memo.range is not None
+        fit = _copy_fit(memo.fit)
+        model = _Model(kind, keys, metrics, first, fit, _intervals(counts))
+        model.shifts = _level_shifts(model, grids, floors, cfg, now)
+        model.kinds_now = fit.kind[:, -1, :]
+        model.range = _masked_range(memo.range, fit)
+        model.grids = grids
+        return model
+    fit = None
     for i in range(0, len(series), BATCH):  # written batch by batch into one set of arrays
         part = _fit({k: g[i : i + BATCH] for k, g in grids.items()}, floors, cfg)
         if fit is None:
@@ -273,19 +343,15 @@ def _fit_kind(
         for n in _Fit.__dataclass_fields__:
             getattr(fit, n)[i : i + BATCH] = getattr(part, n)
     assert fit is not None
-    window_first = max(0, (start // HOUR * HOUR - first) // HOUR)
     _zero_inflated(fit, grids, metrics, cfg, window_first, floors)
-    model = _Model(
-        kind,
-        [key for key, _ in series],
-        metrics,
-        first,
-        fit,
-        _intervals(counts),
-    )
+    unmasked = _range(grids, metrics, cfg, window_first)
+    if memo is not None and settled:
+        memo.key, memo.inputs = memo_key, inputs
+        memo.fit, memo.range = _copy_fit(fit), unmasked
+    model = _Model(kind, keys, metrics, first, fit, _intervals(counts))
     model.shifts = _level_shifts(model, grids, floors, cfg, now)
     model.kinds_now = fit.kind[:, -1, :]
-    model.range = _range(grids, fit, metrics, cfg, window_first)
+    model.range = _masked_range(unmasked, fit)
     model.grids = grids
     return model
 
@@ -480,7 +546,6 @@ def _widened(lo: np.ndarray, hi: np.ndarray, pad: np.ndarray) -> tuple[np.ndarra
 
 def _range(
     grids: dict[str, np.ndarray],
-    fit: _Fit,
     metrics: tuple[str, ...],
     cfg: AnomalyConfig,
     window_first: int,
@@ -515,10 +580,19 @@ def _range(
         mean_noise=np.where(enough, mean_noise, np.nan),
         margin=cfg.range_margin,
     )
-    zero = fit.kind == ZERO
     for name in ("lo", "hi", "mean_lo", "mean_hi"):
         a = getattr(out, name)
-        a[~np.broadcast_to(enough[:, None, :], a.shape) | zero] = np.nan
+        a[~np.broadcast_to(enough[:, None, :], a.shape)] = np.nan
+    return out
+
+
+def _masked_range(r: _Range, fit: _Fit) -> _Range:
+    """The range without the hours a counter is judged by the frequency test (the fit's
+    kind, which level shifts may have refitted, so this runs after them)."""
+    zero = fit.kind == ZERO
+    out = dataclasses.replace(r)
+    for name in ("lo", "hi", "mean_lo", "mean_hi"):
+        setattr(out, name, np.where(zero, np.nan, getattr(r, name)))
     return out
 
 
@@ -1302,4 +1376,5 @@ ANALYSIS = Analysis[AnomalyResult](
     render_text=render_text,
     window=Window("hours", lambda c: 24, served=lambda c: c.anomalies.window_hours),
     serve=Served(refresh_seconds=60, metrics=(SCORE,), to_samples=to_samples),
+    incremental=AnomalyState,
 )
