@@ -326,14 +326,14 @@ def _fit_kind(
     inputs = _complete_inputs(grids, counts) if memo is not None and settled else {}
     if memo is not None and settled and memo.lookup(memo_key, inputs):
         assert memo.fit is not None and memo.range is not None
-        fit = _copy_fit(memo.fit)
-        model = _Model(kind, keys, metrics, first, fit, _intervals(counts))
+        hit = _copy_fit(memo.fit)
+        model = _Model(kind, keys, metrics, first, hit, _intervals(counts))
         model.shifts = _level_shifts(model, grids, floors, cfg, now)
-        model.kinds_now = fit.kind[:, -1, :]
-        model.range = _masked_range(memo.range, fit)
+        model.kinds_now = hit.kind[:, -1, :]
+        model.range = _masked_range(memo.range, hit)
         model.grids = grids
         return model
-    fit = None
+    fit: _Fit | None = None
     for i in range(0, len(series), BATCH):  # written batch by batch into one set of arrays
         part = _fit({k: g[i : i + BATCH] for k, g in grids.items()}, floors, cfg)
         if fit is None:
