@@ -522,17 +522,26 @@ class _Range:
     noise: np.ndarray
     mean_noise: np.ndarray
     margin: float
+    # bounds of an hour, computed once: the episode walk asks for them per sample
+    _hours: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def bounds(self, h: int | slice) -> tuple[np.ndarray, np.ndarray]:
         """Sample bounds (S, M), or (S, hours, M) for a slice: beyond them a sample has
         left the range."""
         pad = self.margin * self.noise
         if isinstance(h, slice):
-            pad = pad[:, None, :]
-        return _widened(self.lo[:, h], self.hi[:, h], pad)
+            return _widened(self.lo[:, h], self.hi[:, h], pad[:, None, :])
+        if ("sample", h) not in self._hours:
+            self._hours[("sample", h)] = _widened(self.lo[:, h], self.hi[:, h], pad)
+        return self._hours[("sample", h)]
 
     def mean_bounds(self, h: int) -> tuple[np.ndarray, np.ndarray]:
-        return _widened(self.mean_lo[:, h], self.mean_hi[:, h], self.margin * self.mean_noise)
+        if ("mean", h) not in self._hours:
+            pad = self.margin * self.mean_noise
+            self._hours[("mean", h)] = _widened(self.mean_lo[:, h], self.mean_hi[:, h], pad)
+        return self._hours[("mean", h)]
 
 
 # The rollups keep float32 statistics: a sample equal to the range's edge can differ from
