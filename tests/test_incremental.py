@@ -16,6 +16,7 @@ import pytest
 
 from exporter import PerformanceAnalyzer, registry, rollups
 from exporter.analyses.anomalies import AnomalyState
+from exporter.analyses.sli import SliState
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
@@ -98,6 +99,67 @@ def test_anomalies_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
         check(DAY_START + HOUR + 30)  # right after the next hour boundary
 
 
+def edge_nodes(dsn: str, start: int, end: int) -> None:
+    """Two more nodes: one sampling every 5 minutes, one every minute with a 5-hour outage
+    and silent from DAY_START + 1500 on; a few invalid CPU values on both."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for node, step, skip in (
+            ("edge-5min", 300, "false"),
+            (
+                "edge-outage",
+                60,
+                f"t > {DAY_START - 6 * HOUR} AND t < {DAY_START - HOUR} OR t > {DAY_START + 1500}",
+            ),
+        ):
+            conn.execute(
+                "INSERT INTO monitor_samples_ring (sample_time, node_name, node_flag,"
+                " cpu_total_pct, mem_total_mb, mem_available_mb, load_1m)"
+                " SELECT t + (t / %(step)s) %% 7 - 3, %(node)s, true,"
+                " CASE WHEN (t / %(step)s) %% 97 = 0 THEN 250 ELSE 20 + (t / %(step)s) %% 70 END,"
+                " 16000, 1000 + (t / %(step)s) %% 9000, (t / %(step)s) %% 5"
+                f" FROM generate_series(%(start)s::bigint, %(end)s, %(step)s) t WHERE NOT ({skip})",
+                {"node": node, "step": step, "start": start, "end": end},
+            )
+
+
+@pytest.mark.slow
+def test_availability_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
+    edge_nodes(dsn, fleet.start, fleet.end)
+    analysis = registry.get("availability")
+    node = sorted(fleet.truth["nodes"])[0]
+    state = SliState()
+    with PerformanceAnalyzer(dsn) as analyzer:
+
+        def check(now: int) -> None:
+            window = registry.served_window(analysis, analyzer.ctx.config)
+            incremental = registry.run(analysis, analyzer.ctx, window, now, state)
+            scratch = registry.run(analysis, analyzer.ctx, window, now)
+            same(incremental, scratch)
+            assert {"edge-5min", "edge-outage"} <= {n["node_name"] for n in scratch["nodes"]}
+
+        check(DAY_START - 1800)  # mid-hour, cold
+        check(DAY_START - 1740)  # a minute later: only the new minute is read
+        assert state.reread == 0
+        check(DAY_START + 60)  # right after an hour and a day boundary
+        # late rows: in the hour just completed, in the hour in progress, in an old hour
+        late_rows(dsn, node, [DAY_START - 200, DAY_START + 100, DAY_START - 20 * HOUR])
+        check(DAY_START + 240)
+        assert state.reread == 2  # the two complete hours read again, not the others
+        check(DAY_START + 1800)  # edge-outage silent for 5 minutes
+        check(DAY_START + 1860)
+        with psycopg.connect(dsn, autocommit=True) as conn:  # a removed row
+            conn.execute(
+                "DELETE FROM monitor_samples_ring WHERE node_name = 'edge-5min'"
+                " AND sample_time BETWEEN %s AND %s",
+                (DAY_START - 3 * HOUR, DAY_START - 3 * HOUR + 400),
+            )
+        check(DAY_START + 1920)
+        assert state.reread == 3
+        check(DAY_START + HOUR + 30)  # the next hour boundary; the window's start moved on
+        check(DAY_START + 2 * HOUR + 3 * 60)  # past the fleet's end: every node silent
+
+
 def test_served_analyses_declare_their_state():
     """The exporter gives an analysis with a state factory a state of its own."""
     assert isinstance(registry.get("anomalies").incremental(), AnomalyState)
+    assert isinstance(registry.get("availability").incremental(), SliState)

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+import numpy as np
 from psycopg import sql
 
 from ..config import SliConfig
@@ -45,6 +47,7 @@ from .common import (
 )
 from .emergency import (
     EmergencyResult,
+    NodeFacts,
     Threat,
     critical_nodes,
     emergency_health_check,
@@ -136,7 +139,9 @@ SELECT * FROM p LEFT JOIN missing USING (node_name) LEFT JOIN stats USING (node_
 """
 
 
-def _query(ctx: Context) -> sql.Composed:
+def _parts(ctx: Context) -> dict[str, sql.Composable]:
+    """The SLI query's per-row conditions, shared by the run from scratch and the
+    incremental one (which keeps each row's conditions as bits)."""
     c = ctx.config.sli
     cpu, iowait = clean("cpu_total_pct"), clean("cpu_iowait_pct")
     load = sql.SQL("{} / cpus.cpus").format(clean("load_1m"))
@@ -154,6 +159,15 @@ def _query(ctx: Context) -> sql.Composed:
     perf_good = [ok(cpu, "<", c.cpu_pct), ok(iowait, "<", c.iowait_pct)]
     perf_good.append(ok(load, "<", c.load_per_cpu))
     cap_good = [ok(mem, ">=", c.mem_available_pct), ok(swap, "<=", c.swap_used_mb)]
+    return {
+        "perf_known": known(cpu, iowait, clean("load_1m")),
+        "perf_good": sql.SQL(" AND ").join(perf_good),
+        "cap_known": known(mem, swap),
+        "cap_good": sql.SQL(" AND ").join(cap_good),
+    }
+
+
+def _query(ctx: Context) -> sql.Composed:
     invalid = [
         sql.SQL("{} AS {}").format(invalid_count(m), sql.Identifier(f"invalid:{m}"))
         for m in NODE_METRICS
@@ -162,12 +176,263 @@ def _query(ctx: Context) -> sql.Composed:
         rows=window_rows(ctx.store),
         table=ctx.store.table,
         node_row=NODE_ROW,
-        perf_known=known(cpu, iowait, clean("load_1m")),
-        perf_good=sql.SQL(" AND ").join(perf_good),
-        cap_known=known(mem, swap),
-        cap_good=sql.SQL(" AND ").join(cap_good),
         invalid=sql.SQL(", ").join(invalid),
+        **_parts(ctx),
     )
+
+
+def _scratch_rows(
+    ctx: Context,
+    nodes: list[str],
+    cpus: list[float | None],
+    facts: dict[str, NodeFacts],
+    since: dict[str, float],
+    start: int,
+    now: int,
+) -> dict[str, dict[str, Any]]:
+    """{node: missing seconds and sample counts}, from the raw rows of the window."""
+    rows = {}
+    for first in range(0, len(nodes), NODES_PER_QUERY):  # bounded statements, any fleet
+        batch = slice(first, first + NODES_PER_QUERY)
+        with ctx.store.read() as cur:
+            cur.execute(
+                _query(ctx),
+                {
+                    "start": start,
+                    "now": now,
+                    "nodes": nodes[batch],
+                    "cpus": cpus[batch],
+                    "intervals": [float(facts[n].interval) for n in nodes[batch]],
+                    "since": [since[n] for n in nodes[batch]],
+                    "gap": ctx.config.sli.gap_intervals,
+                },
+            )
+            rows.update({r["node_name"]: r for r in cur.fetchall()})
+    return rows
+
+
+# --------------------------------------------------------------------------- incremental
+
+# Bits of a node row's `_BITS_SQL`: what the SLI query counts of it.
+_PERF_N, _PERF_GOOD, _CAP_N, _CAP_GOOD, _INVALID = 0, 1, 2, 3, 4
+
+# Per hour bucket ((b-1) h, b h]: rows of any kind, and their time sum, with those up to
+# the previous run's `now` apart: a late or removed row changes them, and the bucket is
+# read again. An index-only scan of the window's `sample_time` entries, no row values.
+_CHECK_SQL = """
+SELECT (sample_time + 3599) / 3600 AS b,
+       count(*) AS n, sum(sample_time) AS s,
+       count(*) FILTER (WHERE sample_time <= %(last)s) AS n_old,
+       sum(sample_time) FILTER (WHERE sample_time <= %(last)s) AS s_old
+  FROM {table} WHERE sample_time > %(lo)s AND sample_time <= %(now)s
+ GROUP BY 1
+"""
+
+# The window's node rows in (start, now], as the run from scratch reads them, each reduced
+# to its time and bits.
+_ROWS_SQL = """
+WITH p AS (
+    SELECT * FROM unnest(%(nodes)s::text[], %(cpus)s::float8[]) AS p(node_name, cpus)
+)
+SELECT w.node_name, w.sample_time, {bits} AS bits
+  FROM {rows} w JOIN p cpus USING (node_name)
+ WHERE {node_row}
+"""
+
+# The newest node row at or before the window's start, per node.
+_BEFORE_SQL = """
+SELECT p.node_name, a.t
+  FROM unnest(%(nodes)s::text[]) AS p(node_name)
+ CROSS JOIN LATERAL (SELECT max(sample_time)::float8 AS t FROM {table} s
+                      WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
+                        AND s.sample_time <= %(start)s) a
+"""
+
+
+def _before(ctx: Context, nodes: list[str], start: int) -> dict[str, float]:
+    """The newest node row at or before `start` per node (the table's, not only the
+    window's): the gap that crosses the window's start."""
+    with ctx.store.read() as cur:
+        cur.execute(
+            sql.SQL(_BEFORE_SQL).format(table=ctx.store.table), {"nodes": nodes, "start": start}
+        )
+        return {r["node_name"]: r["t"] for r in cur.fetchall() if r["t"] is not None}
+
+
+def _rows_query(ctx: Context) -> sql.Composed:
+    parts = _parts(ctx)
+    conds = [
+        parts["perf_known"],
+        sql.SQL("{} AND {}").format(parts["perf_known"], parts["perf_good"]),
+        parts["cap_known"],
+        sql.SQL("{} AND {}").format(parts["cap_known"], parts["cap_good"]),
+        *(
+            sql.SQL("{} IS NOT NULL AND {} IS NULL").format(sql.Identifier(m), clean(m))
+            for m in NODE_METRICS
+        ),
+    ]
+    bits = sql.SQL(" | ").join(
+        sql.SQL("(CASE WHEN {} THEN {} ELSE 0 END)").format(c, sql.Literal(1 << k))
+        for k, c in enumerate(conds)
+    )
+    return sql.SQL(_ROWS_SQL).format(rows=window_rows(ctx.store), bits=bits, node_row=NODE_ROW)
+
+
+@dataclass
+class _Bucket:
+    """One hour's node rows as read, and what the check query said of the hour then."""
+
+    n: int
+    s: int
+    node: np.ndarray  # index into the state's nodes
+    t: np.ndarray
+    bits: np.ndarray
+
+
+@dataclass
+class SliState:
+    """The availability job's state between runs: the window's node rows by hour bucket,
+    each row reduced to its time and the bits the SLI query counts. A run checks every
+    bucket's row count and time sum in one index-only query, reads again only the buckets
+    that changed (late or removed rows) and the rows newer than its previous run, and
+    computes gaps and counts from the rows kept: the same numbers as from scratch."""
+
+    key: tuple[Any, ...] | None = None  # nodes, CPU counts and thresholds the bits are of
+    buckets: dict[int, _Bucket] = field(default_factory=dict)
+    last: int | None = None  # the previous run's now
+    reread: int = 0  # buckets read again after a change (for tests)
+
+    def rows(
+        self,
+        ctx: Context,
+        nodes: list[str],
+        cpus: list[float | None],
+        facts: dict[str, NodeFacts],
+        since: dict[str, float],
+        start: int,
+        now: int,
+    ) -> dict[str, dict[str, Any]]:
+        key = (tuple(nodes), tuple(cpus), ctx.config.sli)
+        if key != self.key or self.last is None or self.last > now:
+            self.key, self.buckets, self.last = key, {}, None
+        first, lo = start // HOUR + 1, start // HOUR * HOUR
+        self.buckets = {b: v for b, v in self.buckets.items() if b >= first}
+        last = self.last if self.last is not None else lo
+        with ctx.store.read() as cur:
+            check = sql.SQL(_CHECK_SQL).format(table=ctx.store.table)
+            cur.execute(check, {"lo": lo, "now": now, "last": last})
+            seen = {int(r["b"]): r for r in cur.fetchall()}
+        stale = [
+            b
+            for b, v in self.buckets.items()
+            if (b not in seen and v.n)
+            or (b in seen and (v.n, v.s) != (seen[b]["n_old"], seen[b]["s_old"] or 0))
+        ]
+        self.reread += len(stale)
+        ranges = self._ranges(stale, last, now)
+        for b in stale:
+            del self.buckets[b]
+        self._read(ctx, nodes, cpus, ranges)
+        for b, v in self.buckets.items():
+            r = seen.get(b)
+            v.n, v.s = (int(r["n"]), int(r["s"])) if r else (0, 0)
+        self.last = now
+        return self._count(ctx, nodes, facts, since, start, now)
+
+    @staticmethod
+    def _ranges(stale: list[int], last: int, now: int) -> list[tuple[int, int]]:
+        """(lo, hi] ranges to read: the stale buckets whole, and (last, now] outside them."""
+        pieces = [((b - 1) * HOUR, min(b * HOUR, now)) for b in stale]
+        t = last
+        while t < now:
+            b = t // HOUR + 1
+            hi = min(b * HOUR, now)
+            if b not in stale:
+                pieces.append((t, hi))
+            t = hi
+        merged: list[tuple[int, int]] = []
+        for a, b in sorted(pieces):
+            if merged and merged[-1][1] == a:
+                merged[-1] = (merged[-1][0], b)
+            elif a < b:
+                merged.append((a, b))
+        return merged
+
+    def _read(
+        self,
+        ctx: Context,
+        nodes: list[str],
+        cpus: list[float | None],
+        ranges: list[tuple[int, int]],
+    ) -> None:
+        index = {n: i for i, n in enumerate(nodes)}
+        query = _rows_query(ctx)
+        got: list[tuple[int, int, int]] = []
+        for lo, hi in ranges:
+            for first in range(0, len(nodes), NODES_PER_QUERY):
+                batch = slice(first, first + NODES_PER_QUERY)
+                with ctx.store.read() as cur:
+                    params = {"start": lo, "now": hi, "nodes": nodes[batch], "cpus": cpus[batch]}
+                    cur.execute(query, params)
+                    got.extend((index[r["node_name"]], r["sample_time"], r["bits"]) for r in cur)
+        if not got:
+            return
+        node, t, bits = (np.array(c, dtype=np.int64) for c in zip(*got, strict=True))
+        bucket = (t + HOUR - 1) // HOUR
+        for b in np.unique(bucket).tolist():
+            m = bucket == b
+            new = _Bucket(0, 0, node[m].astype(np.int32), t[m], bits[m].astype(np.int32))
+            old = self.buckets.get(b)
+            if old is not None:
+                new.node = np.concatenate([old.node, new.node])
+                new.t = np.concatenate([old.t, new.t])
+                new.bits = np.concatenate([old.bits, new.bits])
+            self.buckets[b] = new
+
+    def _count(
+        self,
+        ctx: Context,
+        nodes: list[str],
+        facts: dict[str, NodeFacts],
+        since: dict[str, float],
+        start: int,
+        now: int,
+    ) -> dict[str, dict[str, Any]]:
+        """What the SLI query returns per node, from the rows kept."""
+        kept = list(self.buckets.values())
+        node = np.concatenate([v.node for v in kept] or [np.zeros(0, np.int32)])
+        t = np.concatenate([v.t for v in kept] or [np.zeros(0, np.int64)])
+        bits = np.concatenate([v.bits for v in kept] or [np.zeros(0, np.int32)])
+        before = _before(ctx, nodes, start)
+        inside = t > start
+        node, t, bits = node[inside], t[inside], bits[inside]
+        order = np.lexsort((t, node))
+        node, t, bits = node[order], t[order], bits[order]
+        bounds = np.searchsorted(node, np.arange(len(nodes) + 1))
+        gap = float(ctx.config.sli.gap_intervals)
+        names = ("perf_n", "perf_good", "cap_n", "cap_good")
+        out: dict[str, dict[str, Any]] = {}
+        for i, name in enumerate(nodes):
+            lo, hi = bounds[i], bounds[i + 1]
+            iv, floor = float(facts[name].interval), since[name]
+            b0 = before.get(name)
+            times = np.unique(
+                np.concatenate([t[lo:hi].astype(np.float64), [floor if b0 is None else b0, now]])
+            )
+            a, b = times[:-1], times[1:]
+            gaps = b - a > gap * iv
+            row: dict[str, Any] = {"node_name": name}
+            if gaps.any():
+                row["missing"] = float(np.maximum(0.0, b - np.maximum(a + iv, floor))[gaps].sum())
+            if hi > lo:
+                mine = bits[lo:hi]
+                row["samples"] = int(hi - lo)
+                for k, key in enumerate(names):
+                    row[key] = int(((mine >> k) & 1).sum())
+                for k, metric in enumerate(NODE_METRICS):
+                    row[f"invalid:{metric}"] = int(((mine >> (_INVALID + k)) & 1).sum())
+            out[name] = row
+        return out
 
 
 def grade(
@@ -197,11 +462,17 @@ def grade(
 
 
 def system_availability_check(
-    ctx: Context, *, hours: float, now: int, threats: list[Threat] | None = None
+    ctx: Context,
+    *,
+    hours: float,
+    now: int,
+    threats: list[Threat] | None = None,
+    state: SliState | None = None,
 ) -> SliResult:
     """Availability, performance and capacity ratios and a grade per node remembered (seen
     within the emergency check's `forget_after_hours`); `threats` are the emergency check's
-    at the same `now` when the caller already has them."""
+    at the same `now` when the caller already has them; `state`: the exporter's, kept
+    between its runs (the same answer, reading only what changed)."""
     cfg = ctx.config.sli
     seconds = window_seconds(hours, HOUR, "hours")
     start = now - seconds
@@ -211,23 +482,11 @@ def system_availability_check(
     nodes = sorted(facts)
     counts = [float(ctx.cpu_count or cpus.get(n) or "nan") for n in nodes]
     since = {n: float(max(start, facts[n].first)) for n in nodes}
-    rows = {}
-    for first in range(0, len(nodes), NODES_PER_QUERY):  # bounded statements, any fleet
-        batch = slice(first, first + NODES_PER_QUERY)
-        with ctx.store.read() as cur:
-            cur.execute(
-                _query(ctx),
-                {
-                    "start": start,
-                    "now": now,
-                    "nodes": nodes[batch],
-                    "cpus": [None if math.isnan(c) else c for c in counts[batch]],
-                    "intervals": [float(facts[n].interval) for n in nodes[batch]],
-                    "since": [since[n] for n in nodes[batch]],
-                    "gap": cfg.gap_intervals,
-                },
-            )
-            rows.update({r["node_name"]: r for r in cur.fetchall()})
+    cpu_list = [None if math.isnan(c) else c for c in counts]
+    if state is not None:
+        rows = state.rows(ctx, nodes, cpu_list, facts, since, start, now)
+    else:
+        rows = _scratch_rows(ctx, nodes, cpu_list, facts, since, start, now)
     if threats is None:
         threats = emergency_health_check(ctx, now=now)["threats"]
     critical = {t["node_name"] for t in threats if t["priority"] == "P1-CRITICAL"}
@@ -379,4 +638,5 @@ ANALYSIS = Analysis[SliResult](
         depends_on=("emergency",),
     ),
     aliases=("sli",),
+    incremental=SliState,
 )
