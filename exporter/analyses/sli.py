@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 import numpy as np
-from psycopg import sql
+from psycopg import Cursor, sql
 
 from ..config import SliConfig
 from ..metricdef import NODE, gauge
@@ -249,14 +249,14 @@ SELECT p.node_name, a.t
 """
 
 
-def _before(ctx: Context, nodes: list[str], start: int) -> dict[str, float]:
+def _before(
+    cur: Cursor[dict[str, Any]], ctx: Context, nodes: list[str], start: int
+) -> dict[str, float]:
     """The newest node row at or before `start` per node (the table's, not only the
     window's): the gap that crosses the window's start."""
-    with ctx.store.read() as cur:
-        cur.execute(
-            sql.SQL(_BEFORE_SQL).format(table=ctx.store.table), {"nodes": nodes, "start": start}
-        )
-        return {r["node_name"]: r["t"] for r in cur.fetchall() if r["t"] is not None}
+    query = sql.SQL(_BEFORE_SQL).format(table=ctx.store.table)
+    cur.execute(query, {"nodes": nodes, "start": start})
+    return {r["node_name"]: r["t"] for r in cur.fetchall() if r["t"] is not None}
 
 
 def _rows_query(ctx: Context) -> sql.Composed:
@@ -318,26 +318,28 @@ class SliState:
         first, lo = start // HOUR + 1, start // HOUR * HOUR
         self.buckets = {b: v for b, v in self.buckets.items() if b >= first}
         last = self.last if self.last is not None else lo
-        with ctx.store.read() as cur:
+        with ctx.store.read() as cur:  # one transaction: a statement costs round trips
+            # counted before the rows are read: a row landing in between is read again later
             check = sql.SQL(_CHECK_SQL).format(table=ctx.store.table)
             cur.execute(check, {"lo": lo, "now": now, "last": last})
             seen = {int(r["b"]): r for r in cur.fetchall()}
-        stale = [
-            b
-            for b, v in self.buckets.items()
-            if (b not in seen and v.n)
-            or (b in seen and (v.n, v.s) != (seen[b]["n_old"], seen[b]["s_old"] or 0))
-        ]
-        self.reread += len(stale)
-        ranges = self._ranges(stale, last, now)
-        for b in stale:
-            del self.buckets[b]
-        self._read(ctx, nodes, cpus, ranges)
-        for b, v in self.buckets.items():
-            r = seen.get(b)
-            v.n, v.s = (int(r["n"]), int(r["s"])) if r else (0, 0)
-        self.last = now
-        return self._count(ctx, nodes, facts, since, start, now)
+            stale = [
+                b
+                for b, v in self.buckets.items()
+                if (b not in seen and v.n)
+                or (b in seen and (v.n, v.s) != (seen[b]["n_old"], seen[b]["s_old"] or 0))
+            ]
+            self.reread += len(stale)
+            ranges = self._ranges(stale, last, now)
+            for b in stale:
+                del self.buckets[b]
+            self._read(cur, ctx, nodes, cpus, ranges)
+            for b, v in self.buckets.items():
+                r = seen.get(b)
+                v.n, v.s = (int(r["n"]), int(r["s"])) if r else (0, 0)
+            self.last = now
+            before = _before(cur, ctx, nodes, start)
+        return self._count(ctx, nodes, facts, since, start, now, before)
 
     @staticmethod
     def _ranges(stale: list[int], last: int, now: int) -> list[tuple[int, int]]:
@@ -360,6 +362,7 @@ class SliState:
 
     def _read(
         self,
+        cur: Cursor[dict[str, Any]],
         ctx: Context,
         nodes: list[str],
         cpus: list[float | None],
@@ -371,10 +374,9 @@ class SliState:
         for lo, hi in ranges:
             for first in range(0, len(nodes), NODES_PER_QUERY):
                 batch = slice(first, first + NODES_PER_QUERY)
-                with ctx.store.read() as cur:
-                    params = {"start": lo, "now": hi, "nodes": nodes[batch], "cpus": cpus[batch]}
-                    cur.execute(query, params)
-                    got.extend((index[r["node_name"]], r["sample_time"], r["bits"]) for r in cur)
+                params = {"start": lo, "now": hi, "nodes": nodes[batch], "cpus": cpus[batch]}
+                cur.execute(query, params)
+                got.extend((index[r["node_name"]], r["sample_time"], r["bits"]) for r in cur)
         if not got:
             return
         node, t, bits = (np.array(c, dtype=np.int64) for c in zip(*got, strict=True))
@@ -397,13 +399,13 @@ class SliState:
         since: dict[str, float],
         start: int,
         now: int,
+        before: dict[str, float],
     ) -> dict[str, dict[str, Any]]:
         """What the SLI query returns per node, from the rows kept."""
         kept = list(self.buckets.values())
         node = np.concatenate([v.node for v in kept] or [np.zeros(0, np.int32)])
         t = np.concatenate([v.t for v in kept] or [np.zeros(0, np.int64)])
         bits = np.concatenate([v.bits for v in kept] or [np.zeros(0, np.int32)])
-        before = _before(ctx, nodes, start)
         inside = t > start
         node, t, bits = node[inside], t[inside], bits[inside]
         order = np.lexsort((t, node))
