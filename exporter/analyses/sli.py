@@ -213,17 +213,13 @@ def _scratch_rows(
 
 # --------------------------------------------------------------------------- incremental
 
-# Bits of a node row's `_BITS_SQL`: what the SLI query counts of it.
-_PERF_N, _PERF_GOOD, _CAP_N, _CAP_GOOD, _INVALID = 0, 1, 2, 3, 4
 
-# Per hour bucket ((b-1) h, b h]: rows of any kind, and their time sum, with those up to
-# the previous run's `now` apart: a late or removed row changes them, and the bucket is
-# read again. An index-only scan of the window's `sample_time` entries, no row values.
+# Per hour bucket ((b-1) h, b h]: rows of any kind and the newest, those up to the previous
+# run's `now` (key b) apart from the newer (key -b): a late or removed row changes them, and
+# the bucket is read again. An index-only scan of the window's `sample_time` entries.
 _CHECK_SQL = """
-SELECT (sample_time + 3599) / 3600 AS b,
-       count(*) AS n, sum(sample_time) AS s,
-       count(*) FILTER (WHERE sample_time <= %(last)s) AS n_old,
-       sum(sample_time) FILTER (WHERE sample_time <= %(last)s) AS s_old
+SELECT CASE WHEN sample_time <= %(last)s THEN 1 ELSE -1 END * ((sample_time + 3599) / 3600) AS b,
+       count(*) AS n, max(sample_time) AS s
   FROM {table} WHERE sample_time > %(lo)s AND sample_time <= %(now)s
  GROUP BY 1
 """
@@ -278,6 +274,9 @@ def _rows_query(ctx: Context) -> sql.Composed:
     return sql.SQL(_ROWS_SQL).format(rows=window_rows(ctx.store), bits=bits, node_row=NODE_ROW)
 
 
+_EMPTY = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32))
+
+
 @dataclass
 class _Bucket:
     """One hour's node rows as read, and what the check query said of the hour then."""
@@ -322,21 +321,19 @@ class SliState:
             # counted before the rows are read: a row landing in between is read again later
             check = sql.SQL(_CHECK_SQL).format(table=ctx.store.table)
             cur.execute(check, {"lo": lo, "now": now, "last": last})
-            seen = {int(r["b"]): r for r in cur.fetchall()}
-            stale = [
-                b
-                for b, v in self.buckets.items()
-                if (b not in seen and v.n)
-                or (b in seen and (v.n, v.s) != (seen[b]["n_old"], seen[b]["s_old"] or 0))
-            ]
+            seen = {int(r["b"]): (int(r["n"]), int(r["s"])) for r in cur.fetchall()}
+            stale = [b for b, v in self.buckets.items() if (v.n, v.s) != seen.get(b, (0, 0))]
             self.reread += len(stale)
             ranges = self._ranges(stale, last, now)
             for b in stale:
                 del self.buckets[b]
             self._read(cur, ctx, nodes, cpus, ranges)
+            for b in range(first, -(-now // HOUR) + 1):  # hours without node rows too
+                self.buckets.setdefault(b, _Bucket(0, 0, *_EMPTY))
             for b, v in self.buckets.items():
-                r = seen.get(b)
-                v.n, v.s = (int(r["n"]), int(r["s"])) if r else (0, 0)
+                n, t = seen.get(b, (0, 0))
+                n_new, t_new = seen.get(-b, (0, 0))
+                v.n, v.s = n + n_new, max(t, t_new)
             self.last = now
             before = _before(cur, ctx, nodes, start)
         return self._count(ctx, nodes, facts, since, start, now, before)
@@ -412,7 +409,11 @@ class SliState:
         node, t, bits = node[order], t[order], bits[order]
         bounds = np.searchsorted(node, np.arange(len(nodes) + 1))
         gap = float(ctx.config.sli.gap_intervals)
-        names = ("perf_n", "perf_good", "cap_n", "cap_good")
+        names: tuple[str, ...] = ("perf_n", "perf_good", "cap_n", "cap_good")
+        names += tuple(f"invalid:{m}" for m in NODE_METRICS)
+        flags = (bits[:, None] >> np.arange(len(names))) & 1
+        sums = np.vstack([np.zeros(len(names), np.int64), np.cumsum(flags, axis=0)])
+        per_node = (sums[bounds[1:]] - sums[bounds[:-1]]).tolist()
         out: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(nodes):
             lo, hi = bounds[i], bounds[i + 1]
@@ -427,12 +428,8 @@ class SliState:
             if gaps.any():
                 row["missing"] = float(np.maximum(0.0, b - np.maximum(a + iv, floor))[gaps].sum())
             if hi > lo:
-                mine = bits[lo:hi]
                 row["samples"] = int(hi - lo)
-                for k, key in enumerate(names):
-                    row[key] = int(((mine >> k) & 1).sum())
-                for k, metric in enumerate(NODE_METRICS):
-                    row[f"invalid:{metric}"] = int(((mine >> (_INVALID + k)) & 1).sum())
+                row.update(zip(names, per_node[i], strict=True))
             out[name] = row
         return out
 
