@@ -279,11 +279,14 @@ def node_facts(ctx: Context, now: int) -> dict[str, NodeFacts]:
     return facts
 
 
-def emergency_health_check(ctx: Context, *, now: int) -> EmergencyResult:
-    """Threats of the last `window_seconds` per node, most severe first."""
+def emergency_health_check(
+    ctx: Context, *, now: int, facts: dict[str, NodeFacts] | None = None
+) -> EmergencyResult:
+    """Threats of the last `window_seconds` per node, most severe first; `facts`: every
+    node's `node_facts` at `now` when the caller already has them."""
     cfg = ctx.config.emergency
     start = now - cfg.window_seconds
-    facts = node_facts(ctx, now)
+    facts = node_facts(ctx, now) if facts is None else facts
     forget = cfg.forget_after_hours * HOUR
     forgotten = sorted(n for n, f in facts.items() if now - f.last > forget)
     live = {n: f for n, f in facts.items() if now - f.last <= forget}

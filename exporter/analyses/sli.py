@@ -476,7 +476,8 @@ def system_availability_check(
     seconds = window_seconds(hours, HOUR, "hours")
     start = now - seconds
     forget = ctx.config.emergency.forget_after_hours * HOUR
-    facts = {n: f for n, f in node_facts(ctx, now).items() if now - f.last <= forget}
+    every = node_facts(ctx, now)
+    facts = {n: f for n, f in every.items() if now - f.last <= forget}
     cpus = {} if ctx.cpu_count else cpu_count_of(ctx, now)
     nodes = sorted(facts)
     counts = [float(ctx.cpu_count or cpus.get(n) or "nan") for n in nodes]
@@ -487,7 +488,7 @@ def system_availability_check(
     else:
         rows = _scratch_rows(ctx, nodes, cpu_list, facts, since, start, now)
     if threats is None:
-        threats = emergency_health_check(ctx, now=now)["threats"]
+        threats = emergency_health_check(ctx, now=now, facts=every)["threats"]
     critical = {t["node_name"] for t in threats if t["priority"] == "P1-CRITICAL"}
 
     result: list[NodeSli] = []
