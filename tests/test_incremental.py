@@ -155,6 +155,7 @@ def test_availability_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
             )
         check(DAY_START + 1920)
         assert state.reread == 3
+        check(DAY_START + HOUR)  # the window starts on an hour
         check(DAY_START + HOUR + 30)  # the next hour boundary; the window's start moved on
         check(DAY_START + 2 * HOUR + 3 * 60)  # past the fleet's end: every node silent
         late_rows(dsn, node, [DAY_START + 2 * HOUR + 60])  # late, in an hour without rows

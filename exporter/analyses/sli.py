@@ -275,6 +275,17 @@ def _rows_query(ctx: Context) -> sql.Composed:
 
 
 _EMPTY = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32))
+# What the SLI query counts per node, in the order of a row's bits.
+_COUNTED = ("perf_n", "perf_good", "cap_n", "cap_good", *(f"invalid:{m}" for m in NODE_METRICS))
+
+
+def _sums(node: np.ndarray, bits: np.ndarray, n: int) -> np.ndarray:
+    """(node, counted) sums of rows' bits."""
+    k = np.arange(len(_COUNTED))
+    flags = (bits[:, None] >> k) & 1
+    index = (node[:, None] * len(_COUNTED) + k).ravel()
+    sums = np.bincount(index, weights=flags.ravel(), minlength=n * len(_COUNTED))
+    return sums.reshape(n, len(_COUNTED)).astype(np.int64)
 
 
 @dataclass
@@ -286,6 +297,7 @@ class _Bucket:
     node: np.ndarray  # index into the state's nodes
     t: np.ndarray
     bits: np.ndarray
+    sums: np.ndarray | None = None  # `_sums` of the rows, once asked for
 
 
 @dataclass
@@ -388,6 +400,16 @@ class SliState:
                 new.bits = np.concatenate([old.bits, new.bits])
             self.buckets[b] = new
 
+    def _sums(self, first: int, n: int) -> np.ndarray:
+        """Counts per node of the hours after `first`, wholly inside the window (kept)."""
+        total = np.zeros((n, len(_COUNTED)), np.int64)
+        for b, v in self.buckets.items():
+            if b > first:
+                if v.sums is None:
+                    v.sums = _sums(v.node, v.bits, n)
+                total += v.sums
+        return total
+
     def _count(
         self,
         ctx: Context,
@@ -400,27 +422,29 @@ class SliState:
     ) -> dict[str, dict[str, Any]]:
         """What the SLI query returns per node, from the rows kept."""
         kept = list(self.buckets.values())
-        node = np.concatenate([v.node for v in kept] or [np.zeros(0, np.int32)])
-        t = np.concatenate([v.t for v in kept] or [np.zeros(0, np.int64)])
-        bits = np.concatenate([v.bits for v in kept] or [np.zeros(0, np.int32)])
+        node = np.concatenate([v.node for v in kept] or [_EMPTY[0]])
+        t = np.concatenate([v.t for v in kept] or [_EMPTY[1]])
         inside = t > start
-        node, t, bits = node[inside], t[inside], bits[inside]
+        node, t = node[inside], t[inside]
         order = np.lexsort((t, node))
-        node, t, bits = node[order], t[order], bits[order]
+        node, t = node[order], t[order]
         bounds = np.searchsorted(node, np.arange(len(nodes) + 1))
+        # counts: whole hours' sums kept, the hour the window starts in row by row
+        b0 = start // HOUR + 1
+        first = self.buckets.get(b0, _Bucket(0, 0, *_EMPTY))
+        part = first.t > start
+        counted = _sums(first.node[part], first.bits[part], len(nodes))
+        per_node = (counted + self._sums(b0, len(nodes))).tolist()
         gap = float(ctx.config.sli.gap_intervals)
-        names: tuple[str, ...] = ("perf_n", "perf_good", "cap_n", "cap_good")
-        names += tuple(f"invalid:{m}" for m in NODE_METRICS)
-        flags = (bits[:, None] >> np.arange(len(names))) & 1
-        sums = np.vstack([np.zeros(len(names), np.int64), np.cumsum(flags, axis=0)])
-        per_node = (sums[bounds[1:]] - sums[bounds[:-1]]).tolist()
         out: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(nodes):
             lo, hi = bounds[i], bounds[i + 1]
             iv, floor = float(facts[name].interval), since[name]
-            b0 = before.get(name)
+            prior = before.get(name)
             times = np.unique(
-                np.concatenate([t[lo:hi].astype(np.float64), [floor if b0 is None else b0, now]])
+                np.concatenate(
+                    [t[lo:hi].astype(np.float64), [floor if prior is None else prior, now]]
+                )
             )
             a, b = times[:-1], times[1:]
             gaps = b - a > gap * iv
@@ -429,7 +453,7 @@ class SliState:
                 row["missing"] = float(np.maximum(0.0, b - np.maximum(a + iv, floor))[gaps].sum())
             if hi > lo:
                 row["samples"] = int(hi - lo)
-                row.update(zip(names, per_node[i], strict=True))
+                row.update(zip(_COUNTED, per_node[i], strict=True))
             out[name] = row
         return out
 
