@@ -231,8 +231,10 @@ SELECT p.node_name,
           FROM (SELECT sample_time - lag(sample_time) OVER (ORDER BY sample_time) AS step
                   FROM (SELECT DISTINCT sample_time FROM {t} s
                          WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
-                           AND s.sample_time > p.last - %(history)s
-                           AND s.sample_time <= p.last) x) d
+                           -- row comparisons: only the (node_name, sample_time) index
+                           -- serves them, never a walk of every node's rows by time
+                           AND (s.node_name, s.sample_time) > (p.node_name, p.last - %(history)s)
+                           AND (s.node_name, s.sample_time) <= (p.node_name, p.last)) x) d
          WHERE d.step > 0) AS interval
   FROM unnest(%(nodes)s::text[], %(lasts)s::bigint[]) AS p(node_name, last)
 """
