@@ -161,6 +161,7 @@ def test_availability_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
         late_rows(dsn, node, [DAY_START + 2 * HOUR + 60])  # late, in an hour without rows
         check(DAY_START + 2 * HOUR + 4 * 60)
         assert state.reread == 4
+        check(DAY_START + 2 * HOUR + DAY + 600)  # a day later: nothing kept is in the window
 
 
 def test_served_analyses_declare_their_state():

@@ -328,7 +328,7 @@ class SliState:
             self.key, self.buckets, self.last = key, {}, None
         first, lo = start // HOUR + 1, start // HOUR * HOUR
         self.buckets = {b: v for b, v in self.buckets.items() if b >= first}
-        last = self.last if self.last is not None else lo
+        last = lo if self.last is None else max(self.last, lo)  # no rows before the window
         with ctx.store.read() as cur:  # one transaction: a statement costs round trips
             # counted before the rows are read: a row landing in between is read again later
             check = sql.SQL(_CHECK_SQL).format(table=ctx.store.table)
