@@ -50,6 +50,16 @@ def fleet(dsn):
         return load_fleet(store, spec)
 
 
+def invalid_row(dsn: str, node: str, t: int) -> None:
+    """A node row stamped `t`, written now, with an impossible CPU share."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO monitor_samples_ring (sample_time, node_name, node_flag, cpu_total_pct)"
+            " VALUES (%s, %s, true, 250)",
+            (t, node),
+        )
+
+
 def late_rows(dsn: str, node: str, times: list[int]) -> None:
     """Node rows stamped `times`, written now: far off the node's level, so they matter."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -77,7 +87,9 @@ def test_anomalies_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
             incremental = registry.run(analysis, analyzer.ctx, window, now, state)
             scratch = registry.run(analysis, analyzer.ctx, window, now)
             same(incremental, scratch)
+            invalid.append(scratch["data_quality"]["invalid_values"].get("cpu_total_pct", 0))
 
+        invalid: list[int] = []
         check(DAY_START - 1800)  # mid-hour, cold: fits
         check(DAY_START - 1740)  # a minute later: the complete hours are unchanged
         memo = state.kinds["node"]
@@ -95,8 +107,12 @@ def test_anomalies_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
         assert memo.hits == hits + 1
         # a late row stamped in a settled hour (past the rollups' settle time) and new rows
         late_rows(dsn, node, [DAY_START + 1500, DAY_START + 1950])
+        invalid_row(dsn, node, DAY_START + 1600)  # late too: in the hour in progress
+        before = state.invalid["node"].reread
         check(DAY_START + 1980)
+        assert state.invalid["node"].reread == before + 1
         check(DAY_START + HOUR + 30)  # right after the next hour boundary
+        assert invalid[-2] == invalid[-3] + 1  # the late invalid value is counted
 
 
 def edge_nodes(dsn: str, start: int, end: int) -> None:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict, cast
 
 import numpy as np
-from psycopg import sql
+from psycopg import Cursor, sql
 from psycopg.rows import tuple_row
 
 from ..config import AnomalyConfig, EmergencyConfig, Levels
@@ -67,6 +67,7 @@ from .common import (
     window_rows,
     window_seconds,
 )
+from .hourly import HourRows
 from .unit import Analysis, ResultView, Served, Window
 
 
@@ -195,7 +196,8 @@ def detect_anomalies(
         for code in model.kinds_now.ravel():
             if code != NONE:
                 kinds[KIND_NAMES[int(code)]] = kinds.get(KIND_NAMES[int(code)], 0) + 1
-        for metric, count in _invalid_counts(ctx, kind, model.metrics, start, now).items():
+        kept = None if state is None else state.invalid.setdefault(kind, HourRows())
+        for metric, count in _invalid_counts(ctx, kind, model.metrics, start, now, kept).items():
             invalid[metric] = invalid.get(metric, 0) + count
     result["anomalies"].sort(key=lambda a: (-abs(a["score"] or 0), a["node_name"], a["metric"]))
     quality = result["data_quality"]
@@ -270,6 +272,7 @@ class AnomalyState:
     """The exporter's incremental state of the anomaly analysis, per kind of series."""
 
     kinds: dict[str, _Memo] = field(default_factory=dict)
+    invalid: dict[str, HourRows] = field(default_factory=dict)  # rows with invalid values
 
 
 def _complete_inputs(grids: dict[str, np.ndarray], counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -912,9 +915,17 @@ def _read_columns(metrics: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _invalid_counts(
-    ctx: Context, kind: str, metrics: tuple[str, ...], start: int, now: int
+    ctx: Context,
+    kind: str,
+    metrics: tuple[str, ...],
+    start: int,
+    now: int,
+    kept: HourRows | None = None,
 ) -> dict[str, int]:
-    """Values of the window that `clean` dropped (NaN, infinite, negative, absurd)."""
+    """Values of the window that `clean` dropped (NaN, infinite, negative, absurd); `kept`:
+    the exporter's rows with such values, kept between runs (the same counts)."""
+    if kept is not None:
+        return _kept_invalid_counts(ctx, kind, metrics, start, now, kept)
     query = sql.SQL("SELECT {counts} FROM {rows} AS w WHERE {which}").format(
         counts=sql.SQL(", ").join(
             sql.SQL("{} AS {}").format(invalid_count(m), sql.Identifier(m)) for m in metrics
@@ -926,6 +937,37 @@ def _invalid_counts(
         cur.execute(query, {"start": start, "now": now})
         row = cur.fetchone() or {}
     return {m: int(row.get(m) or 0) for m in metrics}
+
+
+def _kept_invalid_counts(
+    ctx: Context, kind: str, metrics: tuple[str, ...], start: int, now: int, kept: HourRows
+) -> dict[str, int]:
+    """The same counts from the window's rows with an invalid value, one bit per metric."""
+    invalid = [
+        sql.SQL("{} IS NOT NULL AND {} IS NULL").format(sql.Identifier(m), clean(m))
+        for m in metrics
+    ]
+    query = sql.SQL(
+        "SELECT w.sample_time, {bits} AS bits FROM {rows} AS w WHERE {which} AND ({any})"
+    ).format(
+        bits=sql.SQL(" | ").join(
+            sql.SQL("(CASE WHEN {} THEN {} ELSE 0 END)").format(c, sql.Literal(1 << k))
+            for k, c in enumerate(invalid)
+        ),
+        rows=window_rows(ctx.store, _read_columns(metrics)),
+        which=NODE_ROW if kind == "node" else CONTAINER_ROW,
+        any=sql.SQL(" OR ").join(invalid),
+    )
+
+    def read(cur: Cursor[dict[str, Any]], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        cur.execute(query, {"start": lo, "now": hi})
+        rows = cur.fetchall()
+        t = np.array([r["sample_time"] for r in rows], np.int64)
+        return t, np.array([r["bits"] for r in rows], np.int64)
+
+    kept.refresh(ctx, (kind, metrics), start, now, read)
+    bits = kept.values(start)
+    return {m: int(((bits >> k) & 1).sum()) for k, m in enumerate(metrics)}
 
 
 # --------------------------------------------------------------------------- episodes
