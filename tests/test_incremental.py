@@ -7,6 +7,7 @@ younger than their settle time is read afresh, so a late row in it reaches the b
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from exporter import PerformanceAnalyzer, registry, rollups
 from exporter.analyses.anomalies import AnomalyState
 from exporter.analyses.sli import SliState
+from exporter.config import Config
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
@@ -178,6 +180,28 @@ def test_availability_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
         check(DAY_START + 2 * HOUR + 4 * 60)
         assert state.reread == 4
         check(DAY_START + 2 * HOUR + DAY + 600)  # a day later: nothing kept is in the window
+
+
+@pytest.mark.slow
+def test_anomaly_candidates_follow_their_bounds(dsn, fleet, monkeypatch):
+    """Candidates kept for an hour are read again when the bounds they were filtered by
+    change, not only when the hour's rows do: here two runs share one state across a
+    stricter score threshold (in the exporter the bounds move when the baselines refit)."""
+    now = DAY_START + 1800
+    monkeypatch.setattr(rollups, "time", types.SimpleNamespace(time=lambda: now))
+    analysis = registry.get("anomalies")
+    state = AnomalyState()
+    loose = Config()
+    strict = dataclasses.replace(
+        loose, anomalies=dataclasses.replace(loose.anomalies, score_threshold=2.5)
+    )
+    with PerformanceAnalyzer(dsn, config=loose) as analyzer:
+        registry.run(analysis, analyzer.ctx, 1, now - 60, state)
+    with PerformanceAnalyzer(dsn, config=strict) as analyzer:
+        incremental = registry.run(analysis, analyzer.ctx, 1, now, state)
+        scratch = registry.run(analysis, analyzer.ctx, 1, now)
+    same(incremental, scratch)
+    assert state.candidates["node"].reread > 0
 
 
 def test_served_analyses_declare_their_state():

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 import math
 import warnings
 from collections.abc import Iterator
@@ -185,7 +186,8 @@ def detect_anomalies(
         if model is None:
             continue
         model.impact = _impact_scales(model, view, cfg, ctx.config.emergency)
-        candidates = _candidates(ctx, kind, model, start, now)
+        rows = None if state is None else state.candidates.setdefault(kind, HourRows())
+        candidates = _candidates(ctx, kind, model, start, now, rows)
         found, scores = _evaluate(model, candidates, cfg, start, now)
         result["anomalies"].extend(found)
         result["scores"].extend(scores)
@@ -273,6 +275,7 @@ class AnomalyState:
 
     kinds: dict[str, _Memo] = field(default_factory=dict)
     invalid: dict[str, HourRows] = field(default_factory=dict)  # rows with invalid values
+    candidates: dict[str, HourRows] = field(default_factory=dict)  # with their bounds
 
 
 def _complete_inputs(grids: dict[str, np.ndarray], counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -831,7 +834,7 @@ def _slice(fit: _Fit, s: int, m: int) -> _Fit:
 
 
 def _candidates(
-    ctx: Context, kind: str, model: _Model, start: int, now: int
+    ctx: Context, kind: str, model: _Model, start: int, now: int, kept: HourRows | None = None
 ) -> list[tuple[str, str, int, tuple]]:
     """Window samples beyond their hour's bounds or out of their range (values of the other
     metrics NULL): the bounds go to PostgreSQL as arrays, only unusual samples come back.
@@ -858,14 +861,57 @@ def _candidates(
     for m in range(len(model.metrics)):
         params[f"lo{m}"] = _nullable(lo[:, :, m])
         params[f"hi{m}"] = _nullable(hi[:, :, m])
+    queries = ctx.cache("anomaly_queries", dict)  # composing costs more than running
+    key = (kind, model.metrics)
+    if kept is not None:
+        return _kept_candidates(ctx, queries, key, model, params, lo, hi, since, now, kept)
     with ctx.store.read() as cur:
         cur.row_factory = tuple_row  # type: ignore[assignment]  # many rows: no dicts
-        queries = ctx.cache("anomaly_queries", dict)  # composing costs more than running
-        key = (kind, model.metrics)
         if key not in queries:
             queries[key] = _candidate_query(ctx, kind, model.metrics).as_string(cur)
         cur.execute(queries[key], params)
         return cast(list[tuple[str, str, int, tuple[Any, ...]]], cur.fetchall())
+
+
+def _kept_candidates(
+    ctx: Context,
+    queries: dict[Any, str],
+    key: tuple[str, tuple[str, ...]],
+    model: _Model,
+    params: dict[str, Any],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    since: int,
+    now: int,
+    kept: HourRows,
+) -> list[tuple[str, str, int, tuple]]:
+    """The same candidates from those kept per hour with the bounds they were filtered by:
+    an hour is read again when its rows or its bounds change, else only newer rows."""
+    first = params["hours"][0] if params["hours"] else 0
+    n_hours = lo.shape[1]
+
+    def hour_key(b: int) -> bytes:  # bucket ((b-1) h, b h]: hours b-1 and b (its last second)
+        digest = hashlib.blake2b(digest_size=16)
+        for h in ((b - 1) * HOUR, b * HOUR):
+            i = (h - first) // HOUR
+            if 0 <= i < n_hours and h <= now:
+                digest.update(lo[:, i].tobytes() + hi[:, i].tobytes())
+        return digest.digest()
+
+    def read(cur: Cursor[dict[str, Any]], a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        cur.row_factory = tuple_row  # type: ignore[assignment]  # many rows: no dicts
+        if key not in queries:
+            queries[key] = _candidate_query(ctx, *key).as_string(cur)
+        cur.execute(queries[key], {**params, "start": a, "now": b})
+        rows = cast(list[tuple[Any, ...]], cur.fetchall())
+        values = np.empty(len(rows), object)
+        values[:] = rows
+        return np.array([r[2] for r in rows], np.int64), values
+
+    kept.refresh(ctx, (key, tuple(model.keys)), since, now, read, hour_key)
+    rows = kept.values(since).tolist()
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))  # the query's order
+    return cast(list[tuple[str, str, int, tuple[Any, ...]]], rows)
 
 
 def _nullable(a: np.ndarray) -> list[float | None]:

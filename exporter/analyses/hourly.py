@@ -37,6 +37,7 @@ class _Hour:
     newest: int
     t: np.ndarray
     value: np.ndarray
+    key: Any = None  # what the hour's values were read with (`refresh`'s hour_key)
 
 
 @dataclass
@@ -49,9 +50,18 @@ class HourRows:
     last: int | None = None  # the previous run's now
     reread: int = 0  # hours read again after a change (for tests)
 
-    def refresh(self, ctx: Context, key: Any, start: int, now: int, read: Reader) -> None:
+    def refresh(
+        self,
+        ctx: Context,
+        key: Any,
+        start: int,
+        now: int,
+        read: Reader,
+        hour_key: Callable[[int], Any] = lambda b: None,
+    ) -> None:
         """Bring the rows of (start, now] up to date: `read(cur, lo, hi)` returns the kept
-        rows of (lo, hi]."""
+        rows of (lo, hi]; an hour is read again too when its `hour_key(b)` changed (what
+        its values depend on, e.g. the bounds they were filtered by)."""
         if key != self.key or self.last is None or self.last > now:
             self.key, self.hours, self.last = key, {}, None
         first, lo = start // HOUR + 1, start // HOUR * HOUR
@@ -64,7 +74,11 @@ class HourRows:
                 {"lo": lo, "now": now, "last": last},
             )
             seen = {int(r["b"]): (int(r["n"]), int(r["s"])) for r in cur.fetchall()}
-            stale = [b for b, v in self.hours.items() if (v.n, v.newest) != seen.get(b, (0, 0))]
+            stale = [
+                b
+                for b, v in self.hours.items()
+                if (v.n, v.newest) != seen.get(b, (0, 0)) or v.key != hour_key(b)
+            ]
             self.reread += len(stale)
             for b in stale:
                 del self.hours[b]
@@ -75,7 +89,7 @@ class HourRows:
             h = self.hours.setdefault(b, _Hour(0, 0, np.zeros(0, np.int64), np.zeros(0, np.int64)))
             n, newest = seen.get(b, (0, 0))
             n_new, newest_new = seen.get(-b, (0, 0))
-            h.n, h.newest = n + n_new, max(newest, newest_new)
+            h.n, h.newest, h.key = n + n_new, max(newest, newest_new), hour_key(b)
         self.last = now
 
     def _add(self, t: np.ndarray, value: np.ndarray) -> None:
