@@ -38,6 +38,7 @@ class _Hour:
     t: np.ndarray
     value: np.ndarray
     key: Any = None  # what the hour's values were read with (`refresh`'s hour_key)
+    derived: dict[str, Any] = field(default_factory=dict)  # the caller's, until rows change
 
 
 @dataclass
@@ -102,6 +103,7 @@ class HourRows:
             else:
                 old.t = np.concatenate([old.t, t[m]])
                 old.value = np.concatenate([old.value, value[m]])
+                old.derived.clear()
 
     def values(self, start: int) -> np.ndarray:
         """The kept values of rows after `start`."""

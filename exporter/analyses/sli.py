@@ -54,6 +54,7 @@ from .emergency import (
     node_facts,
 )
 from .hosts import cpu_count_of
+from .hourly import HourRows
 from .unit import Analysis, ResultView, Served, Window
 
 GRADES = tuple(g.label for g in Grade if g.score is not None)  # index = health_score
@@ -214,16 +215,6 @@ def _scratch_rows(
 # --------------------------------------------------------------------------- incremental
 
 
-# Per hour bucket ((b-1) h, b h]: rows of any kind and the newest, those up to the previous
-# run's `now` (key b) apart from the newer (key -b): a late or removed row changes them, and
-# the bucket is read again. An index-only scan of the window's `sample_time` entries.
-_CHECK_SQL = """
-SELECT CASE WHEN sample_time <= %(last)s THEN 1 ELSE -1 END * ((sample_time + 3599) / 3600) AS b,
-       count(*) AS n, max(sample_time) AS s
-  FROM {table} WHERE sample_time > %(lo)s AND sample_time <= %(now)s
- GROUP BY 1
-"""
-
 # The window's node rows in (start, now], as the run from scratch reads them, each reduced
 # to its time and bits.
 _ROWS_SQL = """
@@ -274,44 +265,32 @@ def _rows_query(ctx: Context) -> sql.Composed:
     return sql.SQL(_ROWS_SQL).format(rows=window_rows(ctx.store), bits=bits, node_row=NODE_ROW)
 
 
-_EMPTY = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32))
 # What the SLI query counts per node, in the order of a row's bits.
 _COUNTED = ("perf_n", "perf_good", "cap_n", "cap_good", *(f"invalid:{m}" for m in NODE_METRICS))
+_NODE_SHIFT = 32  # a kept row's value: node index << 32 | bits
 
 
-def _sums(node: np.ndarray, bits: np.ndarray, n: int) -> np.ndarray:
-    """(node, counted) sums of rows' bits."""
+def _sums(value: np.ndarray, n: int) -> np.ndarray:
+    """(node, counted) sums of kept rows' bits."""
     k = np.arange(len(_COUNTED))
-    flags = (bits[:, None] >> k) & 1
-    index = (node[:, None] * len(_COUNTED) + k).ravel()
+    flags = (value[:, None] >> k) & 1
+    index = ((value >> _NODE_SHIFT)[:, None] * len(_COUNTED) + k).ravel()
     sums = np.bincount(index, weights=flags.ravel(), minlength=n * len(_COUNTED))
     return sums.reshape(n, len(_COUNTED)).astype(np.int64)
 
 
 @dataclass
-class _Bucket:
-    """One hour's node rows as read, and what the check query said of the hour then."""
-
-    n: int
-    s: int
-    node: np.ndarray  # index into the state's nodes
-    t: np.ndarray
-    bits: np.ndarray
-    sums: np.ndarray | None = None  # `_sums` of the rows, once asked for
-
-
-@dataclass
 class SliState:
-    """The availability job's state between runs: the window's node rows by hour bucket,
-    each row reduced to its time and the bits the SLI query counts. A run checks every
-    bucket's row count and time sum in one index-only query, reads again only the buckets
-    that changed (late or removed rows) and the rows newer than its previous run, and
-    computes gaps and counts from the rows kept: the same numbers as from scratch."""
+    """The availability job's state between runs: the window's node rows kept per hour
+    (`HourRows`), each reduced to its node, its time and the bits the SLI query counts, with
+    per-node sums of whole hours; gaps and counts are computed from them: the same numbers
+    as from scratch."""
 
-    key: tuple[Any, ...] | None = None  # nodes, CPU counts and thresholds the bits are of
-    buckets: dict[int, _Bucket] = field(default_factory=dict)
-    last: int | None = None  # the previous run's now
-    reread: int = 0  # buckets read again after a change (for tests)
+    kept: HourRows = field(default_factory=HourRows)
+
+    @property
+    def reread(self) -> int:
+        return self.kept.reread
 
     def rows(
         self,
@@ -323,92 +302,26 @@ class SliState:
         start: int,
         now: int,
     ) -> dict[str, dict[str, Any]]:
-        key = (tuple(nodes), tuple(cpus), ctx.config.sli)
-        if key != self.key or self.last is None or self.last > now:
-            self.key, self.buckets, self.last = key, {}, None
-        first, lo = start // HOUR + 1, start // HOUR * HOUR
-        self.buckets = {b: v for b, v in self.buckets.items() if b >= first}
-        last = lo if self.last is None else max(self.last, lo)  # no rows before the window
-        with ctx.store.read() as cur:  # one transaction: a statement costs round trips
-            # counted before the rows are read: a row landing in between is read again later
-            check = sql.SQL(_CHECK_SQL).format(table=ctx.store.table)
-            cur.execute(check, {"lo": lo, "now": now, "last": last})
-            seen = {int(r["b"]): (int(r["n"]), int(r["s"])) for r in cur.fetchall()}
-            stale = [b for b, v in self.buckets.items() if (v.n, v.s) != seen.get(b, (0, 0))]
-            self.reread += len(stale)
-            ranges = self._ranges(stale, last, now)
-            for b in stale:
-                del self.buckets[b]
-            self._read(cur, ctx, nodes, cpus, ranges)
-            for b in range(first, -(-now // HOUR) + 1):  # hours without node rows too
-                self.buckets.setdefault(b, _Bucket(0, 0, *_EMPTY))
-            for b, v in self.buckets.items():
-                n, t = seen.get(b, (0, 0))
-                n_new, t_new = seen.get(-b, (0, 0))
-                v.n, v.s = n + n_new, max(t, t_new)
-            self.last = now
-            before = _before(cur, ctx, nodes, start)
-        return self._count(ctx, nodes, facts, since, start, now, before)
-
-    @staticmethod
-    def _ranges(stale: list[int], last: int, now: int) -> list[tuple[int, int]]:
-        """(lo, hi] ranges to read: the stale buckets whole, and (last, now] outside them."""
-        pieces = [((b - 1) * HOUR, min(b * HOUR, now)) for b in stale]
-        t = last
-        while t < now:
-            b = t // HOUR + 1
-            hi = min(b * HOUR, now)
-            if b not in stale:
-                pieces.append((t, hi))
-            t = hi
-        merged: list[tuple[int, int]] = []
-        for a, b in sorted(pieces):
-            if merged and merged[-1][1] == a:
-                merged[-1] = (merged[-1][0], b)
-            elif a < b:
-                merged.append((a, b))
-        return merged
-
-    def _read(
-        self,
-        cur: Cursor[dict[str, Any]],
-        ctx: Context,
-        nodes: list[str],
-        cpus: list[float | None],
-        ranges: list[tuple[int, int]],
-    ) -> None:
         index = {n: i for i, n in enumerate(nodes)}
         query = _rows_query(ctx)
-        got: list[tuple[int, int, int]] = []
-        for lo, hi in ranges:
+
+        def read(cur: Cursor[dict[str, Any]], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+            t: list[int] = []
+            value: list[int] = []
             for first in range(0, len(nodes), NODES_PER_QUERY):
                 batch = slice(first, first + NODES_PER_QUERY)
                 params = {"start": lo, "now": hi, "nodes": nodes[batch], "cpus": cpus[batch]}
                 cur.execute(query, params)
-                got.extend((index[r["node_name"]], r["sample_time"], r["bits"]) for r in cur)
-        if not got:
-            return
-        node, t, bits = (np.array(c, dtype=np.int64) for c in zip(*got, strict=True))
-        bucket = (t + HOUR - 1) // HOUR
-        for b in np.unique(bucket).tolist():
-            m = bucket == b
-            new = _Bucket(0, 0, node[m].astype(np.int32), t[m], bits[m].astype(np.int32))
-            old = self.buckets.get(b)
-            if old is not None:
-                new.node = np.concatenate([old.node, new.node])
-                new.t = np.concatenate([old.t, new.t])
-                new.bits = np.concatenate([old.bits, new.bits])
-            self.buckets[b] = new
+                for r in cur:
+                    t.append(r["sample_time"])
+                    value.append(index[r["node_name"]] << _NODE_SHIFT | r["bits"])
+            return np.array(t, np.int64), np.array(value, np.int64)
 
-    def _sums(self, first: int, n: int) -> np.ndarray:
-        """Counts per node of the hours after `first`, wholly inside the window (kept)."""
-        total = np.zeros((n, len(_COUNTED)), np.int64)
-        for b, v in self.buckets.items():
-            if b > first:
-                if v.sums is None:
-                    v.sums = _sums(v.node, v.bits, n)
-                total += v.sums
-        return total
+        # the bits depend on the nodes, their CPU counts and the thresholds
+        self.kept.refresh(ctx, (tuple(nodes), tuple(cpus), ctx.config.sli), start, now, read)
+        with ctx.store.read() as cur:
+            before = _before(cur, ctx, nodes, start)
+        return self._count(ctx, nodes, facts, since, start, now, before)
 
     def _count(
         self,
@@ -421,31 +334,34 @@ class SliState:
         before: dict[str, float],
     ) -> dict[str, dict[str, Any]]:
         """What the SLI query returns per node, from the rows kept."""
-        kept = list(self.buckets.values())
-        node = np.concatenate([v.node for v in kept] or [_EMPTY[0]])
-        t = np.concatenate([v.t for v in kept] or [_EMPTY[1]])
+        hours = self.kept.hours
+        first = start // HOUR + 1
+        empty = np.zeros(0, np.int64)
+        t = np.concatenate([h.t for h in hours.values()] or [empty])
+        node = np.concatenate([h.value for h in hours.values()] or [empty]) >> _NODE_SHIFT
         inside = t > start
         node, t = node[inside], t[inside]
         order = np.lexsort((t, node))
         node, t = node[order], t[order]
         bounds = np.searchsorted(node, np.arange(len(nodes) + 1))
         # counts: whole hours' sums kept, the hour the window starts in row by row
-        b0 = start // HOUR + 1
-        first = self.buckets.get(b0, _Bucket(0, 0, *_EMPTY))
-        part = first.t > start
-        counted = _sums(first.node[part], first.bits[part], len(nodes))
-        per_node = (counted + self._sums(b0, len(nodes))).tolist()
+        counted = np.zeros((len(nodes), len(_COUNTED)), np.int64)
+        for bucket, h in hours.items():
+            if bucket == first:
+                counted += _sums(h.value[h.t > start], len(nodes))
+            else:
+                if "sums" not in h.derived:
+                    h.derived["sums"] = _sums(h.value, len(nodes))
+                counted += h.derived["sums"]
+        per_node = counted.tolist()
         gap = float(ctx.config.sli.gap_intervals)
         out: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(nodes):
             lo, hi = bounds[i], bounds[i + 1]
             iv, floor = float(facts[name].interval), since[name]
             prior = before.get(name)
-            times = np.unique(
-                np.concatenate(
-                    [t[lo:hi].astype(np.float64), [floor if prior is None else prior, now]]
-                )
-            )
+            ends = [floor if prior is None else prior, now]
+            times = np.unique(np.concatenate([t[lo:hi].astype(np.float64), ends]))
             a, b = times[:-1], times[1:]
             gaps = b - a > gap * iv
             row: dict[str, Any] = {"node_name": name}
