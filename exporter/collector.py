@@ -68,6 +68,7 @@ class JobState:
     errors: int = 0
     runs: int = 0
     future: Future[None] | None = field(default=None, repr=False)
+    state: Any = field(default=None, repr=False)  # the analysis's incremental state
 
     @property
     def name(self) -> str:
@@ -82,7 +83,12 @@ class Scheduler:
         self.config = config
         registry.check_refresh(config)
         self.jobs = {
-            a.name: JobState(a, registry.refresh_seconds(a, config)) for a in registry.served()
+            a.name: JobState(
+                a,
+                registry.refresh_seconds(a, config),
+                state=a.incremental() if a.incremental else None,
+            )
+            for a in registry.served()
         }
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(
@@ -147,7 +153,7 @@ class Scheduler:
         try:
             analysis = job.analysis
             window = registry.served_window(analysis, self.config)
-            result = registry.run(analysis, self.analyzer.ctx, window, resolve_now(None))
+            result = registry.run(analysis, self.analyzer.ctx, window, resolve_now(None), job.state)
             ok, reached = True, True
         except StoreError as exc:
             result, ok, reached = None, False, not exc.unreachable

@@ -61,13 +61,17 @@ def reportable() -> tuple[Analysis[Any], ...]:
     return tuple(a for a in ANALYSES if a.report)
 
 
-def run(analysis: Analysis[Any], ctx: Context, window: float | None, now: int) -> Any:
-    """Run `analysis` as of `now` over `window` (its unit; None: its default)."""
+def run(
+    analysis: Analysis[Any], ctx: Context, window: float | None, now: int, state: Any = None
+) -> Any:
+    """Run `analysis` as of `now` over `window` (its unit; None: its default); `state`:
+    its incremental state (`Analysis.incremental`), None for a run from scratch."""
+    extra = {} if state is None else {"state": state}
     if analysis.window is None:
-        return analysis.run(ctx, now=now)
+        return analysis.run(ctx, now=now, **extra)
     if window is None:
         window = analysis.window.default(ctx.config)
-    return analysis.run(ctx, now=now, **{analysis.window.unit: window})
+    return analysis.run(ctx, now=now, **{analysis.window.unit: window}, **extra)
 
 
 def served_window(analysis: Analysis[Any], config: Config) -> float | None:

@@ -39,6 +39,8 @@ scored against the old seasonal profile moved by the shift, so it never alarms a
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import hashlib
 import math
 import warnings
 from collections.abc import Iterator
@@ -46,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict, cast
 
 import numpy as np
-from psycopg import sql
+from psycopg import Cursor, sql
 from psycopg.rows import tuple_row
 
 from ..config import AnomalyConfig, EmergencyConfig, Levels
@@ -66,6 +68,7 @@ from .common import (
     window_rows,
     window_seconds,
 )
+from .hourly import HourRows
 from .unit import Analysis, ResultView, Served, Window
 
 
@@ -157,9 +160,12 @@ ENVELOPE_MARGIN = 0.5
 BATCH = 16  # series per numpy batch: bounds memory at a few tens of MB for any fleet
 
 
-def detect_anomalies(ctx: Context, *, hours: float, now: int) -> AnomalyResult:
+def detect_anomalies(
+    ctx: Context, *, hours: float, now: int, state: AnomalyState | None = None
+) -> AnomalyResult:
     """Anomalies found in (now - hours, now], the current score of every series and metric
-    evaluated, and what the data lacked."""
+    evaluated, and what the data lacked. `state` (the exporter's, kept between its runs)
+    saves the baselines of complete hours; the result is the same with or without it."""
     span = window_seconds(hours, HOUR, "hours")
     cfg: AnomalyConfig = ctx.config.anomalies
     start = now - span
@@ -175,11 +181,13 @@ def detect_anomalies(ctx: Context, *, hours: float, now: int) -> AnomalyResult:
     invalid: dict[str, int] = {}
     for kind in ("node", "container"):
         view = rollups.view(kind, history_start, now)
-        model = _fit_kind(kind, view, cfg, history_start, start, now)
+        memo = None if state is None else state.kinds.setdefault(kind, _Memo())
+        model = _fit_kind(kind, view, cfg, history_start, start, now, memo)
         if model is None:
             continue
         model.impact = _impact_scales(model, view, cfg, ctx.config.emergency)
-        candidates = _candidates(ctx, kind, model, start, now)
+        rows = None if state is None else state.candidates.setdefault(kind, HourRows())
+        candidates = _candidates(ctx, kind, model, start, now, rows)
         found, scores = _evaluate(model, candidates, cfg, start, now)
         result["anomalies"].extend(found)
         result["scores"].extend(scores)
@@ -190,7 +198,8 @@ def detect_anomalies(ctx: Context, *, hours: float, now: int) -> AnomalyResult:
         for code in model.kinds_now.ravel():
             if code != NONE:
                 kinds[KIND_NAMES[int(code)]] = kinds.get(KIND_NAMES[int(code)], 0) + 1
-        for metric, count in _invalid_counts(ctx, kind, model.metrics, start, now).items():
+        kept = None if state is None else state.invalid.setdefault(kind, HourRows())
+        for metric, count in _invalid_counts(ctx, kind, model.metrics, start, now, kept).items():
             invalid[metric] = invalid.get(metric, 0) + count
     result["anomalies"].sort(key=lambda a: (-abs(a["score"] or 0), a["node_name"], a["metric"]))
     quality = result["data_quality"]
@@ -238,8 +247,60 @@ class _Model:
         return (t // HOUR * HOUR - self.first_hour) // HOUR
 
 
+@dataclass
+class _Memo:
+    """Baselines of one kind of series fitted from complete hours, and what they were fitted
+    from: reused while those inputs are unchanged (an hour completes, a late sample lands in
+    a complete hour, the history start moves: all change the inputs, so all refit)."""
+
+    key: tuple[Any, ...] | None = None
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    fit: _Fit | None = None
+    range: _Range | None = None
+    hits: int = 0
+    misses: int = 0
+
+    def lookup(self, key: tuple[Any, ...], inputs: dict[str, np.ndarray]) -> bool:
+        same = key == self.key and all(
+            np.array_equal(a, self.inputs[k], equal_nan=True) for k, a in inputs.items()
+        )
+        self.hits += same
+        self.misses += not same
+        return same
+
+
+@dataclass
+class AnomalyState:
+    """The exporter's incremental state of the anomaly analysis, per kind of series."""
+
+    kinds: dict[str, _Memo] = field(default_factory=dict)
+    invalid: dict[str, HourRows] = field(default_factory=dict)  # rows with invalid values
+    candidates: dict[str, HourRows] = field(default_factory=dict)  # with their bounds
+
+
+def _complete_inputs(grids: dict[str, np.ndarray], counts: np.ndarray) -> dict[str, np.ndarray]:
+    """What the baselines of complete hours are a function of: every statistic of the
+    complete hours, and only whether the hour in progress has a value (its first valid hour
+    sets a series' age). `_fit` reads hour h only for hours after h, so the hour in
+    progress never reaches a baseline; `_range` reads hours at least a quiet gap back."""
+    out = {k: g[:, :-1] for k, g in grids.items()}
+    out["last_valid"] = ~np.isnan(grids["mean"][:, -1])
+    out["counts"] = counts[:, :-1]
+    return out
+
+
+def _copy_fit(fit: _Fit) -> _Fit:
+    return _Fit(*(getattr(fit, n).copy() for n in _Fit.__dataclass_fields__))
+
+
 def _fit_kind(
-    kind: str, view: RollupView, cfg: AnomalyConfig, history_start: int, start: int, now: int
+    kind: str,
+    view: RollupView,
+    cfg: AnomalyConfig,
+    history_start: int,
+    start: int,
+    now: int,
+    memo: _Memo | None = None,
 ) -> _Model | None:
     """Dense hourly grids of the view's series, their baselines and their level shifts."""
     series = list(view.series())
@@ -263,6 +324,21 @@ def _fit_kind(
         for name in grids:
             grids[name][s, h] = view.stats[rows][:, _STAT[name]][:, cols]
     floors = _floors(cfg, metrics)
+    window_first = max(0, (start // HOUR * HOUR - first) // HOUR)
+    keys = [key for key, _ in series]
+    # the range reads hours a quiet gap back; without a gap it reads the hour in progress
+    settled = math.ceil(cfg.range_quiet_hours) >= 1 and window_first < n_hours
+    memo_key = (first, n_hours, window_first, metrics, tuple(keys), cfg)
+    inputs = _complete_inputs(grids, counts) if memo is not None and settled else {}
+    if memo is not None and settled and memo.lookup(memo_key, inputs):
+        assert memo.fit is not None and memo.range is not None
+        hit = _copy_fit(memo.fit)
+        model = _Model(kind, keys, metrics, first, hit, _intervals(counts))
+        model.shifts = _level_shifts(model, grids, floors, cfg, now)
+        model.kinds_now = hit.kind[:, -1, :]
+        model.range = _masked_range(memo.range, hit)
+        model.grids = grids
+        return model
     fit: _Fit | None = None
     for i in range(0, len(series), BATCH):  # written batch by batch into one set of arrays
         part = _fit({k: g[i : i + BATCH] for k, g in grids.items()}, floors, cfg)
@@ -273,19 +349,15 @@ def _fit_kind(
         for n in _Fit.__dataclass_fields__:
             getattr(fit, n)[i : i + BATCH] = getattr(part, n)
     assert fit is not None
-    window_first = max(0, (start // HOUR * HOUR - first) // HOUR)
     _zero_inflated(fit, grids, metrics, cfg, window_first, floors)
-    model = _Model(
-        kind,
-        [key for key, _ in series],
-        metrics,
-        first,
-        fit,
-        _intervals(counts),
-    )
+    unmasked = _range(grids, metrics, cfg, window_first)
+    if memo is not None and settled:
+        memo.key, memo.inputs = memo_key, inputs
+        memo.fit, memo.range = _copy_fit(fit), unmasked
+    model = _Model(kind, keys, metrics, first, fit, _intervals(counts))
     model.shifts = _level_shifts(model, grids, floors, cfg, now)
     model.kinds_now = fit.kind[:, -1, :]
-    model.range = _range(grids, fit, metrics, cfg, window_first)
+    model.range = _masked_range(unmasked, fit)
     model.grids = grids
     return model
 
@@ -456,17 +528,26 @@ class _Range:
     noise: np.ndarray
     mean_noise: np.ndarray
     margin: float
+    # bounds of an hour, computed once: the episode walk asks for them per sample
+    _hours: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def bounds(self, h: int | slice) -> tuple[np.ndarray, np.ndarray]:
         """Sample bounds (S, M), or (S, hours, M) for a slice: beyond them a sample has
         left the range."""
         pad = self.margin * self.noise
         if isinstance(h, slice):
-            pad = pad[:, None, :]
-        return _widened(self.lo[:, h], self.hi[:, h], pad)
+            return _widened(self.lo[:, h], self.hi[:, h], pad[:, None, :])
+        if ("sample", h) not in self._hours:
+            self._hours[("sample", h)] = _widened(self.lo[:, h], self.hi[:, h], pad)
+        return self._hours[("sample", h)]
 
     def mean_bounds(self, h: int) -> tuple[np.ndarray, np.ndarray]:
-        return _widened(self.mean_lo[:, h], self.mean_hi[:, h], self.margin * self.mean_noise)
+        if ("mean", h) not in self._hours:
+            pad = self.margin * self.mean_noise
+            self._hours[("mean", h)] = _widened(self.mean_lo[:, h], self.mean_hi[:, h], pad)
+        return self._hours[("mean", h)]
 
 
 # The rollups keep float32 statistics: a sample equal to the range's edge can differ from
@@ -480,7 +561,6 @@ def _widened(lo: np.ndarray, hi: np.ndarray, pad: np.ndarray) -> tuple[np.ndarra
 
 def _range(
     grids: dict[str, np.ndarray],
-    fit: _Fit,
     metrics: tuple[str, ...],
     cfg: AnomalyConfig,
     window_first: int,
@@ -515,10 +595,19 @@ def _range(
         mean_noise=np.where(enough, mean_noise, np.nan),
         margin=cfg.range_margin,
     )
-    zero = fit.kind == ZERO
     for name in ("lo", "hi", "mean_lo", "mean_hi"):
         a = getattr(out, name)
-        a[~np.broadcast_to(enough[:, None, :], a.shape) | zero] = np.nan
+        a[~np.broadcast_to(enough[:, None, :], a.shape)] = np.nan
+    return out
+
+
+def _masked_range(r: _Range, fit: _Fit) -> _Range:
+    """The range without the hours a counter is judged by the frequency test (the fit's
+    kind, which level shifts may have refitted, so this runs after them)."""
+    zero = fit.kind == ZERO
+    out = dataclasses.replace(r)
+    for name in ("lo", "hi", "mean_lo", "mean_hi"):
+        setattr(out, name, np.where(zero, np.nan, getattr(r, name)))
     return out
 
 
@@ -745,7 +834,7 @@ def _slice(fit: _Fit, s: int, m: int) -> _Fit:
 
 
 def _candidates(
-    ctx: Context, kind: str, model: _Model, start: int, now: int
+    ctx: Context, kind: str, model: _Model, start: int, now: int, kept: HourRows | None = None
 ) -> list[tuple[str, str, int, tuple]]:
     """Window samples beyond their hour's bounds or out of their range (values of the other
     metrics NULL): the bounds go to PostgreSQL as arrays, only unusual samples come back.
@@ -772,14 +861,57 @@ def _candidates(
     for m in range(len(model.metrics)):
         params[f"lo{m}"] = _nullable(lo[:, :, m])
         params[f"hi{m}"] = _nullable(hi[:, :, m])
+    queries = ctx.cache("anomaly_queries", dict)  # composing costs more than running
+    key = (kind, model.metrics)
+    if kept is not None:
+        return _kept_candidates(ctx, queries, key, model, params, lo, hi, since, now, kept)
     with ctx.store.read() as cur:
         cur.row_factory = tuple_row  # type: ignore[assignment]  # many rows: no dicts
-        queries = ctx.cache("anomaly_queries", dict)  # composing costs more than running
-        key = (kind, model.metrics)
         if key not in queries:
             queries[key] = _candidate_query(ctx, kind, model.metrics).as_string(cur)
         cur.execute(queries[key], params)
         return cast(list[tuple[str, str, int, tuple[Any, ...]]], cur.fetchall())
+
+
+def _kept_candidates(
+    ctx: Context,
+    queries: dict[Any, str],
+    key: tuple[str, tuple[str, ...]],
+    model: _Model,
+    params: dict[str, Any],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    since: int,
+    now: int,
+    kept: HourRows,
+) -> list[tuple[str, str, int, tuple]]:
+    """The same candidates from those kept per hour with the bounds they were filtered by:
+    an hour is read again when its rows or its bounds change, else only newer rows."""
+    first = params["hours"][0] if params["hours"] else 0
+    n_hours = lo.shape[1]
+
+    def hour_key(b: int) -> bytes:  # bucket ((b-1) h, b h]: hours b-1 and b (its last second)
+        digest = hashlib.blake2b(digest_size=16)
+        for h in ((b - 1) * HOUR, b * HOUR):
+            i = (h - first) // HOUR
+            if 0 <= i < n_hours and h <= now:
+                digest.update(lo[:, i].tobytes() + hi[:, i].tobytes())
+        return digest.digest()
+
+    def read(cur: Cursor[dict[str, Any]], a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        cur.row_factory = tuple_row  # type: ignore[assignment]  # many rows: no dicts
+        if key not in queries:
+            queries[key] = _candidate_query(ctx, *key).as_string(cur)
+        cur.execute(queries[key], {**params, "start": a, "now": b})
+        rows = cast(list[tuple[Any, ...]], cur.fetchall())
+        values = np.empty(len(rows), object)
+        values[:] = rows
+        return np.array([r[2] for r in rows], np.int64), values
+
+    kept.refresh(ctx, (key, tuple(model.keys)), since, now, read, hour_key)
+    rows = kept.values(since).tolist()
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))  # the query's order
+    return cast(list[tuple[str, str, int, tuple[Any, ...]]], rows)
 
 
 def _nullable(a: np.ndarray) -> list[float | None]:
@@ -829,9 +961,17 @@ def _read_columns(metrics: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _invalid_counts(
-    ctx: Context, kind: str, metrics: tuple[str, ...], start: int, now: int
+    ctx: Context,
+    kind: str,
+    metrics: tuple[str, ...],
+    start: int,
+    now: int,
+    kept: HourRows | None = None,
 ) -> dict[str, int]:
-    """Values of the window that `clean` dropped (NaN, infinite, negative, absurd)."""
+    """Values of the window that `clean` dropped (NaN, infinite, negative, absurd); `kept`:
+    the exporter's rows with such values, kept between runs (the same counts)."""
+    if kept is not None:
+        return _kept_invalid_counts(ctx, kind, metrics, start, now, kept)
     query = sql.SQL("SELECT {counts} FROM {rows} AS w WHERE {which}").format(
         counts=sql.SQL(", ").join(
             sql.SQL("{} AS {}").format(invalid_count(m), sql.Identifier(m)) for m in metrics
@@ -843,6 +983,37 @@ def _invalid_counts(
         cur.execute(query, {"start": start, "now": now})
         row = cur.fetchone() or {}
     return {m: int(row.get(m) or 0) for m in metrics}
+
+
+def _kept_invalid_counts(
+    ctx: Context, kind: str, metrics: tuple[str, ...], start: int, now: int, kept: HourRows
+) -> dict[str, int]:
+    """The same counts from the window's rows with an invalid value, one bit per metric."""
+    invalid = [
+        sql.SQL("{} IS NOT NULL AND {} IS NULL").format(sql.Identifier(m), clean(m))
+        for m in metrics
+    ]
+    query = sql.SQL(
+        "SELECT w.sample_time, {bits} AS bits FROM {rows} AS w WHERE {which} AND ({any})"
+    ).format(
+        bits=sql.SQL(" | ").join(
+            sql.SQL("(CASE WHEN {} THEN {} ELSE 0 END)").format(c, sql.Literal(1 << k))
+            for k, c in enumerate(invalid)
+        ),
+        rows=window_rows(ctx.store, _read_columns(metrics)),
+        which=NODE_ROW if kind == "node" else CONTAINER_ROW,
+        any=sql.SQL(" OR ").join(invalid),
+    )
+
+    def read(cur: Cursor[dict[str, Any]], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        cur.execute(query, {"start": lo, "now": hi})
+        rows = cur.fetchall()
+        t = np.array([r["sample_time"] for r in rows], np.int64)
+        return t, np.array([r["bits"] for r in rows], np.int64)
+
+    kept.refresh(ctx, (kind, metrics), start, now, read)
+    bits = kept.values(start)
+    return {m: int(((bits >> k) & 1).sum()) for k, m in enumerate(metrics)}
 
 
 # --------------------------------------------------------------------------- episodes
@@ -1302,4 +1473,5 @@ ANALYSIS = Analysis[AnomalyResult](
     render_text=render_text,
     window=Window("hours", lambda c: 24, served=lambda c: c.anomalies.window_hours),
     serve=Served(refresh_seconds=60, metrics=(SCORE,), to_samples=to_samples),
+    incremental=AnomalyState,
 )

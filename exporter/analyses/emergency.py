@@ -263,8 +263,10 @@ SELECT p.node_name,
           FROM (SELECT sample_time - lag(sample_time) OVER (ORDER BY sample_time) AS step
                   FROM (SELECT DISTINCT sample_time FROM {t} s
                          WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
-                           AND s.sample_time > p.last - %(history)s
-                           AND s.sample_time <= p.last) x) d
+                           -- row comparisons: only the (node_name, sample_time) index
+                           -- serves them, never a walk of every node's rows by time
+                           AND (s.node_name, s.sample_time) > (p.node_name, p.last - %(history)s)
+                           AND (s.node_name, s.sample_time) <= (p.node_name, p.last)) x) d
          WHERE d.step > 0) AS interval
   FROM unnest(%(nodes)s::text[], %(lasts)s::bigint[]) AS p(node_name, last)
 """
@@ -311,11 +313,14 @@ def node_facts(ctx: Context, now: int) -> dict[str, NodeFacts]:
     return facts
 
 
-def emergency_health_check(ctx: Context, *, now: int) -> EmergencyResult:
-    """Threats of the last `window_seconds` per node, most severe first."""
+def emergency_health_check(
+    ctx: Context, *, now: int, facts: dict[str, NodeFacts] | None = None
+) -> EmergencyResult:
+    """Threats of the last `window_seconds` per node, most severe first; `facts`: every
+    node's `node_facts` at `now` when the caller already has them."""
     cfg = ctx.config.emergency
     start = now - cfg.window_seconds
-    facts = node_facts(ctx, now)
+    facts = node_facts(ctx, now) if facts is None else facts
     forget = cfg.forget_after_hours * HOUR
     forgotten = sorted(n for n, f in facts.items() if now - f.last > forget)
     live = {n: f for n, f in facts.items() if now - f.last <= forget}

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from psycopg import sql
+import numpy as np
+from psycopg import Cursor, sql
 
 from ..config import SliConfig
 from ..metricdef import NODE, gauge
@@ -45,12 +47,14 @@ from .common import (
 )
 from .emergency import (
     EmergencyResult,
+    NodeFacts,
     Threat,
     critical_nodes,
     emergency_health_check,
     node_facts,
 )
 from .hosts import cpu_count_of
+from .hourly import HourRows
 from .unit import Analysis, ResultView, Served, Window
 
 GRADES = tuple(g.label for g in Grade if g.score is not None)  # index = health_score
@@ -136,7 +140,9 @@ SELECT * FROM p LEFT JOIN missing USING (node_name) LEFT JOIN stats USING (node_
 """
 
 
-def _query(ctx: Context) -> sql.Composed:
+def _parts(ctx: Context) -> dict[str, sql.Composable]:
+    """The SLI query's per-row conditions, shared by the run from scratch and the
+    incremental one (which keeps each row's conditions as bits)."""
     c = ctx.config.sli
     cpu, iowait = clean("cpu_total_pct"), clean("cpu_iowait_pct")
     load = sql.SQL("{} / cpus.cpus").format(clean("load_1m"))
@@ -154,6 +160,15 @@ def _query(ctx: Context) -> sql.Composed:
     perf_good = [ok(cpu, "<", c.cpu_pct), ok(iowait, "<", c.iowait_pct)]
     perf_good.append(ok(load, "<", c.load_per_cpu))
     cap_good = [ok(mem, ">=", c.mem_available_pct), ok(swap, "<=", c.swap_used_mb)]
+    return {
+        "perf_known": known(cpu, iowait, clean("load_1m")),
+        "perf_good": sql.SQL(" AND ").join(perf_good),
+        "cap_known": known(mem, swap),
+        "cap_good": sql.SQL(" AND ").join(cap_good),
+    }
+
+
+def _query(ctx: Context) -> sql.Composed:
     invalid = [
         sql.SQL("{} AS {}").format(invalid_count(m), sql.Identifier(f"invalid:{m}"))
         for m in NODE_METRICS
@@ -162,12 +177,201 @@ def _query(ctx: Context) -> sql.Composed:
         rows=window_rows(ctx.store),
         table=ctx.store.table,
         node_row=NODE_ROW,
-        perf_known=known(cpu, iowait, clean("load_1m")),
-        perf_good=sql.SQL(" AND ").join(perf_good),
-        cap_known=known(mem, swap),
-        cap_good=sql.SQL(" AND ").join(cap_good),
         invalid=sql.SQL(", ").join(invalid),
+        **_parts(ctx),
     )
+
+
+def _scratch_rows(
+    ctx: Context,
+    nodes: list[str],
+    cpus: list[float | None],
+    facts: dict[str, NodeFacts],
+    since: dict[str, float],
+    start: int,
+    now: int,
+) -> dict[str, dict[str, Any]]:
+    """{node: missing seconds and sample counts}, from the raw rows of the window."""
+    rows = {}
+    for first in range(0, len(nodes), NODES_PER_QUERY):  # bounded statements, any fleet
+        batch = slice(first, first + NODES_PER_QUERY)
+        with ctx.store.read() as cur:
+            cur.execute(
+                _query(ctx),
+                {
+                    "start": start,
+                    "now": now,
+                    "nodes": nodes[batch],
+                    "cpus": cpus[batch],
+                    "intervals": [float(facts[n].interval) for n in nodes[batch]],
+                    "since": [since[n] for n in nodes[batch]],
+                    "gap": ctx.config.sli.gap_intervals,
+                },
+            )
+            rows.update({r["node_name"]: r for r in cur.fetchall()})
+    return rows
+
+
+# --------------------------------------------------------------------------- incremental
+
+
+# The window's node rows in (start, now], as the run from scratch reads them, each reduced
+# to its time and bits.
+_ROWS_SQL = """
+WITH p AS (
+    SELECT * FROM unnest(%(nodes)s::text[], %(cpus)s::float8[]) AS p(node_name, cpus)
+)
+SELECT w.node_name, w.sample_time, {bits} AS bits
+  FROM {rows} w JOIN p cpus USING (node_name)
+ WHERE {node_row}
+"""
+
+# The newest node row at or before the window's start, per node.
+_BEFORE_SQL = """
+SELECT p.node_name, a.t
+  FROM unnest(%(nodes)s::text[]) AS p(node_name)
+ CROSS JOIN LATERAL (SELECT max(sample_time)::float8 AS t FROM {table} s
+                      WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
+                        AND s.sample_time <= %(start)s) a
+"""
+
+
+def _before(
+    cur: Cursor[dict[str, Any]], ctx: Context, nodes: list[str], start: int
+) -> dict[str, float]:
+    """The newest node row at or before `start` per node (the table's, not only the
+    window's): the gap that crosses the window's start."""
+    query = sql.SQL(_BEFORE_SQL).format(table=ctx.store.table)
+    cur.execute(query, {"nodes": nodes, "start": start})
+    return {r["node_name"]: r["t"] for r in cur.fetchall() if r["t"] is not None}
+
+
+def _rows_query(ctx: Context) -> sql.Composed:
+    parts = _parts(ctx)
+    conds = [
+        parts["perf_known"],
+        sql.SQL("{} AND {}").format(parts["perf_known"], parts["perf_good"]),
+        parts["cap_known"],
+        sql.SQL("{} AND {}").format(parts["cap_known"], parts["cap_good"]),
+        *(
+            sql.SQL("{} IS NOT NULL AND {} IS NULL").format(sql.Identifier(m), clean(m))
+            for m in NODE_METRICS
+        ),
+    ]
+    bits = sql.SQL(" | ").join(
+        sql.SQL("(CASE WHEN {} THEN {} ELSE 0 END)").format(c, sql.Literal(1 << k))
+        for k, c in enumerate(conds)
+    )
+    return sql.SQL(_ROWS_SQL).format(rows=window_rows(ctx.store), bits=bits, node_row=NODE_ROW)
+
+
+# What the SLI query counts per node, in the order of a row's bits.
+_COUNTED = ("perf_n", "perf_good", "cap_n", "cap_good", *(f"invalid:{m}" for m in NODE_METRICS))
+_NODE_SHIFT = 32  # a kept row's value: node index << 32 | bits
+
+
+def _sums(value: np.ndarray, n: int) -> np.ndarray:
+    """(node, counted) sums of kept rows' bits."""
+    k = np.arange(len(_COUNTED))
+    flags = (value[:, None] >> k) & 1
+    index = ((value >> _NODE_SHIFT)[:, None] * len(_COUNTED) + k).ravel()
+    sums = np.bincount(index, weights=flags.ravel(), minlength=n * len(_COUNTED))
+    return sums.reshape(n, len(_COUNTED)).astype(np.int64)
+
+
+@dataclass
+class SliState:
+    """The availability job's state between runs: the window's node rows kept per hour
+    (`HourRows`), each reduced to its node, its time and the bits the SLI query counts, with
+    per-node sums of whole hours; gaps and counts are computed from them: the same numbers
+    as from scratch."""
+
+    kept: HourRows = field(default_factory=HourRows)
+
+    @property
+    def reread(self) -> int:
+        return self.kept.reread
+
+    def rows(
+        self,
+        ctx: Context,
+        nodes: list[str],
+        cpus: list[float | None],
+        facts: dict[str, NodeFacts],
+        since: dict[str, float],
+        start: int,
+        now: int,
+    ) -> dict[str, dict[str, Any]]:
+        index = {n: i for i, n in enumerate(nodes)}
+        query = _rows_query(ctx)
+
+        def read(cur: Cursor[dict[str, Any]], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+            t: list[int] = []
+            value: list[int] = []
+            for first in range(0, len(nodes), NODES_PER_QUERY):
+                batch = slice(first, first + NODES_PER_QUERY)
+                params = {"start": lo, "now": hi, "nodes": nodes[batch], "cpus": cpus[batch]}
+                cur.execute(query, params)
+                for r in cur:
+                    t.append(r["sample_time"])
+                    value.append(index[r["node_name"]] << _NODE_SHIFT | r["bits"])
+            return np.array(t, np.int64), np.array(value, np.int64)
+
+        # the bits depend on the nodes, their CPU counts and the thresholds
+        self.kept.refresh(ctx, (tuple(nodes), tuple(cpus), ctx.config.sli), start, now, read)
+        with ctx.store.read() as cur:
+            before = _before(cur, ctx, nodes, start)
+        return self._count(ctx, nodes, facts, since, start, now, before)
+
+    def _count(
+        self,
+        ctx: Context,
+        nodes: list[str],
+        facts: dict[str, NodeFacts],
+        since: dict[str, float],
+        start: int,
+        now: int,
+        before: dict[str, float],
+    ) -> dict[str, dict[str, Any]]:
+        """What the SLI query returns per node, from the rows kept."""
+        hours = self.kept.hours
+        first = start // HOUR + 1
+        empty = np.zeros(0, np.int64)
+        t = np.concatenate([h.t for h in hours.values()] or [empty])
+        node = np.concatenate([h.value for h in hours.values()] or [empty]) >> _NODE_SHIFT
+        inside = t > start
+        node, t = node[inside], t[inside]
+        order = np.lexsort((t, node))
+        node, t = node[order], t[order]
+        bounds = np.searchsorted(node, np.arange(len(nodes) + 1))
+        # counts: whole hours' sums kept, the hour the window starts in row by row
+        counted = np.zeros((len(nodes), len(_COUNTED)), np.int64)
+        for bucket, h in hours.items():
+            if bucket == first:
+                counted += _sums(h.value[h.t > start], len(nodes))
+            else:
+                if "sums" not in h.derived:
+                    h.derived["sums"] = _sums(h.value, len(nodes))
+                counted += h.derived["sums"]
+        per_node = counted.tolist()
+        gap = float(ctx.config.sli.gap_intervals)
+        out: dict[str, dict[str, Any]] = {}
+        for i, name in enumerate(nodes):
+            lo, hi = bounds[i], bounds[i + 1]
+            iv, floor = float(facts[name].interval), since[name]
+            prior = before.get(name)
+            ends = [floor if prior is None else prior, now]
+            times = np.unique(np.concatenate([t[lo:hi].astype(np.float64), ends]))
+            a, b = times[:-1], times[1:]
+            gaps = b - a > gap * iv
+            row: dict[str, Any] = {"node_name": name}
+            if gaps.any():
+                row["missing"] = float(np.maximum(0.0, b - np.maximum(a + iv, floor))[gaps].sum())
+            if hi > lo:
+                row["samples"] = int(hi - lo)
+                row.update(zip(_COUNTED, per_node[i], strict=True))
+            out[name] = row
+        return out
 
 
 def grade(
@@ -197,39 +401,34 @@ def grade(
 
 
 def system_availability_check(
-    ctx: Context, *, hours: float, now: int, threats: list[Threat] | None = None
+    ctx: Context,
+    *,
+    hours: float,
+    now: int,
+    threats: list[Threat] | None = None,
+    state: SliState | None = None,
 ) -> SliResult:
     """Availability, performance and capacity ratios and a grade per node remembered (seen
     within the emergency check's `forget_after_hours`); `threats` are the emergency check's
-    at the same `now` when the caller already has them."""
+    at the same `now` when the caller already has them; `state`: the exporter's, kept
+    between its runs (the same answer, reading only what changed)."""
     cfg = ctx.config.sli
     seconds = window_seconds(hours, HOUR, "hours")
     start = now - seconds
     forget = ctx.config.emergency.forget_after_hours * HOUR
-    facts = {n: f for n, f in node_facts(ctx, now).items() if now - f.last <= forget}
+    every = node_facts(ctx, now)
+    facts = {n: f for n, f in every.items() if now - f.last <= forget}
     cpus = {} if ctx.cpu_count else cpu_count_of(ctx, now)
     nodes = sorted(facts)
     counts = [float(ctx.cpu_count or cpus.get(n) or "nan") for n in nodes]
     since = {n: float(max(start, facts[n].first)) for n in nodes}
-    rows = {}
-    for first in range(0, len(nodes), NODES_PER_QUERY):  # bounded statements, any fleet
-        batch = slice(first, first + NODES_PER_QUERY)
-        with ctx.store.read() as cur:
-            cur.execute(
-                _query(ctx),
-                {
-                    "start": start,
-                    "now": now,
-                    "nodes": nodes[batch],
-                    "cpus": [None if math.isnan(c) else c for c in counts[batch]],
-                    "intervals": [float(facts[n].interval) for n in nodes[batch]],
-                    "since": [since[n] for n in nodes[batch]],
-                    "gap": cfg.gap_intervals,
-                },
-            )
-            rows.update({r["node_name"]: r for r in cur.fetchall()})
+    cpu_list = [None if math.isnan(c) else c for c in counts]
+    if state is not None:
+        rows = state.rows(ctx, nodes, cpu_list, facts, since, start, now)
+    else:
+        rows = _scratch_rows(ctx, nodes, cpu_list, facts, since, start, now)
     if threats is None:
-        threats = emergency_health_check(ctx, now=now)["threats"]
+        threats = emergency_health_check(ctx, now=now, facts=every)["threats"]
     critical = {t["node_name"] for t in threats if t["priority"] == "P1-CRITICAL"}
 
     result: list[NodeSli] = []
@@ -379,4 +578,5 @@ ANALYSIS = Analysis[SliResult](
         depends_on=("emergency",),
     ),
     aliases=("sli",),
+    incremental=SliState,
 )

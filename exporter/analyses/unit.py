@@ -59,3 +59,6 @@ class Analysis(Generic[R]):
     serve: Served[R] | None = None
     aliases: tuple[str, ...] = ()  # earlier names, still accepted
     report: bool = True  # False: served only, not a `report NAME`
+    # the exporter's state kept between its runs (passed as `run(..., state=)`); a run
+    # with it returns what a run without it returns at the same `now`, only cheaper
+    incremental: Callable[[], Any] | None = None

@@ -1,0 +1,210 @@
+"""Incremental refresh: the exporter's runs, which keep state between minutes, answer
+exactly what a run from scratch answers at the same `now`: mid-hour, right after an hour
+and a day boundary, and after late rows land. Both runs share one analyzer (its hourly
+rollups are the store both read; what the rollups keep is tested in their own tests). The
+rollups' clock is set to each `now`, as in the exporter, whose `now` is the clock: an hour
+younger than their settle time is read afresh, so a late row in it reaches the baselines."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from typing import Any
+
+import psycopg
+import pytest
+
+from exporter import PerformanceAnalyzer, registry, rollups
+from exporter.analyses.anomalies import AnomalyState
+from exporter.analyses.sli import SliState
+from exporter.config import Config
+from exporter.simulate import FleetSpec, load_fleet
+from exporter.store import Store
+
+HOUR, DAY = 3600, 86400
+DAY_START = 1_790_000_040 // DAY * DAY  # a UTC midnight inside the fleet's last hours
+
+
+def same(a: Any, b: Any, path: str = "") -> None:
+    """Equal JSON values; floats within a relative 1e-9 (the same arithmetic, maybe in
+    another order)."""
+    if isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), f"{path}: {a} != {b}"
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), f"{path}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), f"{path}: {len(a)} items != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+@pytest.fixture(scope="module")
+def fleet(dsn):
+    # 8 days: hour-of-day baselines and ranges; realistic sampler shapes (15 s to 5 min
+    # intervals, jitter, late stamps, missed samples, container offsets, NULL columns)
+    spec = FleetSpec(nodes=6, containers=1, days=8, end=DAY_START + 2 * HOUR, realistic=True)
+    with Store(dsn) as store:
+        return load_fleet(store, spec)
+
+
+def invalid_row(dsn: str, node: str, t: int) -> None:
+    """A node row stamped `t`, written now, with an impossible CPU share."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO monitor_samples_ring (sample_time, node_name, node_flag, cpu_total_pct)"
+            " VALUES (%s, %s, true, 250)",
+            (t, node),
+        )
+
+
+def late_rows(dsn: str, node: str, times: list[int]) -> None:
+    """Node rows stamped `times`, written now: far off the node's level, so they matter."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for t in times:
+            conn.execute(
+                "INSERT INTO monitor_samples_ring (sample_time, node_name, node_flag,"
+                " cpu_total_pct, mem_total_mb, mem_available_mb, load_1m)"
+                " VALUES (%s, %s, true, 99.5, 16000, 300, 30)",
+                (t, node),
+            )
+
+
+@pytest.mark.slow
+def test_anomalies_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
+    clock = [0]
+    monkeypatch.setattr(rollups, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    analysis = registry.get("anomalies")
+    node = sorted(fleet.truth["nodes"])[0]
+    state = AnomalyState()
+    with PerformanceAnalyzer(dsn) as analyzer:
+
+        def check(now: int) -> None:
+            clock[0] = now
+            window = registry.served_window(analysis, analyzer.ctx.config)
+            incremental = registry.run(analysis, analyzer.ctx, window, now, state)
+            scratch = registry.run(analysis, analyzer.ctx, window, now)
+            same(incremental, scratch)
+            invalid.append(scratch["data_quality"]["invalid_values"].get("cpu_total_pct", 0))
+
+        invalid: list[int] = []
+        check(DAY_START - 1800)  # mid-hour, cold: fits
+        check(DAY_START - 1740)  # a minute later: the complete hours are unchanged
+        memo = state.kinds["node"]
+        assert (memo.hits, memo.misses) == (1, 1)
+        check(DAY_START + 60)  # right after an hour and a day boundary: a new hour to fit
+        assert memo.misses == 2
+        # late rows: one in the hour just completed, one in the hour in progress
+        late_rows(dsn, node, [DAY_START - 200, DAY_START + 100])
+        check(DAY_START + 240)
+        assert memo.misses == 3  # the completed hour changed: refitted, not reused
+        check(DAY_START + 1800)  # mid-hour, the completed hour settled: refitted once more
+        check(DAY_START + 1860)
+        hits = memo.hits
+        check(DAY_START + 1920)
+        assert memo.hits == hits + 1
+        # a late row stamped in a settled hour (past the rollups' settle time) and new rows
+        late_rows(dsn, node, [DAY_START + 1500, DAY_START + 1950])
+        invalid_row(dsn, node, DAY_START + 1600)  # late too: in the hour in progress
+        before = state.invalid["node"].reread
+        check(DAY_START + 1980)
+        assert state.invalid["node"].reread == before + 1
+        check(DAY_START + HOUR + 30)  # right after the next hour boundary
+        assert invalid[-2] == invalid[-3] + 1  # the late invalid value is counted
+
+
+def edge_nodes(dsn: str, start: int, end: int) -> None:
+    """Two more nodes: one sampling every 5 minutes, one every minute with a 5-hour outage
+    and silent from DAY_START + 1500 on; a few invalid CPU values on both."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for node, step, skip in (
+            ("edge-5min", 300, "false"),
+            (
+                "edge-outage",
+                60,
+                f"t > {DAY_START - 6 * HOUR} AND t < {DAY_START - HOUR} OR t > {DAY_START + 1500}",
+            ),
+        ):
+            conn.execute(
+                "INSERT INTO monitor_samples_ring (sample_time, node_name, node_flag,"
+                " cpu_total_pct, mem_total_mb, mem_available_mb, load_1m)"
+                " SELECT t + (t / %(step)s) %% 7 - 3, %(node)s, true,"
+                " CASE WHEN (t / %(step)s) %% 97 = 0 THEN 250 ELSE 20 + (t / %(step)s) %% 70 END,"
+                " 16000, 1000 + (t / %(step)s) %% 9000, (t / %(step)s) %% 5"
+                f" FROM generate_series(%(start)s::bigint, %(end)s, %(step)s) t WHERE NOT ({skip})",
+                {"node": node, "step": step, "start": start, "end": end},
+            )
+
+
+@pytest.mark.slow
+def test_availability_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
+    edge_nodes(dsn, fleet.start, fleet.end)
+    analysis = registry.get("availability")
+    node = sorted(fleet.truth["nodes"])[0]
+    state = SliState()
+    with PerformanceAnalyzer(dsn) as analyzer:
+
+        def check(now: int) -> None:
+            window = registry.served_window(analysis, analyzer.ctx.config)
+            incremental = registry.run(analysis, analyzer.ctx, window, now, state)
+            scratch = registry.run(analysis, analyzer.ctx, window, now)
+            same(incremental, scratch)
+            assert {"edge-5min", "edge-outage"} <= {n["node_name"] for n in scratch["nodes"]}
+
+        check(DAY_START - 1800)  # mid-hour, cold
+        check(DAY_START - 1740)  # a minute later: only the new minute is read
+        assert state.reread == 0
+        check(DAY_START + 60)  # right after an hour and a day boundary
+        # late rows: in the hour just completed, in the hour in progress, in an old hour
+        late_rows(dsn, node, [DAY_START - 200, DAY_START + 100, DAY_START - 20 * HOUR])
+        check(DAY_START + 240)
+        assert state.reread == 2  # the two complete hours read again, not the others
+        check(DAY_START + 1800)  # edge-outage silent for 5 minutes
+        check(DAY_START + 1860)
+        with psycopg.connect(dsn, autocommit=True) as conn:  # a removed row
+            conn.execute(
+                "DELETE FROM monitor_samples_ring WHERE node_name = 'edge-5min'"
+                " AND sample_time BETWEEN %s AND %s",
+                (DAY_START - 3 * HOUR, DAY_START - 3 * HOUR + 400),
+            )
+        check(DAY_START + 1920)
+        assert state.reread == 3
+        check(DAY_START + HOUR)  # the window starts on an hour
+        check(DAY_START + HOUR + 30)  # the next hour boundary; the window's start moved on
+        check(DAY_START + 2 * HOUR + 3 * 60)  # past the fleet's end: every node silent
+        late_rows(dsn, node, [DAY_START + 2 * HOUR + 60])  # late, in an hour without rows
+        check(DAY_START + 2 * HOUR + 4 * 60)
+        assert state.reread == 4
+        check(DAY_START + 2 * HOUR + DAY + 600)  # a day later: nothing kept is in the window
+
+
+@pytest.mark.slow
+def test_anomaly_candidates_follow_their_bounds(dsn, fleet, monkeypatch):
+    """Candidates kept for an hour are read again when the bounds they were filtered by
+    change, not only when the hour's rows do: here two runs share one state across a
+    stricter score threshold (in the exporter the bounds move when the baselines refit)."""
+    now = DAY_START + 1800
+    monkeypatch.setattr(rollups, "time", types.SimpleNamespace(time=lambda: now))
+    analysis = registry.get("anomalies")
+    state = AnomalyState()
+    loose = Config()
+    strict = dataclasses.replace(
+        loose, anomalies=dataclasses.replace(loose.anomalies, score_threshold=2.5)
+    )
+    with PerformanceAnalyzer(dsn, config=loose) as analyzer:
+        registry.run(analysis, analyzer.ctx, 1, now - 60, state)
+    with PerformanceAnalyzer(dsn, config=strict) as analyzer:
+        incremental = registry.run(analysis, analyzer.ctx, 1, now, state)
+        scratch = registry.run(analysis, analyzer.ctx, 1, now)
+    same(incremental, scratch)
+    assert state.candidates["node"].reread > 0
+
+
+def test_served_analyses_declare_their_state():
+    """The exporter gives an analysis with a state factory a state of its own."""
+    assert isinstance(registry.get("anomalies").incremental(), AnomalyState)
+    assert isinstance(registry.get("availability").incremental(), SliState)
