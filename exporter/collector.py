@@ -56,6 +56,7 @@ from .exposition import (
     render,
     same,
 )
+from .rollups import HourlyRollups
 from .samples import Sample, sample
 from .shard import Shard
 from .store import Store, StoreError
@@ -113,8 +114,8 @@ def _worker_start(spec: WorkerSpec) -> None:
     _worker = PerformanceAnalyzer(store, cpu_count=spec.cpu_count, config=spec.config)
 
 
-def _worker_run(name: str, window: float | None, now: int) -> tuple[Any, float]:
-    """(result, seconds) of one analysis run in the worker process."""
+def _worker_run(name: str, window: float | None, now: int) -> tuple[Any, float, dict[str, int]]:
+    """(result, seconds, rollup history) of one analysis run in the worker process."""
     assert _worker is not None
     started = time.monotonic()
     try:
@@ -125,7 +126,13 @@ def _worker_run(name: str, window: float | None, now: int) -> tuple[Any, float]:
         raise AnalysisFailed(type(exc).__name__, str(exc)) from None
     finally:
         allocator.trim()
-    return result, time.monotonic() - started
+    return result, time.monotonic() - started, _history(_worker)
+
+
+def _history(analyzer: PerformanceAnalyzer) -> dict[str, int]:
+    """Seconds of hourly rollups read so far per kind ({} before any analysis needed them)."""
+    rollups = analyzer.ctx.caches.get("rollups")
+    return rollups.history() if isinstance(rollups, HourlyRollups) else {}
 
 
 @dataclass
@@ -167,6 +174,7 @@ class Scheduler:
         self._ticker: threading.Thread | None = None
         self._worker_spec = self._spec(analyzer, config)
         self._worker: ProcessPoolExecutor | None = None
+        self._worker_history: dict[str, int] = {}
         # threads that only wait for the worker, so that a queue of long-window runs never
         # holds the pool the every-few-seconds analyses run in
         self._waiters = ThreadPoolExecutor(
@@ -194,6 +202,14 @@ class Scheduler:
             log_level=logging.getLogger().getEffectiveLevel(),
         )
 
+    def rollup_history(self) -> dict[str, int]:
+        """Seconds of hourly rollups read so far, per kind: in the worker process (as of
+        its latest run) or in this one. A cold start reads them newest first."""
+        with self._lock:
+            if self._worker_spec is not None:
+                return dict(self._worker_history)
+        return _history(self.analyzer)
+
     def _in_worker(self, name: str, window: float | None, now: int) -> tuple[Any, float]:
         """Run one analysis in the worker process (started on first use, and again if it
         died): (result, seconds of the run itself, not of the wait for the worker)."""
@@ -208,13 +224,16 @@ class Scheduler:
                 )
             worker = self._worker
         try:
-            return worker.submit(_worker_run, name, window, now).result()
+            result, seconds, history = worker.submit(_worker_run, name, window, now).result()
         except BrokenProcessPool:
             with self._lock:
                 if self._worker is worker:
                     self._worker = None
             worker.shutdown(wait=False, cancel_futures=True)
             raise
+        with self._lock:
+            self._worker_history = history
+        return result, seconds
 
     @property
     def database_up(self) -> bool:
@@ -485,6 +504,8 @@ class PerfAnalyzerCollector:
                 sample("http_connections_head_timeout_total", counts.get("head_timeout", 0)),
                 sample("http_accept_errors_total", self.http_limits.accept_errors),
             ]
+        for kind, seconds in sorted(self.scheduler.rollup_history().items()):
+            out.append(sample("rollup_history_seconds", seconds, kind=kind))
         exposition_errors = self._samples.errors.copy()
         for j in jobs:
             out.append(sample("analysis_refresh_interval_seconds", j.interval, analysis=j.name))

@@ -62,6 +62,10 @@ def test_scheduler_serves_worker_runs_and_counts_their_failures(live, pg_server)
             assert all(j.last_ok for j in jobs.values()), {n: j.errors for n, j in jobs.items()}
             assert all(j.result is not None for j in jobs.values())
             assert scheduler.database_up
+            history = scheduler.rollup_history()  # read in the worker, reported here
+            assert set(history) == {"node", "container"}
+            assert history["node"] >= 7 * 86400  # correlation's week of profiles at least
+            assert "rollups" not in analyzer.ctx.caches
         finally:
             scheduler.close()
     with PerformanceAnalyzer(Store(live, "no_such_table"), config=WORKER) as analyzer:
