@@ -36,6 +36,7 @@ from typing import Any
 
 import psycopg
 from common import load, machine
+from fleet import write_results
 
 from exporter import registry
 from exporter.embedded import EmbeddedPostgres, free_port
@@ -361,6 +362,7 @@ def main() -> None:
     path = RESULTS / f"steady-{args.nodes}{suffix}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
+    write_results()
 
 
 if __name__ == "__main__":
