@@ -345,6 +345,9 @@ class Scheduler:
         self._executor.shutdown(wait=wait_for_runs, cancel_futures=True)
         self._waiters.shutdown(wait=wait_for_runs, cancel_futures=True)
         if worker is not None:
+            if not wait_for_runs:  # a run in progress only reads: stop it, do not wait for it
+                for process in list(getattr(worker, "_processes", {}).values()):
+                    process.terminate()
             worker.shutdown(wait=wait_for_runs, cancel_futures=True)
 
 

@@ -78,3 +78,20 @@ def test_scheduler_serves_worker_runs_and_counts_their_failures(live, pg_server)
             assert scheduler.database_up  # reached: the query failed, not the connection
         finally:
             scheduler.close()
+
+
+@pytest.mark.slow
+def test_close_without_waiting_stops_the_worker(live):
+    """Shutting down (`close(wait_for_runs=False)`, what `serve` does on SIGTERM) does not
+    wait for a worker run in progress: the worker process is gone within seconds."""
+    with PerformanceAnalyzer(live, config=WORKER) as analyzer:
+        scheduler = Scheduler(analyzer, WORKER)
+        scheduler._in_worker("availability", None, int(time.time()))
+        assert scheduler._worker is not None
+        processes = list(scheduler._worker._processes.values())
+        assert len(processes) == 1 and processes[0].is_alive()
+        started = time.monotonic()
+        scheduler.close(wait_for_runs=False)
+        processes[0].join(10)
+        assert not processes[0].is_alive()
+        assert time.monotonic() - started < 10
