@@ -303,6 +303,9 @@ def measure(dsn: str, minutes: float, n_scrapers: int, config: str) -> dict[str,
             out["warmup_s"] = max(ready.values())
             time.sleep(5)  # let the first runs' listeners finish
             out["rss_warm_mib"] = rss_mib(descendants(process.pid))[0]
+            out["rss_warm_by_process_mib"] = {
+                str(pid): rss_mib([pid])[0] for pid in descendants(process.pid)
+            }
             meter = CpuMeter(dsn, process.pid)
             meter.sample(start=True)
             sampling = threading.Event()
@@ -322,6 +325,7 @@ def measure(dsn: str, minutes: float, n_scrapers: int, config: str) -> dict[str,
             out["cpu_s_per_min"] = meter.per_minute(elapsed)
             tree = descendants(process.pid)
             out["rss_end_mib"], peak = rss_mib(tree)
+            out["rss_end_by_process_mib"] = {str(pid): rss_mib([pid]) for pid in tree}
             out["rss_peak_mib"] = max(peak, meter.peak_rss)
             out["processes"] = len(tree)
     finally:

@@ -102,6 +102,7 @@ _worker: PerformanceAnalyzer | None = None  # the worker process's analyzer
 def _worker_start(spec: WorkerSpec) -> None:
     global _worker
     logging.basicConfig(level=spec.log_level, format="level=%(levelname)s %(message)s")
+    allocator.return_freed_memory()  # as in the exporter: freed arrays leave RSS
     store = Store(
         spec.dsn,
         spec.table,
