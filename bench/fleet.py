@@ -142,6 +142,67 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def steady_markdown(results: list[dict[str, Any]]) -> str:
+    """The steady-state table: one column per size and label of `bench/steady.py`."""
+    if not results:
+        return ""
+
+    def name(r: dict[str, Any]) -> str:
+        return f"{r['nodes']} nodes, {r.get('label') or 'run'}"
+
+    head = "| | " + " | ".join(name(r) for r in results) + " |"
+    rule = "|---|" + "---:|" * len(results)
+
+    def row(label: str, cell) -> str:
+        return f"| {label} | " + " | ".join(cell(r) for r in results) + " |"
+
+    return "\n".join(
+        [
+            "",
+            "## Steady state (`python bench/steady.py --nodes N --minutes M --label L`)",
+            "",
+            "The exporter on a persistent 30-day fleet with a live appender (one row per node",
+            "and container per minute), M minutes after every analysis had a result; 4 scrapers",
+            "each scraping once a second, alternating plain and gzip, across the whole window",
+            "(refreshes included). CPU from /proc/<pid>/stat of the exporter (and its worker",
+            "process) and of its PostgreSQL backends; the scrapes' own CPU is included. The",
+            "machine is shared with other work, so figures carry that noise.",
+            "",
+            head,
+            rule,
+            row("configuration", lambda r: f"`{r.get('config', '{}')}`"),
+            row("steady minutes measured", lambda r: f"{r['steady_minutes']:.1f}"),
+            row(
+                "CPU s per minute: exporter / backends",
+                lambda r: (
+                    f"{r['cpu_s_per_min']['exporter']:.2f} / {r['cpu_s_per_min']['backends']:.2f}"
+                ),
+            ),
+            row("scrape p50 / p99, plain, ms", lambda r: _p(r["plain"])),
+            row("scrape p50 / p99, gzip, ms", lambda r: _p(r["gzip"])),
+            row("scrape p50 / p99 during an analysis run, ms", lambda r: _p(r["during_runs"])),
+            row("scrape p50 / p99 between runs, ms", lambda r: _p(r["between_runs"])),
+            row("every analysis has a result after start, s", lambda r: f"{r['warmup_s']:.0f}"),
+            row(
+                "RSS after warm-up / peak, MiB (all processes)",
+                lambda r: f"{r['rss_warm_mib']:.0f} / {r['rss_peak_mib']:.0f}",
+            ),
+        ]
+    )
+
+
+def write_results() -> None:
+    """bench/RESULTS.md from every result file measured so far."""
+    every = [json.loads(p.read_text()) for p in RESULTS.glob("fleet-*.json")]
+    steady = []
+    for path in RESULTS.glob("steady-*.json"):
+        label = path.stem.split("-", 2)[2] if path.stem.count("-") >= 2 else ""
+        steady.append(json.loads(path.read_text()) | {"label": label})
+    steady.sort(key=lambda r: (r["nodes"], r["label"] != "before", r["label"]))
+    text = markdown(sorted(every, key=lambda r: r["nodes"])) + steady_markdown(steady)
+    (HERE / "RESULTS.md").write_text(text + ("\n" if steady else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=50)
@@ -162,8 +223,7 @@ def main() -> None:
         result = json.loads(path.read_text()) | {"scrape": result["scrape"]}
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
-    every = [json.loads(p.read_text()) for p in RESULTS.glob("fleet-*.json")]
-    (HERE / "RESULTS.md").write_text(markdown(sorted(every, key=lambda r: r["nodes"])))
+    write_results()
     print((HERE / "RESULTS.md").read_text())
 
 

@@ -15,18 +15,24 @@
   and spliced in front of the body's cached deflate stream, so the body is not recompressed.
 - `perf_analyzer_database_up` follows the latest database round trip, whichever analysis
   made it, so it drops to 0 when the database goes away and comes back with it.
+- With `exporter.worker_process`, the long-window analyses (`WORKER_ANALYSES`) run in one
+  spawned worker process that keeps its own rollups and connection: one at a time (bounded
+  memory), and their numpy and result building never hold the interpreter lock that the
+  scrapes need. Results come back pickled; the collector turns them into text as before.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import multiprocessing
 import struct
 import threading
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,10 +56,84 @@ from .exposition import (
     render,
     same,
 )
+from .rollups import HourlyRollups
 from .samples import Sample, sample
-from .store import StoreError
+from .shard import Shard
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
+
+
+# Analyses that read hours to weeks of samples or the rollups: these go to the worker
+# process when there is one. The cheap every-few-seconds ones stay in the exporter.
+WORKER_ANALYSES = frozenset(
+    {"availability", "anomalies", "contention", "correlation", "capacity", "patterns",
+     "alert-config"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What the worker process needs to open its own analyzer on the same table."""
+
+    dsn: str
+    table: str
+    shard: Shard | None
+    statement_timeout: float
+    connect_timeout: float
+    application_name: str
+    cpu_count: int | None
+    config: Config
+    log_level: int
+
+
+class AnalysisFailed(Exception):
+    """An analysis failed in the worker: its exception's type name and message (the
+    exception itself may not survive pickling)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(kind, message)
+        self.kind, self.message = kind, message
+
+
+_worker: PerformanceAnalyzer | None = None  # the worker process's analyzer
+
+
+def _worker_start(spec: WorkerSpec) -> None:
+    global _worker
+    logging.basicConfig(level=spec.log_level, format="level=%(levelname)s %(message)s")
+    allocator.return_freed_memory()  # as in the exporter: freed arrays leave RSS
+    store = Store(
+        spec.dsn,
+        spec.table,
+        statement_timeout=spec.statement_timeout,
+        connect_timeout=spec.connect_timeout,
+        pool_size=1,  # one analysis at a time
+        application_name=spec.application_name,
+        shard=spec.shard,
+    )
+    _worker = PerformanceAnalyzer(store, cpu_count=spec.cpu_count, config=spec.config)
+
+
+def _worker_run(name: str, window: float | None, now: int) -> tuple[Any, float, dict[str, int]]:
+    """(result, seconds, rollup history) of one analysis run in the worker process."""
+    assert _worker is not None
+    started = time.monotonic()
+    try:
+        result = registry.run(registry.get(name), _worker.ctx, window, now)
+    except StoreError as exc:
+        raise StoreError(str(exc), unreachable=exc.unreachable, permanent=exc.permanent) from None
+    except Exception as exc:
+        raise AnalysisFailed(type(exc).__name__, str(exc)) from None
+    finally:
+        allocator.trim()
+    return result, time.monotonic() - started, _history(_worker)
+
+
+def _history(analyzer: PerformanceAnalyzer) -> dict[str, int]:
+    """Seconds of hourly rollups read so far per kind ({} before any analysis needed them)."""
+    rollups = analyzer.ctx.caches.get("rollups")
+    return rollups.history() if isinstance(rollups, HourlyRollups) else {}
 
 
 @dataclass
@@ -99,6 +179,68 @@ class Scheduler:
         self.listeners: list[Callable[[], None]] = []  # called after every successful run
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._worker_spec = self._spec(analyzer, config)
+        self._worker: ProcessPoolExecutor | None = None
+        self._worker_history: dict[str, int] = {}
+        # threads that only wait for the worker, so that a queue of long-window runs never
+        # holds the pool the every-few-seconds analyses run in
+        self._waiters = ThreadPoolExecutor(
+            max_workers=len(WORKER_ANALYSES), thread_name_prefix="worker-wait"
+        )
+
+    @staticmethod
+    def _spec(analyzer: PerformanceAnalyzer, config: Config) -> WorkerSpec | None:
+        """The worker's recipe, or None when the analyses run in this process: the key is
+        off, the store borrows a connection, or capacity advice is overridden in Python."""
+        store = analyzer.store
+        if not config.exporter.worker_process or not store.dsn:
+            return None
+        if type(analyzer) is not PerformanceAnalyzer:
+            return None
+        return WorkerSpec(
+            dsn=store.dsn,
+            table=store.table_name,
+            shard=store.shard,
+            statement_timeout=store.statement_timeout,
+            connect_timeout=store.connect_timeout,
+            application_name=store.application_name,
+            cpu_count=analyzer.ctx.cpu_count,
+            config=config,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+
+    def rollup_history(self) -> dict[str, int]:
+        """Seconds of hourly rollups read so far, per kind: in the worker process (as of
+        its latest run) or in this one. A cold start reads them newest first."""
+        with self._lock:
+            if self._worker_spec is not None:
+                return dict(self._worker_history)
+        return _history(self.analyzer)
+
+    def _in_worker(self, name: str, window: float | None, now: int) -> tuple[Any, float]:
+        """Run one analysis in the worker process (started on first use, and again if it
+        died): (result, seconds of the run itself, not of the wait for the worker)."""
+        assert self._worker_spec is not None
+        with self._lock:
+            if self._worker is None:
+                self._worker = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_worker_start,
+                    initargs=(self._worker_spec,),
+                )
+            worker = self._worker
+        try:
+            result, seconds, history = worker.submit(_worker_run, name, window, now).result()
+        except BrokenProcessPool:
+            with self._lock:
+                if self._worker is worker:
+                    self._worker = None
+            worker.shutdown(wait=False, cancel_futures=True)
+            raise
+        with self._lock:
+            self._worker_history = history
+        return result, seconds
 
     @property
     def database_up(self) -> bool:
@@ -144,20 +286,30 @@ class Scheduler:
             if time.monotonic() - job.started < wait_for:
                 return None
         job.started = time.monotonic()
-        job.future = self._executor.submit(self._run, job)
+        in_worker = self._worker_spec is not None and job.name in WORKER_ANALYSES
+        job.future = (self._waiters if in_worker else self._executor).submit(self._run, job)
         return job.future
 
     def _run(self, job: JobState) -> None:
         started = time.monotonic()
         reached: bool | None = None
+        ran: float | None = None
         try:
             analysis = job.analysis
             window = registry.served_window(analysis, self.config)
-            result = registry.run(analysis, self.analyzer.ctx, window, resolve_now(None), job.state)
+            if self._worker_spec is not None and job.name in WORKER_ANALYSES:
+                result, ran = self._in_worker(job.name, window, resolve_now(None))
+            else:
+                result = registry.run(
+                    analysis, self.analyzer.ctx, window, resolve_now(None), job.state
+                )
             ok, reached = True, True
         except StoreError as exc:
             result, ok, reached = None, False, not exc.unreachable
             log.warning("analysis=%s failed: %s", job.name, exc)
+        except AnalysisFailed as exc:
+            result, ok = None, False
+            log.error("analysis=%s failed: %s: %s", job.name, exc.kind, exc.message)
         except Exception as exc:  # a bug in one analysis must not take the others down
             result, ok = None, False
             log.error(
@@ -168,7 +320,7 @@ class Scheduler:
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
         with self._lock:
-            job.duration = time.monotonic() - started
+            job.duration = time.monotonic() - started if ran is None else ran
             job.last_ok = ok
             job.runs += 1
             if ok:
@@ -198,7 +350,14 @@ class Scheduler:
     def close(self, wait_for_runs: bool = True) -> None:
         with self._lock:
             self._stop.set()
+            worker, self._worker = self._worker, None
         self._executor.shutdown(wait=wait_for_runs, cancel_futures=True)
+        self._waiters.shutdown(wait=wait_for_runs, cancel_futures=True)
+        if worker is not None:
+            if not wait_for_runs:  # a run in progress only reads: stop it, do not wait for it
+                for process in list(getattr(worker, "_processes", {}).values()):
+                    process.terminate()
+            worker.shutdown(wait=wait_for_runs, cancel_futures=True)
 
 
 class HttpCounters(Protocol):
@@ -357,6 +516,8 @@ class PerfAnalyzerCollector:
                 sample("http_connections_head_timeout_total", counts.get("head_timeout", 0)),
                 sample("http_accept_errors_total", self.http_limits.accept_errors),
             ]
+        for kind, seconds in sorted(self.scheduler.rollup_history().items()):
+            out.append(sample("rollup_history_seconds", seconds, kind=kind))
         exposition_errors = self._samples.errors.copy()
         for j in jobs:
             out.append(sample("analysis_refresh_interval_seconds", j.interval, analysis=j.name))

@@ -52,6 +52,14 @@ OWN: tuple[Metric, ...] = (
         unit="s",
     ),
     _m(
+        "rollup_history_seconds",
+        "Seconds of hourly rollups read so far, per kind of series (node, container). A "
+        "cold start reads the newest hours first; an analysis whose history reaches further "
+        "back has no result until this covers it.",
+        ("kind",),
+        unit="s",
+    ),
+    _m(
         "exposition_errors_total",
         "Results of each analysis that could not be turned into metrics (a bug: the "
         "analysis's metric families are missing from the scrape).",

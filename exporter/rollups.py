@@ -81,12 +81,23 @@ class _Kind:
         self.stats = np.empty((0, len(STATS), len(metrics)), np.float32)
 
     def add(
-        self, ids: np.ndarray, hours: np.ndarray, samples: np.ndarray, stats: np.ndarray
+        self,
+        ids: np.ndarray,
+        hours: np.ndarray,
+        samples: np.ndarray,
+        stats: np.ndarray,
+        *,
+        older: bool = False,
     ) -> None:
-        self.ids = np.concatenate([self.ids, ids])
-        self.hours = np.concatenate([self.hours, hours])
-        self.samples = np.concatenate([self.samples, samples])
-        self.stats = np.concatenate([self.stats, stats])
+        """Rows of newer hours go after the stored ones, of older hours before them, so
+        the rows stay in hour order however the history was read. New arrays every time:
+        a view holding the old ones is not disturbed."""
+
+        def join(have: np.ndarray, new: np.ndarray) -> np.ndarray:
+            return np.concatenate([new, have] if older else [have, new])
+
+        self.ids, self.hours = join(self.ids, ids), join(self.hours, hours)
+        self.samples, self.stats = join(self.samples, samples), join(self.stats, stats)
 
     def forget_before(self, hour: int) -> None:
         keep = self.hours >= hour
@@ -104,8 +115,9 @@ class HourlyRollups:
         self.max_seconds = int(max_days * 86400)
         self._keys: dict[tuple[str, str], int] = {}
         self._kinds = {"node": _Kind(NODE_METRICS), "container": _Kind(CONTAINER_METRICS)}
-        self._probed = False
-        self._lock = threading.Lock()
+        self._probed = False  # whether the optional disk columns were looked up
+        self._lock = threading.Lock()  # the stored arrays and keys, held briefly
+        self._building = {kind: threading.Lock() for kind in self._kinds}  # one reader each
         self.rows_read = 0  # hourly rows fetched from the database, for tests and benchmarks
 
     def view(self, kind: str, start: int, now: int) -> RollupView:
@@ -113,32 +125,67 @@ class HourlyRollups:
         the samples up to `now` only."""
         first = start // HOUR * HOUR
         settled = min(now // HOUR * HOUR, (int(time.time()) - SETTLE_SECONDS) // HOUR * HOUR)
+        self._probe()
+        self._extend(kind, first, max(first, settled))
         with self._lock:
-            if not self._probed:
-                with self.store.read() as cur:
-                    present = present_columns(cur, self.store, OPTIONAL_NODE_METRICS)
-                extra = tuple(m for m in OPTIONAL_NODE_METRICS if m in present)
-                self._kinds["node"] = _Kind(NODE_METRICS + extra)
-                self._probed = True
             store = self._kinds[kind]
-            self._extend(kind, store, first, max(first, settled))
             keep = (store.hours >= first) & (store.hours < settled)
-            fresh = self._fetch(kind, max(first, settled), now)  # not stored: still changing
             stored: tuple[np.ndarray, ...] = (store.ids, store.hours, store.samples, store.stats)
-            columns = [_select(old, keep, new) for old, new in zip(stored, fresh, strict=True)]
+        fresh = self._fetch(kind, max(first, settled), now)  # not stored: still changing
+        columns = [_select(old, keep, new) for old, new in zip(stored, fresh, strict=True)]
+        with self._lock:
             keys = list(self._keys)
         return RollupView(store.metrics, keys, *columns)
 
-    def _extend(self, kind: str, store: _Kind, first: int, settled: int) -> None:
-        if store.lo == store.hi:  # empty: start where asked
-            store.lo = store.hi = first
-        if first < store.lo:
-            store.add(*self._fetch(kind, first, store.lo - 1))
-            store.lo = first
-        if settled > store.hi:
-            store.add(*self._fetch(kind, store.hi, settled - 1))
-            store.hi = settled
-        store.forget_before(store.hi - self.max_seconds)
+    def _probe(self) -> None:
+        """Learn once, before anything is stored, whether the table has the optional node
+        columns the rollups aggregate (disk and inodes)."""
+        with self._lock:
+            if self._probed:
+                return
+        with self.store.read() as cur:
+            present = present_columns(cur, self.store, OPTIONAL_NODE_METRICS)
+        with self._lock:
+            if not self._probed:
+                extra = tuple(m for m in OPTIONAL_NODE_METRICS if m in present)
+                self._kinds["node"] = _Kind(NODE_METRICS + extra)
+                self._probed = True
+
+    def history(self) -> dict[str, int]:
+        """Seconds of complete hours stored, per kind: how far back a cold start has read."""
+        with self._lock:
+            return {kind: store.hi - store.lo for kind, store in self._kinds.items()}
+
+    def _extend(self, kind: str, first: int, settled: int) -> None:
+        """Store the complete hours [first, settled), the newest first and a day at a time.
+        The building lock is let go between days, so a view whose hours are already stored
+        (a week, while another view reads the month) is served at once instead of waiting."""
+        while (todo := self._missing(kind, first, settled)) is not None:
+            with self._building[kind]:
+                if (todo := self._missing(kind, first, settled)) is None:
+                    return  # another thread read it meanwhile
+                lo, hi = todo
+                chunk = self._fetch(kind, lo, hi - 1)
+                with self._lock:
+                    store = self._kinds[kind]
+                    store.add(*chunk, older=lo < store.lo)
+                    store.lo, store.hi = min(store.lo, lo), max(store.hi, hi)
+                    store.forget_before(store.hi - self.max_seconds)
+
+    def _missing(self, kind: str, first: int, settled: int) -> tuple[int, int] | None:
+        """The next range of hours to read: the new hours since the last read in one go,
+        then older hours a day at a time, or None when [first, settled) is stored."""
+        with self._lock:
+            store = self._kinds[kind]
+            if store.lo == store.hi:  # empty: read backwards from the newest hour
+                store.lo = store.hi = settled
+            if settled > store.hi:
+                return store.hi, settled
+            oldest = -(-(store.hi - self.max_seconds) // HOUR) * HOUR  # older is not kept
+            first = max(first, oldest)
+            if first < store.lo:
+                return max(first, store.lo - FETCH_SECONDS), store.lo
+            return None
 
     def _fetch(
         self, kind: str, start: int, now: int
@@ -189,7 +236,8 @@ class HourlyRollups:
         return ids, hours, samples, stats.astype(np.float32)
 
     def _key_id(self, node: str, container: str) -> int:
-        return self._keys.setdefault((node, container), len(self._keys))
+        with self._lock:
+            return self._keys.setdefault((node, container), len(self._keys))
 
 
 def _select(stored: np.ndarray, keep: np.ndarray, fresh: np.ndarray) -> np.ndarray:

@@ -1,0 +1,97 @@
+"""The worker process (`exporter.worker_process`): the long-window analyses run in one
+spawned process with its own rollups and connection, and the exporter serves exactly what
+they would have returned in-process; failures there are failures of a run like any other."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from exporter import registry
+from exporter.analyzer import PerformanceAnalyzer
+from exporter.collector import WORKER_ANALYSES, Scheduler
+from exporter.config import Config, ExporterConfig
+from exporter.simulate import FleetSpec, load_fleet
+from exporter.store import Store
+
+WORKER = Config(exporter=ExporterConfig(worker_process=True))
+
+
+@pytest.fixture(scope="module")
+def live(pg_server):
+    """A 3-day, 4-node fleet whose last sample is now."""
+    name = pg_server.create_database("worker")
+    dsn = pg_server.dsn_for(name)
+    with Store(dsn) as store:
+        load_fleet(store, FleetSpec(nodes=4, containers=2, days=3))
+    yield dsn
+    pg_server.drop_database(name)
+
+
+@pytest.mark.slow
+def test_worker_results_equal_in_process_results(live):
+    """Same `now`, same window: the pickled result from the worker equals the result of the
+    same analysis run here; the exporter's own context never builds the rollups."""
+    now = int(time.time()) // 60 * 60 - 120
+    with PerformanceAnalyzer(live, config=WORKER) as analyzer:
+        scheduler = Scheduler(analyzer, WORKER)
+        try:
+            for name in sorted(WORKER_ANALYSES):
+                analysis = registry.get(name)
+                window = registry.served_window(analysis, WORKER)
+                here = registry.run(analysis, PerformanceAnalyzer(live).ctx, window, now)
+                there, seconds = scheduler._in_worker(name, window, now)
+                assert there == here, name
+                assert seconds > 0
+            assert "rollups" not in analyzer.ctx.caches
+        finally:
+            scheduler.close()
+
+
+@pytest.mark.slow
+def test_scheduler_serves_worker_runs_and_counts_their_failures(live, pg_server):
+    """Every served analysis gets a result through the scheduler; a table that does not
+    exist fails the worker's runs as database errors (the database was reached), and the
+    in-process analyses fail the same way."""
+    with PerformanceAnalyzer(live, config=WORKER) as analyzer:
+        scheduler = Scheduler(analyzer, WORKER)
+        try:
+            scheduler.refresh(time.monotonic() + 120)
+            jobs = {j.name: j for j in scheduler.snapshot()}
+            assert all(j.last_ok for j in jobs.values()), {n: j.errors for n, j in jobs.items()}
+            assert all(j.result is not None for j in jobs.values())
+            assert scheduler.database_up
+            history = scheduler.rollup_history()  # read in the worker, reported here
+            assert set(history) == {"node", "container"}
+            assert history["node"] >= 7 * 86400  # correlation's week of profiles at least
+            assert "rollups" not in analyzer.ctx.caches
+        finally:
+            scheduler.close()
+    with PerformanceAnalyzer(Store(live, "no_such_table"), config=WORKER) as analyzer:
+        scheduler = Scheduler(analyzer, WORKER)
+        try:
+            scheduler.refresh(time.monotonic() + 60)
+            jobs = {j.name: j for j in scheduler.snapshot()}
+            assert {n for n, j in jobs.items() if j.errors == 1} == set(jobs)
+            assert all(j.result is None for j in jobs.values())
+            assert scheduler.database_up  # reached: the query failed, not the connection
+        finally:
+            scheduler.close()
+
+
+@pytest.mark.slow
+def test_close_without_waiting_stops_the_worker(live):
+    """Shutting down (`close(wait_for_runs=False)`, what `serve` does on SIGTERM) does not
+    wait for a worker run in progress: the worker process is gone within seconds."""
+    with PerformanceAnalyzer(live, config=WORKER) as analyzer:
+        scheduler = Scheduler(analyzer, WORKER)
+        scheduler._in_worker("availability", None, int(time.time()))
+        assert scheduler._worker is not None
+        processes = list(scheduler._worker._processes.values())
+        assert len(processes) == 1 and processes[0].is_alive()
+        started = time.monotonic()
+        scheduler.close(wait_for_runs=False)
+        processes[0].join(10)
+        assert not processes[0].is_alive()
+        assert time.monotonic() - started < 10
