@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,7 +109,8 @@ def test_predicates_reach_the_real_tables_indexes(dsn: str) -> None:
         cur.execute(query, (END - 300,))
         plan = "\n".join(next(iter(r.values())) for r in cur.fetchall())
     # the time and node predicates reach the real table, which is read through an index
-    assert "Index Scan" in plan and " on their_samples" in plan, plan
+    # (an index-only scan once the table is vacuumed, a plain index scan before)
+    assert re.search(r"Index (Only )?Scan", plan) and " on their_samples" in plan, plan
     assert "ts > " in plan and "host = " in plan, plan
     assert "Seq Scan" not in plan, plan
 
