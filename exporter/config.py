@@ -321,6 +321,10 @@ class AnomalyConfig:
     # each standing for its interval) must cover this long: one wild 1-minute sample is not
     range_p2_ratio: Positive = 1.5  # (peak - median) / (range edge - median) for P2 ...
     range_p1_ratio: Positive = 2.5  # ... and for P1; spikes and dips are capped by it too
+    # Seasonal departures: a complete hour whose mean is beyond the median of the same hour
+    # on the previous days by more than the two-sided normal quantile that gives this many
+    # false alarms per series-day on noise (robust scale of past residuals); 0 turns it off
+    seasonal_false_per_day: NonNegative = 0.001
     # Impact caps every priority: the share of the way from the baseline to the metric's
     # emergency P3 level (CPU, I/O wait, temperature, free memory %), else the move in the
     # unit's practical scale (`impact_scale_changes` times its `*_min_change`)

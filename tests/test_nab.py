@@ -13,7 +13,7 @@ import pytest
 from tests import nab
 
 WINDOWS = 17
-RECALL_FLOOR = 11
+RECALL_FLOOR = 12
 P1_FALSE_PER_DAY_MAX = 0.012  # no P1 false alarm today; one of slack in 90.4 days
 ALL_FALSE_PER_DAY_MAX = 0.122  # 10 today, 11 of slack
 
@@ -97,9 +97,9 @@ def test_false_alarms_stay_rare(replayed):
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="12 of 17 windows: a smaller event right after a bigger one stays inside the range "
-    "the bigger one set (24ae8d), and a departure under two noise scales (53ea38); "
-    "range_day_rank=2 finds 53ea38 at 25 false alarms, range_margin=1.5 at 10 (in-sample)",
+    reason="13 of 17 windows: 53ea38 2014-02-19 is seen by the seasonal test from "
+    "seasonal_false_per_day 0.005 (14 of 17 at 10 false alarms), but the default 0.001 is set "
+    "from the quiet simulated fleet's budget, where 0.01 reports one P3",
 )
 def test_targets(replayed):
     everything = _total(replayed, nab.ALL)

@@ -30,6 +30,14 @@ series. Its priority, and the cap on every spike's or dip's, is how far past the
 value went: (value - median) / (range edge - median) from `range_p2_ratio` P2, from
 `range_p1_ratio` P1, else P3. A sample inside the range is never a spike: shown before.
 
+Seasonal departures: a complete hour whose mean is far from the median of the same hour on
+the previous days (3 to 7 of them), by the two-sided normal quantile that makes
+`seasonal_false_per_day` false alarms per series-day on noise, in a robust scale of the
+series' past residuals (MAD, or where the tails are heavy, the scale that matches their 99th
+percentile). It finds an hour unusual for its time of day inside the range a daily job sets;
+it joins the range's episodes, is reported as `kind: "seasonal_departure"` and its priority
+is the range ratio's (P3 while inside the range).
+
 Level shifts: when hourly means stay beyond their bounds for `changepoint_hours` in a row,
 the series has a new normal since the start of that run. It is reported once, as
 `kind: "level_shift"` with `since`, by the window in which it became known; later hours are
@@ -42,6 +50,7 @@ import bisect
 import dataclasses
 import hashlib
 import math
+import statistics
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -88,7 +97,7 @@ class Anomaly(TypedDict):
     score: float | None
     priority: str
     sample_time: int
-    kind: str  # spike, dip, level_shift, range_departure or outlier
+    kind: str  # spike, dip, level_shift, range_departure, seasonal_departure or outlier
     detected_at: int | None
     scale: float | None
     baseline_kind: str
@@ -648,6 +657,75 @@ def _ratio(value: float, median: float, edge: float) -> float:
     return (value - median) / (edge - median)
 
 
+SEASONAL_LAGS = 24 * np.arange(1, 8)  # the same hour on each of the previous 7 days
+SEASONAL_MIN_DAYS = 3  # fewer previous days make the median a poor prediction
+TAIL_QUANTILE = 0.99  # residual quantile a bursty series' scale is matched at
+TAIL_Z = statistics.NormalDist().inv_cdf(0.5 + TAIL_QUANTILE / 2)  # a normal's |z| there
+
+
+@dataclass
+class _Seasonal:
+    """Hourly means against the median of the same hour on the previous days, for the hours
+    `first..last` (S, hours, M): residual, that median, and per series and metric the robust
+    scale of the residuals of the hours before the window. A daily pattern (a nightly job)
+    is its own baseline, so an hour unusual for its time of day stands out even inside the
+    range the pattern sets."""
+
+    first: int
+    base: np.ndarray
+    z: np.ndarray
+    scale: np.ndarray
+    threshold: float
+
+    def beyond(self, s: int, m: int, h: int) -> bool:
+        return bool(abs(self.z[s, h - self.first, m]) > self.threshold)
+
+
+def _seasonal_residuals(mean: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(residual, baseline) of the hourly means of `hours`, by series in batches."""
+    idx = hours[:, None] - SEASONAL_LAGS[None, :]
+    res = np.full((mean.shape[0], hours.size, mean.shape[2]), np.nan)
+    base = np.full_like(res, np.nan)
+    for i in range(0, mean.shape[0], BATCH):
+        g = mean[i : i + BATCH][:, np.clip(idx, 0, None), :]  # (S, H, K, M)
+        g[:, idx < 0, :] = np.nan
+        enough = (~np.isnan(g)).sum(axis=2) >= SEASONAL_MIN_DAYS
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            b = np.where(enough, np.nanmedian(g, axis=2), np.nan)
+        base[i : i + BATCH] = b
+        res[i : i + BATCH] = mean[i : i + BATCH][:, hours, :] - b
+    return res, base
+
+
+def _seasonal(model: _Model, cfg: AnomalyConfig, first: int, last: int) -> _Seasonal | None:
+    """Seasonal residuals of hours first..last, standardised by 1.4826 * MAD of the
+    residuals over the `range_days` before `first`. The threshold is the two-sided normal
+    quantile for `seasonal_false_per_day` spread over 24 hourly tests: on Gaussian noise
+    (hourly means of AR(1) samples are close to independent) that is the stated rate."""
+    rate = cfg.seasonal_false_per_day
+    if rate <= 0 or last < first:
+        return None
+    mean = model.grids["mean"]
+    past = np.arange(max(0, first - max(1, round(cfg.range_days * 24))), first)
+    res, _ = _seasonal_residuals(mean, past)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        centre = np.nanmedian(res, axis=1)
+        dev = np.abs(res - centre[:, None, :])
+        scale = MAD_SCALE * np.nanmedian(dev, axis=1)
+        # heavy tails (bursty series): the normal scale that puts the past residuals' 99th
+        # percentile where a normal's would be; on normal noise both agree
+        tail_scale = np.nanquantile(dev, TAIL_QUANTILE, axis=1) / TAIL_Z
+        level = np.abs(np.nanmedian(mean[:, past], axis=1))
+    scale = np.fmax(np.fmax(scale, tail_scale), cfg.scale_floor_rel * level)
+    scale[~(scale > 0) | ((~np.isnan(res)).sum(axis=1) < 24)] = np.nan
+    now_res, base = _seasonal_residuals(mean, np.arange(first, last + 1))
+    tail = min(0.5, rate / 24 / 2)
+    threshold = statistics.NormalDist().inv_cdf(1 - tail)
+    return _Seasonal(first, base, now_res / scale[:, None, :], scale, threshold)
+
+
 # --------------------------------------------------------------------------- impact
 
 
@@ -1069,8 +1147,12 @@ def _evaluate(
         if start < shift["known"] <= now:
             anomalies.append(_report_shift(model, shift, per, cfg))
     departed: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    wild: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for s, m, ep in outliers:
+        wild.setdefault((s, m), []).append((ep["start"], ep["end"]))
     if model.range is not None:
-        anomalies.extend(_departures(model, out_of_range, spans, departed, cfg, start, now))
+        found = _departures(model, out_of_range, spans, departed, cfg, start, now, wild)
+        anomalies.extend(found)
     for s, m, ep in outliers:  # a lone sample inside a departure is part of that episode
         # (hours before the window are flagged at their end, so a span reaches an hour back)
         spans_of = departed.get((s, m), [])
@@ -1101,16 +1183,20 @@ def _departures(
     cfg: AnomalyConfig,
     start: int,
     now: int,
+    wild: dict[tuple[int, int], list[tuple[int, int]]] | None = None,
 ) -> list[Anomaly]:
-    """Episodes of samples or hourly means beyond the range their series has shown, each
-    reported once, when it starts: after `range_quiet_hours` with nothing beyond. Episodes
-    another path reports (spikes, dips, level shifts) are left to it; every episode's span
-    goes to `departed`."""
+    """Episodes of samples or hourly means beyond the range their series has shown, or of
+    hourly means unusual for their hour, each reported once, when it starts: after
+    `range_quiet_hours` with nothing beyond. Episodes another path reports (spikes, dips,
+    level shifts) are left to it, and so is an hour moved only by `wild` lone samples (the
+    outliers); every other episode's span goes to `departed`."""
     r = model.range
     assert r is not None
     quiet = cfg.range_quiet_hours * HOUR
     first = model.hour_index(start)  # hours before it are judged from their rollups
     before = range(max(0, first - math.ceil(cfg.range_quiet_hours) - 1), first)
+    last = model.hour_index(now)
+    seasonal = _seasonal(model, cfg, before.start, last)
     out: list[Anomaly] = []
     for s in range(len(model.keys)):
         for m in range(len(model.metrics)):
@@ -1119,11 +1205,18 @@ def _departures(
             flags: list[tuple[int, dict[str, Any] | None]] = [
                 (model.first_hour + (h + 1) * HOUR - 1, None)
                 for h in before
-                if _hour_beyond(model, s, m, h)
+                if _hour_beyond(model, s, m, h) or (seasonal and seasonal.beyond(s, m, h))
             ]
             flags += _window_flags(model, s, m, samples.get((s, m), []), cfg, start, now)
+            if seasonal is not None:
+                flags += _seasonal_flags(model, seasonal, s, m, first, now)
             for ep in _range_episodes(sorted(flags, key=lambda f: f[0]), quiet):
                 t0 = ep[0][0]
+                if _seasonal_only(ep) and any(
+                    a - HOUR <= ep[-1][0] and b >= t0 - HOUR
+                    for a, b in (wild or {}).get((s, m), [])
+                ):
+                    continue
                 departed.setdefault((s, m), []).append((t0, ep[-1][0]))
                 if ep[0][1] is None or not start < t0 <= now:
                     continue
@@ -1190,6 +1283,37 @@ def _window_flags(
     return flags
 
 
+def _seasonal_only(ep: list[tuple[int, Any]]) -> bool:
+    seen = [f for _, f in ep if f is not None]
+    return bool(seen) and all(f["source"] == "seasonal_mean" for f in seen)
+
+
+def _seasonal_flags(
+    model: _Model, seasonal: _Seasonal, s: int, m: int, first: int, now: int
+) -> list[tuple[int, dict[str, Any]]]:
+    """Complete hours of the window whose mean is beyond the seasonal threshold (known at
+    the hour's last second), with the seasonal evidence and the range ratio for priority."""
+    r = model.range
+    assert r is not None
+    flags = []
+    for h in range(first, model.hour_index(now) + 1):
+        t = model.first_hour + (h + 1) * HOUR - 1
+        if t > now or not seasonal.beyond(s, m, h):
+            continue
+        v = float(model.grids["mean"][s, h, m])
+        edge = float(r.mean_hi[s, h, m] if v > r.median[s, m] else r.mean_lo[s, h, m])
+        flag = _flag(v, float(r.median[s, m]), edge, r.mean_lo[s, h, m], r.mean_hi[s, h, m], 0)
+        k = h - seasonal.first
+        flag.update(
+            source="seasonal_mean",
+            noise=float(seasonal.scale[s, m]),
+            baseline=float(seasonal.base[s, k, m]),
+            z=float(seasonal.z[s, k, m]),
+        )
+        flags.append((t, flag))
+    return flags
+
+
 def _beyond(bounds: tuple[np.ndarray, np.ndarray], s: int, m: int, v: float) -> bool:
     return bool(v < bounds[0][s, m] or v > bounds[1][s, m])
 
@@ -1235,19 +1359,22 @@ def _report_departure(
     )
     back = ep[-1][0] + cfg.recent_samples * float(model.interval[s]) <= now
     lone = len(seen) == 1 and first["source"] == "sample" and back
+    seasonal = first["source"] == "seasonal_mean"  # within the range, unusual for its hour
+    kind = "outlier" if lone else "seasonal_departure" if seasonal else "range_departure"
+    baseline = first["baseline"] if seasonal else float(r.median[s, m])
     return {
         "node_name": node,
         "container_name": container or None,
         "metric": model.metrics[m],
         "value": round_float(first["value"]),
-        "baseline": round_float(float(r.median[s, m])),
-        "score": round_float(ratio, 3),
+        "baseline": round_float(baseline),
+        "score": round_float(first["z"] if seasonal else ratio, 3),
         "priority": _capped(priority, "P3-ADVISORY") if lone else priority,
         "sample_time": t0,
-        "kind": "outlier" if lone else "range_departure",
+        "kind": kind,
         "detected_at": t0,
         "scale": round_float(first["noise"]),
-        "baseline_kind": "range",
+        "baseline_kind": "seasonal" if seasonal else "range",
         "samples": len(seen),
         "window": {"start": t0, "end": ep[-1][0]},
         "range_low": round_float(first["range_low"]),
