@@ -482,6 +482,18 @@ def test_snapshot_is_plain_data(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- hardening
 
 
+def wait_for_rows(dsn: str, at_least: int, timeout: float = 60.0) -> int:
+    """The table's row count once it holds `at_least` rows (a started sampler has written)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(dsn) as conn:
+            count = conn.execute("SELECT count(*) FROM monitor_samples_ring").fetchone()[0]
+        if count >= at_least or time.monotonic() > deadline:
+            assert count >= at_least, f"{count} rows after {timeout} s"
+            return int(count)
+        time.sleep(0.2)
+
+
 def hold_lock(dsn: str, seconds: float, locked: threading.Event) -> None:
     """An ACCESS EXCLUSIVE lock on the samples table for `seconds`, as a long migration."""
     with psycopg.connect(dsn) as conn, conn.transaction():
@@ -585,7 +597,7 @@ def test_sigterm_flushes_the_queue_within_the_bound(fresh_dsn: str) -> None:
     locked = threading.Event()
     holder = threading.Thread(target=hold_lock, args=(fresh_dsn, 8.0, locked))
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+    wait_for_rows(fresh_dsn, 1)  # started, its SIGTERM handler in place, however slow the start
     holder.start()
     assert locked.wait(5)
     time.sleep(2.5)
@@ -598,8 +610,10 @@ def test_sigterm_flushes_the_queue_within_the_bound(fresh_dsn: str) -> None:
     assert took < 2 + 2  # the flush bound plus the interpreter's exit
     assert re.search(r"stopping with \d+ samples not written after 2 s", stderr), stderr
     # without a lock everything queued is written before the exit
+    written = wait_for_rows(fresh_dsn, 0)
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.5)
+    wait_for_rows(fresh_dsn, written + 1)
+    time.sleep(1.5)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "not written" not in stderr, stderr
