@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "perf-analyzer"
 DSN_ENV_VARS = ("PERF_ANALYZER_DSN", "DATA_SOURCE_NAME")
+# a probe's answer to why the pool timed out serves the requests that timed out with it
+PROBE_REUSE_SECONDS = 1.0
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names: refuse them instead
 SERVER_ENCODING = "UTF8"  # the only one whose names and text psycopg reads back as str
 
@@ -264,6 +267,8 @@ class Store:
         self.connect_timeout = connect_timeout
         self.application_name = application_name
         self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._last_probe: tuple[float, StoreError] = (-PROBE_REUSE_SECONDS, StoreError(""))
         self._borrowed: psycopg.Connection[Any] | None = None
         self._pool: ConnectionPool | None = None
         self._owns_pool = False
@@ -326,12 +331,22 @@ class Store:
             return self._pool
 
     def _connect_error(self) -> StoreError:
-        """Why a connection cannot be made now (the pool only says it timed out)."""
-        try:
-            psycopg.connect(self.conninfo).close()
-        except psycopg.Error as exc:
-            return translate(exc, self.dsn, self.table_name)
-        return StoreError(f"no free database connection to {self.target} within the timeout")
+        """Why a connection cannot be made now (the pool only says it timed out). One probe
+        connection at a time, whose answer serves every caller that timed out meanwhile: many
+        requests timing out together never open many connections beyond the pool."""
+        with self._probe_lock:
+            answered, error = self._last_probe
+            if time.monotonic() - answered < PROBE_REUSE_SECONDS:
+                return error
+            try:
+                psycopg.connect(self.conninfo).close()
+                error = StoreError(
+                    f"no free database connection to {self.target} within the timeout"
+                )
+            except psycopg.Error as exc:
+                error = translate(exc, self.dsn, self.table_name)
+            self._last_probe = (time.monotonic(), error)
+            return error
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
