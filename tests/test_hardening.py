@@ -351,3 +351,29 @@ def served_analyses() -> int:
     from exporter import registry
 
     return sum(1 for a in registry.served() if a.serve is not None)
+
+
+def test_junk_node_names_get_no_anomaly_grids(pg_server: Server) -> None:
+    """Names with too few hours for any baseline are counted, never gridded: the anomaly
+    model holds no series for them (its memory was series x hours x metrics each)."""
+    from exporter.analyses.anomalies import _fit_kind
+    from exporter.rollups import rollups_of
+
+    name = pg_server.create_database("junkfit")
+    try:
+        with Store(pg_server.dsn_for(name)) as store:
+            init_table(store)
+            now = 1_790_000_040
+            load_junk(store, 300, now)
+            with PerformanceAnalyzer(store) as analyzer:
+                result = analyzer.detect_anomalies(hours=24, now=now)
+                cfg = analyzer.config.anomalies
+                view = rollups_of(analyzer.ctx).view("node", now - 28 * 86400, now)
+                model = _fit_kind("node", view, cfg, now - 28 * 86400, now - 86400, now)
+    finally:
+        pg_server.drop_database(name)
+    assert model is not None and model.keys == [] and model.unjudged == 300
+    quality = result["data_quality"]
+    assert quality["series"] == 300 and quality["evaluated"] == 0
+    assert quality["without_baseline"] == 300 * len(model.metrics)
+    assert result["anomalies"] == [] and result["scores"] == []

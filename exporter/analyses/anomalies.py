@@ -194,16 +194,20 @@ def detect_anomalies(
         model = _fit_kind(kind, view, cfg, history_start, start, now, memo)
         if model is None:
             continue
-        model.impact = _impact_scales(model, view, cfg, ctx.config.emergency)
-        rows = None if state is None else state.candidates.setdefault(kind, HourRows())
-        candidates = _candidates(ctx, kind, model, start, now, rows)
-        found, scores = _evaluate(model, candidates, cfg, start, now)
+        found: list[Anomaly] = []
+        scores: list[Score] = []
+        if model.keys:
+            model.impact = _impact_scales(model, view, cfg, ctx.config.emergency)
+            rows = None if state is None else state.candidates.setdefault(kind, HourRows())
+            candidates = _candidates(ctx, kind, model, start, now, rows)
+            found, scores = _evaluate(model, candidates, cfg, start, now)
         result["anomalies"].extend(found)
         result["scores"].extend(scores)
         quality = result["data_quality"]
-        quality["series"] += len(model.keys)
+        quality["series"] += len(model.keys) + model.unjudged
         quality["evaluated"] += len(scores)
-        quality["without_baseline"] += int(model.kinds_now.size - len(scores))
+        unjudged = model.unjudged * len(model.metrics)  # never a baseline: left out
+        quality["without_baseline"] += int(model.kinds_now.size - len(scores)) + unjudged
         for code in model.kinds_now.ravel():
             if code != NONE:
                 kinds[KIND_NAMES[int(code)]] = kinds.get(KIND_NAMES[int(code)], 0) + 1
@@ -251,6 +255,7 @@ class _Model:
     range: _Range | None = None
     grids: dict[str, np.ndarray] = field(default_factory=dict)
     impact: _Impact | None = None
+    unjudged: int = 0  # series with too few hours for any baseline, left out of the grids
 
     def hour_index(self, t: int) -> int:
         return (t // HOUR * HOUR - self.first_hour) // HOUR
@@ -298,8 +303,11 @@ def _complete_inputs(grids: dict[str, np.ndarray], counts: np.ndarray) -> dict[s
     return out
 
 
+_FIT_FIELDS = tuple(_Fit.__dataclass_fields__)
+
+
 def _copy_fit(fit: _Fit) -> _Fit:
-    return _Fit(*(getattr(fit, n).copy() for n in _Fit.__dataclass_fields__))
+    return _Fit(*(getattr(fit, n).copy() for n in _FIT_FIELDS))
 
 
 def _fit_kind(
@@ -311,9 +319,11 @@ def _fit_kind(
     now: int,
     memo: _Memo | None = None,
 ) -> _Model | None:
-    """Dense hourly grids of the view's series, their baselines and their level shifts."""
-    series = list(view.series())
-    if not series:
+    """Dense hourly grids of the view's series that have the hours of history a baseline
+    needs, their baselines and their level shifts. The others could never be judged, so
+    they are only counted: the grids are sized by the series worth judging, not by every
+    name that ever wrote a row."""
+    if view.ids.size == 0:
         return None
     present = ~np.isnan(view.stats[:, _STAT["mean"], :]).all(axis=0)  # columns with data
     metrics = tuple(m for i, m in enumerate(view.metrics) if m in UNITS and present[i])
@@ -322,7 +332,14 @@ def _fit_kind(
     first = history_start // HOUR * HOUR
     n_hours = (now // HOUR * HOUR - first) // HOUR + 1
     cols = [view.metrics.index(m) for m in metrics]
+    view, unjudged = _judged(view, cols, _fewest_hours(cfg))
+    series = list(view.series())
     shape = (len(series), n_hours, len(metrics))
+    if not series:
+        empty = _Fit(*(np.empty(shape, np.int8 if n == "kind" else float) for n in _FIT_FIELDS))
+        model = _Model(kind, [], metrics, first, empty, np.empty(0), unjudged=unjudged)
+        model.kinds_now = empty.kind[:, -1, :]
+        return model
     grids = {name: np.full(shape, np.nan) for name in ("mean", "sd", "min", "max")}
     counts = np.zeros(shape[:2])
     for s, (_, rows) in enumerate(series):
@@ -342,7 +359,7 @@ def _fit_kind(
     if memo is not None and settled and memo.lookup(memo_key, inputs):
         assert memo.fit is not None and memo.range is not None
         hit = _copy_fit(memo.fit)
-        model = _Model(kind, keys, metrics, first, hit, _intervals(counts))
+        model = _Model(kind, keys, metrics, first, hit, _intervals(counts), unjudged=unjudged)
         model.shifts = _level_shifts(model, grids, floors, cfg, now)
         model.kinds_now = hit.kind[:, -1, :]
         model.range = _masked_range(memo.range, hit)
@@ -352,10 +369,8 @@ def _fit_kind(
     for i in range(0, len(series), BATCH):  # written batch by batch into one set of arrays
         part = _fit({k: g[i : i + BATCH] for k, g in grids.items()}, floors, cfg)
         if fit is None:
-            fit = _Fit(
-                *(np.empty(shape, getattr(part, n).dtype) for n in _Fit.__dataclass_fields__)
-            )
-        for n in _Fit.__dataclass_fields__:
+            fit = _Fit(*(np.empty(shape, getattr(part, n).dtype) for n in _FIT_FIELDS))
+        for n in _FIT_FIELDS:
             getattr(fit, n)[i : i + BATCH] = getattr(part, n)
     assert fit is not None
     _zero_inflated(fit, grids, metrics, cfg, window_first, floors)
@@ -363,7 +378,7 @@ def _fit_kind(
     if memo is not None and settled:
         memo.key, memo.inputs = memo_key, inputs
         memo.fit, memo.range = _copy_fit(fit), unmasked
-    model = _Model(kind, keys, metrics, first, fit, _intervals(counts))
+    model = _Model(kind, keys, metrics, first, fit, _intervals(counts), unjudged=unjudged)
     model.shifts = _level_shifts(model, grids, floors, cfg, now)
     model.kinds_now = fit.kind[:, -1, :]
     model.range = _masked_range(unmasked, fit)
@@ -372,6 +387,46 @@ def _fit_kind(
 
 
 _STAT = {"count": 0, "mean": 1, "sd": 2, "min": 3, "max": 4}
+
+
+def _judged(view: RollupView, cols: list[int], fewest: int) -> tuple[RollupView, int]:
+    """The view without the series that have fewer than `fewest` hours with a mean of any
+    of the metrics `cols` (the series' rows are dropped, its key stays), and how many those
+    were. Counted per series with numpy, before any per-series structure exists."""
+    valid = ~np.isnan(view.stats[:, _STAT["mean"], :][:, cols])  # (rows, metrics)
+    hours = np.zeros((len(view.keys), len(cols)), np.int64)
+    np.add.at(hours, view.ids, valid.astype(np.int64))
+    keep = np.any(hours >= fewest, axis=1)
+    present = np.zeros(len(view.keys), bool)
+    present[view.ids] = True
+    unjudged = int((present & ~keep).sum())
+    if not unjudged:
+        return view, 0
+    rows = keep[view.ids]
+    return dataclasses.replace(
+        view,
+        ids=view.ids[rows],
+        hours=view.hours[rows],
+        samples=view.samples[rows],
+        stats=view.stats[rows],
+    ), unjudged
+
+
+def _fewest_hours(cfg: AnomalyConfig) -> int:
+    """Hours with a mean that any baseline needs (the least `min_valid` of `_fit`'s
+    options; the frequency test of counters needs more): a series with fewer never gets a
+    baseline, a range or a score, whatever its values."""
+    return min(min_valid for _, _, min_valid, _ in _options(cfg))
+
+
+def _options(cfg: AnomalyConfig) -> tuple[tuple[int, np.ndarray, int, float], ...]:
+    """Baseline kinds in order of preference: (kind, lags in hours, lagged hours with a mean
+    needed, hours of age needed)."""
+    return (
+        (HOUR_OF_WEEK, 168 * np.arange(1, 5), 3, cfg.hour_of_week_days * 24),
+        (HOUR_OF_DAY, 24 * np.arange(1, 8), 4, cfg.hour_of_day_days * 24),
+        (ROLLING, np.arange(1, 25), max(1, cfg.rolling_min_hours), 0),
+    )
 
 
 def _floors(cfg: AnomalyConfig, metrics: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -398,11 +453,7 @@ def _fit(grids: dict[str, np.ndarray], floors: dict[str, np.ndarray], cfg: Anoma
     seen = np.maximum.accumulate(valid, axis=1)
     first = np.where(seen.any(1), np.argmax(valid, axis=1), n_hours)[:, None, :]
     age = np.arange(n_hours)[None, :, None] - first  # hours since the first valid one
-    options = (
-        (HOUR_OF_WEEK, 168 * np.arange(1, 5), 3, cfg.hour_of_week_days * 24),
-        (HOUR_OF_DAY, 24 * np.arange(1, 8), 4, cfg.hour_of_day_days * 24),
-        (ROLLING, np.arange(1, 25), max(1, cfg.rolling_min_hours), 0),
-    )
+    options = _options(cfg)
     out = {k: np.full(mean.shape, np.nan) for k in ("base", "within", "between", "lo", "hi")}
     out["mlo"], out["mhi"] = np.full(mean.shape, np.nan), np.full(mean.shape, np.nan)
     kind = np.zeros(mean.shape, np.int8)
@@ -758,9 +809,11 @@ def _impact_scales(
     levels: dict[int, Levels] = {}
     total = np.full(n_series, np.nan)
     if "mem_total_mb" in view.metrics:
+        index = {key: s for s, key in enumerate(model.keys)}
         means = view.stats[:, _STAT["mean"], view.metrics.index("mem_total_mb")]
-        for s, (_, rows) in enumerate(view.series()):
-            if rows.size and not np.isnan(means[rows]).all():
+        for key, rows in view.series():
+            s = index.get(key, -1)  # the view may hold series the model left out
+            if s >= 0 and rows.size and not np.isnan(means[rows]).all():
                 total[s] = float(_nanmedian(means[rows]))
     for m, metric in enumerate(model.metrics):
         if metric not in EMERGENCY_LEVELS:
@@ -897,7 +950,7 @@ def _shifts_of(
         for name in ("mean", "min", "max"):
             one[name][0, :r, 0] += offset
         refit = _fit(one, one_floors, cfg)
-        for name in _Fit.__dataclass_fields__:
+        for name in _FIT_FIELDS:
             getattr(fit, name)[s, end:, m] = getattr(refit, name)[0, end:, 0]
         signs[end:] = _hour_signs(_slice(fit, s, m), one["mean"])[0, end:, 0]
         pos = end
@@ -905,7 +958,7 @@ def _shifts_of(
 
 
 def _slice(fit: _Fit, s: int, m: int) -> _Fit:
-    return _Fit(*(getattr(fit, n)[s : s + 1, :, m : m + 1] for n in _Fit.__dataclass_fields__))
+    return _Fit(*(getattr(fit, n)[s : s + 1, :, m : m + 1] for n in _FIT_FIELDS))
 
 
 # --------------------------------------------------------------------------- candidates

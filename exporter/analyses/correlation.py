@@ -104,7 +104,10 @@ def correlation_analysis(ctx: Context, *, hours: float, now: int) -> Correlation
         cur.execute(_pairs_sql(ctx), {"start": start, "now": now})
         rows = cur.fetchall()
     raw = _raw_pairs(rows)
-    nodes = sorted(raw)
+    # a pair is tested on `min_samples` paired differences of the window's rows: a node
+    # with no more rows than that can show nothing, so it gets no per-node work
+    enough = {r["node_name"] for r in rows if r["samples"] > cfg.min_samples}
+    nodes = sorted(n for n in raw if n in enough)
     recent = {"start": max(start, now - int(cfg.evidence_hours * HOUR)), "now": now}
     cycles = _daily_cycles(ctx, nodes, now) if nodes else {}
     found: list[dict[str, Any]] = []

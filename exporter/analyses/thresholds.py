@@ -116,7 +116,8 @@ _COUNT_SQL = sql.SQL(
 # the static P1. The bucket (local hour of day, or of week for the nodes in %(weekly)s) is
 # looked up by UTC hour in arrays Python fills from zoneinfo, so no row converts a time
 # zone. hours: per node, metric and UTC hour, whether it is an incident hour. ok: the
-# samples of the other hours.
+# samples of the other hours. i: incident hours per node and metric, grouped once (a
+# subquery per node and metric would scan `hours` once each: quadratic in nodes).
 _LEVELS_SQL = sql.SQL(
     "WITH h AS MATERIALIZED (SELECT node_name, v.metric, v.x, v.bad, sample_time / 3600 AS hr,"
     " CASE WHEN node_name = ANY(%(weekly)s) THEN (%(how)s::int[])[sample_time / 3600 - %(hr0)s]"
@@ -135,14 +136,15 @@ _LEVELS_SQL = sql.SQL(
     " FROM hours GROUP BY node_name, metric, bucket),"
     " s AS (SELECT ok.node_name, ok.metric, count(*) AS n,"
     " percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(ok.x - b.med)) AS mad"
-    " FROM ok JOIN b USING (node_name, metric, bucket) GROUP BY ok.node_name, ok.metric)"
-    " SELECT s.node_name, s.metric, s.n, s.mad, (SELECT count(*) FROM hours i"
-    " WHERE i.node_name = s.node_name AND i.metric = s.metric AND i.bad) AS incident_hours,"
+    " FROM ok JOIN b USING (node_name, metric, bucket) GROUP BY ok.node_name, ok.metric),"
+    " i AS (SELECT node_name, metric, count(*) AS n FROM hours WHERE bad GROUP BY 1, 2)"
+    " SELECT s.node_name, s.metric, s.n, s.mad, coalesce(i.n, 0) AS incident_hours,"
     " array_agg(b.bucket ORDER BY b.bucket) AS buckets,"
     " array_agg(b.med ORDER BY b.bucket) AS medians,"
     " array_agg(d.days ORDER BY b.bucket) AS days"
     " FROM s JOIN b USING (node_name, metric) JOIN d USING (node_name, metric, bucket)"
-    " GROUP BY s.node_name, s.metric, s.n, s.mad"
+    " LEFT JOIN i USING (node_name, metric)"
+    " GROUP BY s.node_name, s.metric, s.n, s.mad, i.n"
 )
 WORK_MEM = "64MB"  # the sorts of the history stay in memory, not in disk merges
 
