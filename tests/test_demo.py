@@ -26,6 +26,8 @@ def test_live_appends_keep_the_findings_and_nothing_else(fresh_dsn):
         injected = {f["node"] for f in fleet.truth["findings"]}
         assert {node for node, _, _ in at_load} <= injected
         assert len(at_load) >= 6  # the emergency findings (cpu, memory, heat, ...)
+        disk = fleet.truth_for("disk_filling")["node"]
+        assert (disk, "disk", "P2-WARNING") in at_load  # the live rows carry host facts too
         frozen = threats(fresh_dsn, END + 3 * 3600)
         assert sum(check == "stale" for _, check, _ in frozen) == 14
         appender = LiveAppender(store, spec, fleet.end)

@@ -218,6 +218,21 @@ def test_memory_leak_forecast(loud):
     assert 0 <= lo <= f["days_to_exhaustion"] <= hi
 
 
+def test_filling_disk_forecast_and_threat(loud):
+    """The disk fills 1 point a day to 92 %: the forecast finds the rate and the 3 days to
+    the 95 % limit within 2 %, and the emergency check raises disk at P2 now."""
+    t = truth(loud, "disk_filling")
+    f = forecast(loud, t["node"], "disk")
+    assert f["status"] == "exhaustion"
+    assert f["trend_per_day"] == pytest.approx(100 * t["rate_per_day"], rel=0.02)
+    assert f["days_to_exhaustion"] == pytest.approx(
+        (0.95 - t["value"]) / t["rate_per_day"], rel=0.02
+    )
+    found = threat(loud, t["node"], "disk")
+    assert found is not None and found["priority"] == "P2-WARNING"
+    assert found["value"] == pytest.approx(t["value"], abs=t["tolerance"])
+
+
 def test_cpu_growth_forecast(loud):
     t = truth(loud, "cpu_growth")
     f = forecast(loud, t["node"], "cpu")
@@ -240,6 +255,7 @@ def test_no_other_forecast_exhausts(loud):
     expected = {
         (truth(loud, "memory_leak")["node"], "memory"),
         (truth(loud, "cpu_growth")["node"], "cpu"),
+        (truth(loud, "disk_filling")["node"], "disk"),
     }
     assert found == expected
 
