@@ -5,6 +5,7 @@ minute 20 and hour `--hours` (default 18, when the outage used to slide out of i
 window). Exits 1 when any differ.
 
     python bench/demo_drift.py [--hours 18] [--step 60] [--dsn DSN]
+    python -m bench.demo_drift ...   (the same, from the repository's root)
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import sys
 import time
 from typing import Any
 
-from common import database
+try:
+    from common import database  # python bench/demo_drift.py
+except ImportError:  # python -m bench.demo_drift
+    from bench.common import database
 
 from exporter import PerformanceAnalyzer
 from exporter.demo import LiveAppender
@@ -56,7 +60,7 @@ def findings(a: PerformanceAnalyzer, now: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hours", type=float, default=18)
     p.add_argument("--step", type=int, default=60, help="seconds between appends")
     p.add_argument("--dsn")

@@ -16,15 +16,16 @@ import time
 from dataclasses import dataclass
 
 import click
+from psycopg import sql
 
 from . import registry
 from .analyzer import PerformanceAnalyzer
 from .config import Config
 from .embedded import EmbeddedPostgres
 from .errors import StoreError
-from .schema import COLUMN_NAMES, DEFAULT_TABLE
+from .schema import DEFAULT_TABLE
 from .server import ExporterServer, start_exporter
-from .simulate import Fleet, FleetSpec, copy_fleet, simulate
+from .simulate import Fleet, FleetSpec, copy_columns, copy_fleet, simulate, table_has_facts
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ def load_data(store: Store, spec: FleetSpec) -> Fleet:
         label = f"loading {fleet.row_count:,} rows"
         with click.progressbar(length=fleet.row_count, label=label, file=sys.stderr) as bar:
             return copy_fleet(store, fleet, progress=bar.update)
-    added = store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=newest))
+    facts = table_has_facts(store)
+    added = store.copy_in(copy_columns(facts), fleet.copy_chunks(since=newest, facts=facts))
     click.echo(f"kept the fleet in the data directory; added {added:,} samples up to now", err=True)
     return fleet
 
@@ -101,24 +103,42 @@ def load_data(store: Store, spec: FleetSpec) -> Fleet:
 # Findings placed hours before the fleet's end: a live demo would let them slide out of
 # their windows, so they recur daily at the time of day they had when the demo started.
 DAILY_FINDINGS = ("outage_gap", "anomaly_spike")
+# Findings of the fleet's last minutes (an incident that began 20-60 minutes ago, a node
+# silent for 30 minutes). Appending each new slot from the fleet ending now would stretch
+# them over every minute since the demo started (hours of 92 % CPU grade the node POOR and
+# escalate its anomaly), so their nodes' last REWRITE_S are rewritten from the fleet ending
+# now at every append: each incident keeps its stated duration, and the rows older than
+# that are the healthy ones the fleet has there.
+RECENT_FINDINGS = (
+    "cpu_saturation",
+    "memory_exhausted",
+    "overheating",
+    "iowait_high",
+    "network_errors",
+    "noisy_neighbour",
+    "stale",
+)
+REWRITE_S = 2 * 3600  # longer than every recent finding's window
 DAY = 86400
 
 
 class LiveAppender:
     """Appends the simulated fleet's newest samples every interval (`demo`, unless
     `--no-live`), from the last slot loaded on, so the demo shows the same findings for as
-    long as it runs. The fleet re-simulated to end now keeps its recent findings (saturation,
-    stale node, noisy neighbour) at the end; the nodes of `DAILY_FINDINGS` come from the
-    fleet ending at the next whole day after the first load, so their outage and spike
-    recur every day instead of leaving the 24-hour windows."""
+    long as it runs: the healthy and trend nodes from the fleet re-simulated to end now;
+    the nodes of `RECENT_FINDINGS` rewritten over their last `REWRITE_S` from that fleet, so
+    each incident is as recent and as long as at the start; the nodes of `DAILY_FINDINGS`
+    from the fleet ending at the next whole day after the first load, so their outage and
+    spike recur every day instead of leaving the 24-hour windows. Host facts are written
+    when the table has their columns."""
 
     def __init__(self, store: Store, spec: FleetSpec, since: int) -> None:
         self.store, self.spec = store, spec
         self.last = self.anchor = since
-        self.daily = {
-            f["node"] for f in simulate(spec, count_rows=False).truth["findings"]
-            if f["kind"] in DAILY_FINDINGS
-        }  # fmt: skip
+        truth = simulate(spec, count_rows=False).truth
+        self.daily = {f["node"] for f in truth["findings"] if f["kind"] in DAILY_FINDINGS}
+        self.recent = {f["node"] for f in truth["findings"] if f["kind"] in RECENT_FINDINGS}
+        self.facts = table_has_facts(store)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live", daemon=True)
 
@@ -136,22 +156,53 @@ class LiveAppender:
                 log.warning("live samples not written: %s", exc)
 
     def append(self, now: int) -> int:
-        """Write the samples after the last slot written up to `now`; returns rows added."""
+        """Write the samples after the last slot written up to `now` (and rewrite the recent
+        findings' nodes); returns rows added."""
         end = now // self.spec.interval * self.spec.interval
         if end <= self.last:
             return 0
+        columns = copy_columns(self.facts)
         fleet = simulate(dataclasses.replace(self.spec, end=end), count_rows=False)
-        others = [n for n in fleet.truth["nodes"] if n not in self.daily]
-        added = self.store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=self.last, nodes=others))
+        others = [n for n in fleet.truth["nodes"] if n not in self.daily | self.recent]
+        chunks = fleet.copy_chunks(since=self.last, nodes=others, facts=self.facts)
+        added = self.store.copy_in(columns, chunks)
+        if self.recent:
+            added += self._rewrite(fleet, end - REWRITE_S, columns)
         if self.daily:
             days = -(-(end - self.anchor) // DAY)  # the next whole day after the first end
             daily = simulate(
                 dataclasses.replace(self.spec, end=self.anchor + days * DAY), count_rows=False
             )
-            chunks = daily.copy_chunks(since=self.last, until=end, nodes=self.daily)
-            added += self.store.copy_in(COLUMN_NAMES, chunks)
+            chunks = daily.copy_chunks(
+                since=self.last, until=end, nodes=self.daily, facts=self.facts
+            )
+            added += self.store.copy_in(columns, chunks)
         self.last = end
         return added
+
+    def _rewrite(self, fleet: Fleet, since: int, columns: tuple[str, ...]) -> int:
+        """Replace the recent findings' nodes' rows after `since` with `fleet`'s, in one
+        transaction (a reader never sees them missing); returns the rows added."""
+        table = self.store.table
+        copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            table, sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        added = 0
+        with self.store.write() as cur:
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE node_name = ANY(%s) AND sample_time > %s").format(
+                    table
+                ),
+                (sorted(self.recent), since),
+            )
+            before = cur.rowcount
+            with cur.copy(copy) as out:
+                for data, rows in fleet.copy_chunks(
+                    since=since, nodes=self.recent, facts=self.facts
+                ):
+                    out.write(data)
+                    added += rows
+        return added - before
 
 
 def print_summary(store: Store, dsn: str, fleet: Fleet) -> None:
