@@ -23,6 +23,7 @@ from .analyzer import PerformanceAnalyzer
 from .config import Config
 from .embedded import EmbeddedPostgres
 from .errors import StoreError
+from .rollups import SETTLE_SECONDS
 from .schema import DEFAULT_TABLE
 from .server import ExporterServer, start_exporter
 from .simulate import Fleet, FleetSpec, copy_columns, copy_fleet, simulate, table_has_facts
@@ -103,12 +104,14 @@ def load_data(store: Store, spec: FleetSpec) -> Fleet:
 # Findings placed hours before the fleet's end: a live demo would let them slide out of
 # their windows, so they recur daily at the time of day they had when the demo started.
 DAILY_FINDINGS = ("outage_gap", "anomaly_spike")
-# Findings of the fleet's last minutes (an incident that began 20-60 minutes ago, a node
-# silent for 30 minutes). Appending each new slot from the fleet ending now would stretch
-# them over every minute since the demo started (hours of 92 % CPU grade the node POOR and
-# escalate its anomaly), so their nodes' last REWRITE_S are rewritten from the fleet ending
-# now at every append: each incident keeps its stated duration, and the rows older than
-# that are the healthy ones the fleet has there.
+# Findings of the fleet's last minutes: an incident that began 20-60 minutes ago. Appending
+# each new slot from the fleet ending now would stretch them over every minute since the
+# demo started (hours of 92 % CPU grade the node POOR and escalate its anomaly), so their
+# nodes' rows not yet settled into the exporter's hourly rollups are rewritten at every
+# append: from the fleet ending now after `_incident_floor`, healthy before it. Each
+# incident then lasts its stated duration, cut at the last hour that settles (at least 5
+# minutes: the emergency check's window), and the rollups' cached hours never hold an
+# incident that later vanishes from the table.
 RECENT_FINDINGS = (
     "cpu_saturation",
     "memory_exhausted",
@@ -116,18 +119,18 @@ RECENT_FINDINGS = (
     "iowait_high",
     "network_errors",
     "noisy_neighbour",
-    "stale",
 )
-REWRITE_S = 2 * 3600  # longer than every recent finding's window
 DAY = 86400
+HOUR = 3600
+INCIDENT_S = 2 * HOUR  # longer than every recent finding's window
 
 
 class LiveAppender:
     """Appends the simulated fleet's newest samples every interval (`demo`, unless
     `--no-live`), from the last slot loaded on, so the demo shows the same findings for as
-    long as it runs: the healthy and trend nodes from the fleet re-simulated to end now;
-    the nodes of `RECENT_FINDINGS` rewritten over their last `REWRITE_S` from that fleet, so
-    each incident is as recent and as long as at the start; the nodes of `DAILY_FINDINGS`
+    long as it runs: the healthy, trend and stale nodes from the fleet re-simulated to end
+    now; the nodes of `RECENT_FINDINGS` rewritten over their unsettled rows, so each incident
+    is as recent and about as long as at the start; the nodes of `DAILY_FINDINGS`
     from the fleet ending at the next whole day after the first load, so their outage and
     spike recur every day instead of leaving the 24-hour windows. Host facts are written
     when the table has their columns."""
@@ -139,6 +142,9 @@ class LiveAppender:
         self.daily = {f["node"] for f in truth["findings"] if f["kind"] in DAILY_FINDINGS}
         self.recent = {f["node"] for f in truth["findings"] if f["kind"] in RECENT_FINDINGS}
         self.facts = table_has_facts(store)
+        if self.recent:  # the loaded incidents too: none reaches into a settled hour
+            fleet = simulate(spec, count_rows=False)
+            self._rewrite(fleet, since, copy_columns(self.facts), since - INCIDENT_S)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live", daemon=True)
 
@@ -167,7 +173,7 @@ class LiveAppender:
         chunks = fleet.copy_chunks(since=self.last, nodes=others, facts=self.facts)
         added = self.store.copy_in(columns, chunks)
         if self.recent:
-            added += self._rewrite(fleet, end - REWRITE_S, columns)
+            added += self._rewrite(fleet, end, columns)
         if self.daily:
             days = -(-(end - self.anchor) // DAY)  # the next whole day after the first end
             daily = simulate(
@@ -180,29 +186,52 @@ class LiveAppender:
         self.last = end
         return added
 
-    def _rewrite(self, fleet: Fleet, since: int, columns: tuple[str, ...]) -> int:
-        """Replace the recent findings' nodes' rows after `since` with `fleet`'s, in one
-        transaction (a reader never sees them missing); returns the rows added."""
+    def _rewrite(
+        self, fleet: Fleet, end: int, columns: tuple[str, ...], since: int | None = None
+    ) -> int:
+        """Replace the recent findings' nodes' rows after `since` (default: the unsettled
+        ones, after the rollups' settled hours) with healthy rows up to `_incident_floor`
+        and `fleet`'s (the fleet ending now) after it, in one transaction (a reader never
+        sees them missing); returns the rows added."""
+        wall = int(time.time())
+        settled = min(end // HOUR * HOUR, (wall - SETTLE_SECONDS) // HOUR * HOUR)
+        floor = max(settled, self._incident_floor(end, wall))
+        if since is None:  # from the slot at the settled hour's end: always written healthy
+            since = settled - self.spec.interval
+        else:
+            floor = self._incident_floor(end, wall)
+        healthy = simulate(dataclasses.replace(self.spec, end=end + DAY), count_rows=False)
+        parts = [
+            healthy.copy_chunks(since=since, until=floor, nodes=self.recent, facts=self.facts),
+            fleet.copy_chunks(since=max(since, floor), nodes=self.recent, facts=self.facts),
+        ]
         table = self.store.table
         copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             table, sql.SQL(", ").join(map(sql.Identifier, columns))
         )
         added = 0
         with self.store.write() as cur:
-            cur.execute(
-                sql.SQL("DELETE FROM {} WHERE node_name = ANY(%s) AND sample_time > %s").format(
-                    table
-                ),
-                (sorted(self.recent), since),
+            cur.execute(  # container rows trail their node row by up to the offset
+                sql.SQL(
+                    "DELETE FROM {} WHERE node_name = ANY(%s)"
+                    " AND sample_time > %s + CASE WHEN node_flag THEN 0 ELSE %s END"
+                ).format(table),
+                (sorted(self.recent), since, self.spec.shapes().container_offset_s),
             )
             before = cur.rowcount
-            with cur.copy(copy) as out:
-                for data, rows in fleet.copy_chunks(
-                    since=since, nodes=self.recent, facts=self.facts
-                ):
-                    out.write(data)
-                    added += rows
+            for chunks in parts:
+                with cur.copy(copy) as out:
+                    for data, rows in chunks:
+                        out.write(data)
+                        added += rows
         return added - before
+
+    def _incident_floor(self, end: int, wall: int) -> int:
+        """The first time an incident row may be written: the start of the hour that will
+        still be unsettled at the next append (rows before it settle into the rollups first,
+        so they are written healthy)."""
+        iv = self.spec.interval
+        return min((end + iv) // HOUR * HOUR, (wall + iv - SETTLE_SECONDS) // HOUR * HOUR)
 
 
 def print_summary(store: Store, dsn: str, fleet: Fleet) -> None:
