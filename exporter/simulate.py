@@ -82,10 +82,13 @@ class FleetSpec:
 
     The shapes of real samplers are options, all off by default (the clean fleet the
     findings' truth is easiest to read from). `realistic=True` turns on the timing and noise
-    shapes at realistic sizes (each explicit field still wins when set). They apply to the
-    healthy nodes only (the extra nodes are healthy too), so every injected finding keeps
-    its exact ground truth; `Fleet.truth["nodes"][name]` records each node's interval,
-    phase and shapes.
+    shapes at realistic sizes (each explicit field still wins when set). The healthy nodes
+    (the extra nodes are healthy too) get all of them; the finding nodes get the jitter,
+    late stamps, container offsets, AR noise and, for `phases`, a lead (every stamp a fixed
+    5-30 s before its slot, so a window ending on a slot holds exactly the samples the truth
+    counts), but keep `interval` and miss no sample, so every injected finding keeps its
+    exact ground truth; `Fleet.truth["nodes"][name]` records each node's interval, phase,
+    lead and shapes.
 
     - `intervals`: sampling intervals of the healthy nodes, cycled over them in order
       (realistic: 15, 60 and 300 s); each must divide the 6-hour noise block. Finding nodes
@@ -184,6 +187,7 @@ class _Node:
     disk_per_day: float = 0.0
     inodes_at_end: float = 0.0
     offset: int = 0  # container rows' lag behind the node row, seconds
+    lead: int = 0  # node rows stamped this long before their slot (finding nodes), seconds
 
 
 @dataclass
@@ -297,8 +301,6 @@ def _node_rows(
     t, z, zc = _node_noise(spec, n, k, fleet.start, fleet.end)
     if t.size == 0:
         return None
-    if n.shaped and spec.ar_phi:
-        z, zc = _ar1(z, spec.ar_phi), _ar1(zc, spec.ar_phi)
     p = _model(n, t, z, zc, fleet)
     present = p["present"]
     stamp = t.copy()
@@ -307,8 +309,9 @@ def _node_rows(
         shift = rng.integers(-spec.jitter_s, spec.jitter_s + 1, t.size)
         late = rng.random(t.size) < spec.late_share
         missed = rng.random(t.size) < spec.miss_rate * p["cpu_total_pct"] / 50.0
-        stamp = t + shift + late
-        present = present & ~missed
+        stamp = t + shift + late - n.lead
+        if n.finding is None:  # a finding node misses nothing: its counts stay exact
+            present = present & ~missed
     if n.kind == "dead":  # its first slot only
         own = n.interval or spec.interval
         present = present & (t == fleet.start + (n.phase - fleet.start) % own)
@@ -448,6 +451,8 @@ def _node_noise(
     rng = np.random.default_rng([spec.seed, n.index, 1, k])
     z = rng.standard_normal((_NODE_CHANNELS, slots))[:, keep]
     zc = rng.standard_normal((2 * spec.containers, slots))[:, keep]
+    if n.shaped and spec.ar_phi:  # here, so the truth (`_node_series`) reads it too
+        z, zc = _ar1(z, spec.ar_phi), _ar1(zc, spec.ar_phi)
     return t_all[keep], z, zc
 
 
@@ -735,7 +740,7 @@ def _setup_findings(fleet: Fleet, n: _Node) -> dict:
             window=_slot_window(gap_start, gap_end - iv, iv),
         )
     elif kind == "stale":
-        last = _stale_last(end, iv)
+        last = _last_stamp(fleet, n, _stale_last(end, iv))
         truth.update(last_sample_time=last, stale_seconds=end - last)
     elif kind == "noisy_neighbour":
         truth.update(
@@ -765,6 +770,17 @@ def _setup_findings(fleet: Fleet, n: _Node) -> dict:
             window=whole,
         )
     return truth
+
+
+def _last_stamp(fleet: Fleet, n: _Node, slot: int) -> int:
+    """The stamp of node `n`'s row at `slot` (its slot itself unless the node is shaped)."""
+    if not n.shaped:
+        return slot
+    block_s = BLOCK_SLOTS * fleet.spec.interval
+    node_dt, cont_dt = _row_dtype(len(n.name), fleet._container_names.dtype.itemsize)
+    got = _node_rows(fleet, n, slot // block_s, node_dt, cont_dt, slot - 1, slot)
+    assert got is not None and got[0][0].size == 1
+    return int(got[0][0]["sample_time"][0])
 
 
 def _setup_disk_filling(fleet: Fleet, n: _Node) -> dict:
@@ -890,6 +906,7 @@ def simulate(spec: FleetSpec, *, count_rows: bool = True) -> Fleet:
                 "finding": n.finding,
                 "interval": n.interval or iv,
                 "phase": n.phase,
+                "lead": n.lead,
                 "kind": n.kind,
                 "shaped": n.shaped,
                 "null_columns": list(n.null_columns),
@@ -936,6 +953,19 @@ def _shape_nodes(spec: FleetSpec, nodes: list[_Node]) -> None:
         )
         if j % 3 == 2:
             n.null_columns = spec.null_columns
+    if not timing:
+        return
+    for n in nodes:
+        if n.finding is None:
+            continue
+        n.shaped = True  # jitter, late stamps, AR noise; no misses, no NULL columns
+        rng = np.random.default_rng([spec.seed, n.index, 6])
+        if spec.phases:  # every stamp before its slot, after the previous one's
+            lo = spec.jitter_s + 2
+            n.lead = int(rng.integers(lo, max(lo, spec.interval // 2) + 1))
+        n.offset = (
+            int(rng.integers(1, spec.container_offset_s + 1)) if spec.container_offset_s else 0
+        )
 
 
 def load_fleet(

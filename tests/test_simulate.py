@@ -404,14 +404,39 @@ def shaped() -> tuple[Fleet, Table]:
 
 
 def test_shapes_keep_the_findings_truth(shaped: tuple[Fleet, Table]) -> None:
-    """The shapes touch healthy nodes only: every finding's truth is the clean fleet's."""
+    """Finding nodes are shaped too (jitter, late stamps, a lead, AR noise) and keep their
+    exact truth: the clean fleet's windows and sizes, every sample there (none missed),
+    each stamped inside its slot and before it; the stale node's truth is its real last
+    stamp and the correlation its rows' coefficient."""
     f, table = shaped
     clean = simulate(FleetSpec(nodes=15, containers=2, days=1, end=END))
-    assert f.truth["findings"] == clean.truth["findings"]
+    ctable = Table(clean)
+    moved = {"stale": {"last_sample_time", "stale_seconds"}, "correlated_metrics": {"coefficient"}}
+    for got, want in zip(f.truth["findings"], clean.truth["findings"], strict=True):
+        keep = set(got) - moved.get(got["kind"], set())
+        assert {k: got[k] for k in keep} == {k: want[k] for k in keep}
     for finding in f.truth["findings"]:
-        t, _ = table.node(finding["node"])
-        c, _ = Table(clean).node(finding["node"]) if finding["kind"] == "stale" else (t, None)
-        assert np.array_equal(t, c)
+        node = finding["node"]
+        info = f.truth["nodes"][node]
+        assert info["shaped"] and info["interval"] == 60 and 5 <= info["lead"] <= 30
+        t, _ = table.node(node)
+        slots, _ = ctable.node(node)
+        assert t.size == slots.size
+        assert ((slots - 60 < t) & (t < slots)).all()
+        assert len(set((slots - t).tolist())) > 3  # the stamps really jitter
+        if "value" in finding and finding.get("metric") in table.col:
+            w = finding["window"]
+            _, v = table.node(node, finding["metric"])
+            inside = (slots >= w["start"]) & (slots <= w["end"])
+            assert inside.sum() == w["samples"]
+            assert np.abs(v[inside] - finding["value"]).max() <= finding["tolerance"]
+    stale = f.truth_for("stale")
+    assert table.node(stale["node"])[0].max() == stale["last_sample_time"]
+    assert stale["stale_seconds"] == f.end - stale["last_sample_time"] > 1800
+    pair = f.truth_for("correlated_metrics")
+    _, cpu = table.node(pair["node"], "cpu_total_pct")
+    _, rx = table.node(pair["node"], "net_rx_mb_s")
+    assert np.corrcoef(cpu, rx)[0, 1] == pytest.approx(pair["coefficient"], abs=1e-9)
     assert sum(r for _, r in table.chunks) == f.row_count == len(table.rows)
 
 
