@@ -195,12 +195,14 @@ class LiveAppender:
         sees them missing); returns the rows added."""
         wall = int(time.time())
         settled = min(end // HOUR * HOUR, (wall - SETTLE_SECONDS) // HOUR * HOUR)
-        floor = max(settled, self._incident_floor(end, wall))
-        if since is None:  # from the slot at the settled hour's end: always written healthy
-            since = settled - self.spec.interval
+        step = max(self.spec.interval, end - self.last)  # the next append comes as late
+        floor = max(settled, self._incident_floor(end, wall, step))
+        if since is None:  # from the slot at the settled hour's end (always written healthy)
+            since = min(self.last, settled - self.spec.interval)  # or the last one written
         else:
-            floor = self._incident_floor(end, wall)
-        healthy = simulate(dataclasses.replace(self.spec, end=end + DAY), count_rows=False)
+            floor = self._incident_floor(end, wall, step)
+        # ending past every incident window yet still holding the rows rewritten here
+        healthy = simulate(dataclasses.replace(self.spec, end=end + INCIDENT_S), count_rows=False)
         parts = [
             healthy.copy_chunks(since=since, until=floor, nodes=self.recent, facts=self.facts),
             fleet.copy_chunks(since=max(since, floor), nodes=self.recent, facts=self.facts),
@@ -226,12 +228,11 @@ class LiveAppender:
                         added += rows
         return added - before
 
-    def _incident_floor(self, end: int, wall: int) -> int:
+    def _incident_floor(self, end: int, wall: int, step: int) -> int:
         """The first time an incident row may be written: the start of the hour that will
-        still be unsettled at the next append (rows before it settle into the rollups first,
-        so they are written healthy)."""
-        iv = self.spec.interval
-        return min((end + iv) // HOUR * HOUR, (wall + iv - SETTLE_SECONDS) // HOUR * HOUR)
+        still be unsettled at the next append, `step` later (rows before it settle into the
+        rollups first, so they are written healthy)."""
+        return min((end + step) // HOUR * HOUR, (wall + step - SETTLE_SECONDS) // HOUR * HOUR)
 
 
 def print_summary(store: Store, dsn: str, fleet: Fleet) -> None:

@@ -571,7 +571,7 @@ def test_healthy_disks_stay_far_from_full_for_a_year(facts) -> None:
     for node in fleet.truth["healthy_nodes"]:
         t, disk = fact_series(fleet, col, node, "disk_used_ratio")
         slope, level = np.polyfit((t - fleet.end) / 86400.0, disk, 1)
-        assert slope > 0 and level + 365 * slope < 0.85, node  # not even the P3 level
+        assert slope > 0 and level + 365 * slope < 0.95, node  # a year from disk-full
         _, inodes = fact_series(fleet, col, node, "inodes_used_ratio")
         assert inodes.max() < 0.2
         _, psi = fact_series(fleet, col, node, "psi_cpu_some_avg60")
