@@ -16,15 +16,17 @@ import time
 from dataclasses import dataclass
 
 import click
+from psycopg import sql
 
 from . import registry
 from .analyzer import PerformanceAnalyzer
 from .config import Config
 from .embedded import EmbeddedPostgres
 from .errors import StoreError
-from .schema import COLUMN_NAMES, DEFAULT_TABLE
+from .rollups import SETTLE_SECONDS
+from .schema import DEFAULT_TABLE
 from .server import ExporterServer, start_exporter
-from .simulate import Fleet, FleetSpec, copy_fleet, simulate
+from .simulate import Fleet, FleetSpec, copy_columns, copy_fleet, simulate, table_has_facts
 from .stack import SCRAPE_SECONDS, Stack, StackOptions, StackUnavailable, find_programs
 from .store import Store
 
@@ -141,7 +143,8 @@ def load_data(store: Store, spec: FleetSpec) -> Fleet:
         label = f"loading {fleet.row_count:,} rows"
         with click.progressbar(length=fleet.row_count, label=label, file=sys.stderr) as bar:
             return copy_fleet(store, fleet, progress=bar.update)
-    added = store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=newest))
+    facts = table_has_facts(store)
+    added = store.copy_in(copy_columns(facts), fleet.copy_chunks(since=newest, facts=facts))
     click.echo(f"kept the fleet in the data directory; added {added:,} samples up to now", err=True)
     return fleet
 
@@ -149,24 +152,47 @@ def load_data(store: Store, spec: FleetSpec) -> Fleet:
 # Findings placed hours before the fleet's end: a live demo would let them slide out of
 # their windows, so they recur daily at the time of day they had when the demo started.
 DAILY_FINDINGS = ("outage_gap", "anomaly_spike")
+# Findings of the fleet's last minutes: an incident that began 20-60 minutes ago. Appending
+# each new slot from the fleet ending now would stretch them over every minute since the
+# demo started (hours of 92 % CPU grade the node POOR and escalate its anomaly), so their
+# nodes' rows not yet settled into the exporter's hourly rollups are rewritten at every
+# append: from the fleet ending now after `_incident_floor`, healthy before it. Each
+# incident then lasts its stated duration, cut at the last hour that settles (at least 5
+# minutes: the emergency check's window), and the rollups' cached hours never hold an
+# incident that later vanishes from the table.
+RECENT_FINDINGS = (
+    "cpu_saturation",
+    "memory_exhausted",
+    "overheating",
+    "iowait_high",
+    "network_errors",
+    "noisy_neighbour",
+)
 DAY = 86400
+HOUR = 3600
+INCIDENT_S = 2 * HOUR  # longer than every recent finding's window
 
 
 class LiveAppender:
     """Appends the simulated fleet's newest samples every interval (`demo`, unless
     `--no-live`), from the last slot loaded on, so the demo shows the same findings for as
-    long as it runs. The fleet re-simulated to end now keeps its recent findings (saturation,
-    stale node, noisy neighbour) at the end; the nodes of `DAILY_FINDINGS` come from the
-    fleet ending at the next whole day after the first load, so their outage and spike
-    recur every day instead of leaving the 24-hour windows."""
+    long as it runs: the healthy, trend and stale nodes from the fleet re-simulated to end
+    now; the nodes of `RECENT_FINDINGS` rewritten over their unsettled rows, so each incident
+    is as recent and about as long as at the start; the nodes of `DAILY_FINDINGS`
+    from the fleet ending at the next whole day after the first load, so their outage and
+    spike recur every day instead of leaving the 24-hour windows. Host facts are written
+    when the table has their columns."""
 
     def __init__(self, store: Store, spec: FleetSpec, since: int) -> None:
         self.store, self.spec = store, spec
         self.last = self.anchor = since
-        self.daily = {
-            f["node"] for f in simulate(spec, count_rows=False).truth["findings"]
-            if f["kind"] in DAILY_FINDINGS
-        }  # fmt: skip
+        truth = simulate(spec, count_rows=False).truth
+        self.daily = {f["node"] for f in truth["findings"] if f["kind"] in DAILY_FINDINGS}
+        self.recent = {f["node"] for f in truth["findings"] if f["kind"] in RECENT_FINDINGS}
+        self.facts = table_has_facts(store)
+        if self.recent:  # the loaded incidents too: none reaches into a settled hour
+            fleet = simulate(spec, count_rows=False)
+            self._rewrite(fleet, since, copy_columns(self.facts), since - INCIDENT_S)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live", daemon=True)
 
@@ -184,22 +210,77 @@ class LiveAppender:
                 log.warning("live samples not written: %s", exc)
 
     def append(self, now: int) -> int:
-        """Write the samples after the last slot written up to `now`; returns rows added."""
+        """Write the samples after the last slot written up to `now` (and rewrite the recent
+        findings' nodes); returns rows added."""
         end = now // self.spec.interval * self.spec.interval
         if end <= self.last:
             return 0
+        columns = copy_columns(self.facts)
         fleet = simulate(dataclasses.replace(self.spec, end=end), count_rows=False)
-        others = [n for n in fleet.truth["nodes"] if n not in self.daily]
-        added = self.store.copy_in(COLUMN_NAMES, fleet.copy_chunks(since=self.last, nodes=others))
+        others = [n for n in fleet.truth["nodes"] if n not in self.daily | self.recent]
+        chunks = fleet.copy_chunks(since=self.last, nodes=others, facts=self.facts)
+        added = self.store.copy_in(columns, chunks)
+        if self.recent:
+            added += self._rewrite(fleet, end, columns)
         if self.daily:
             days = -(-(end - self.anchor) // DAY)  # the next whole day after the first end
             daily = simulate(
                 dataclasses.replace(self.spec, end=self.anchor + days * DAY), count_rows=False
             )
-            chunks = daily.copy_chunks(since=self.last, until=end, nodes=self.daily)
-            added += self.store.copy_in(COLUMN_NAMES, chunks)
+            chunks = daily.copy_chunks(
+                since=self.last, until=end, nodes=self.daily, facts=self.facts
+            )
+            added += self.store.copy_in(columns, chunks)
         self.last = end
         return added
+
+    def _rewrite(
+        self, fleet: Fleet, end: int, columns: tuple[str, ...], since: int | None = None
+    ) -> int:
+        """Replace the recent findings' nodes' rows after `since` (default: the unsettled
+        ones, after the rollups' settled hours) with healthy rows up to `_incident_floor`
+        and `fleet`'s (the fleet ending now) after it, in one transaction (a reader never
+        sees them missing); returns the rows added."""
+        wall = int(time.time())
+        settled = min(end // HOUR * HOUR, (wall - SETTLE_SECONDS) // HOUR * HOUR)
+        step = max(self.spec.interval, end - self.last)  # the next append comes as late
+        floor = max(settled, self._incident_floor(end, wall, step))
+        if since is None:  # from the slot at the settled hour's end (always written healthy)
+            since = min(self.last, settled - self.spec.interval)  # or the last one written
+        else:
+            floor = self._incident_floor(end, wall, step)
+        # ending past every incident window yet still holding the rows rewritten here
+        healthy = simulate(dataclasses.replace(self.spec, end=end + INCIDENT_S), count_rows=False)
+        parts = [
+            healthy.copy_chunks(since=since, until=floor, nodes=self.recent, facts=self.facts),
+            fleet.copy_chunks(since=max(since, floor), nodes=self.recent, facts=self.facts),
+        ]
+        table = self.store.table
+        copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            table, sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        added = 0
+        with self.store.write() as cur:
+            cur.execute(  # container rows trail their node row by up to the offset
+                sql.SQL(
+                    "DELETE FROM {} WHERE node_name = ANY(%s)"
+                    " AND sample_time > %s + CASE WHEN node_flag THEN 0 ELSE %s END"
+                ).format(table),
+                (sorted(self.recent), since, self.spec.shapes().container_offset_s),
+            )
+            before = cur.rowcount
+            for chunks in parts:
+                with cur.copy(copy) as out:
+                    for data, rows in chunks:
+                        out.write(data)
+                        added += rows
+        return added - before
+
+    def _incident_floor(self, end: int, wall: int, step: int) -> int:
+        """The first time an incident row may be written: the start of the hour that will
+        still be unsettled at the next append, `step` later (rows before it settle into the
+        rollups first, so they are written healthy)."""
+        return min((end + step) // HOUR * HOUR, (wall + step - SETTLE_SECONDS) // HOUR * HOUR)
 
 
 def print_summary(store: Store, dsn: str, fleet: Fleet) -> None:

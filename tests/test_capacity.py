@@ -113,7 +113,18 @@ def test_every_forecast_is_well_formed_and_json_safe(fleet_result, fleet_db) -> 
             assert 0 <= d <= 365
             assert all(v is None or 0 <= v < 1e6 for v in f["days_to_exhaustion_interval"])
         assert {"r2", "days_used", "fit_start", "limit", "value", "samples"} <= set(f["evidence"])
-    assert exhausting == {("node-05", "memory"), ("node-06", "cpu")}
+    assert exhausting == {("node-05", "memory"), ("node-05", "disk"), ("node-06", "cpu")}
+
+
+def test_filling_disk_days_to_exhaustion_matches_truth(fleet_result, fleet_db) -> None:
+    """The disk fills at a known rate: the forecast's slope and time to the 95 % limit
+    (the default disk-full P1) within 2 %."""
+    truth = fleet_db.fleet.truth_for("disk_filling")
+    f = forecast(fleet_result, truth["node"], "disk")
+    assert f["status"] == "exhaustion" and f["unit"] == "percent"
+    assert f["trend_per_day"] == pytest.approx(100 * truth["rate_per_day"], rel=0.02)
+    days_to_limit = (0.95 - truth["value"]) / truth["rate_per_day"]
+    assert f["days_to_exhaustion"] == pytest.approx(days_to_limit, rel=0.02)
 
 
 def test_recommendations_come_from_overridable_methods(analyzer, fleet_db) -> None:

@@ -31,6 +31,7 @@ INJECTED_THREATS = [
     ("iowait_high", "iowait", "P2-WARNING", 35.0),
     ("network_errors", "network_errors", "P1-CRITICAL", 70.0),
     ("noisy_neighbour", "cpu", "P2-WARNING", 92.0),
+    ("disk_filling", "disk", "P2-WARNING", 0.92),  # 92 % used: at P2, short of disk-full P1
 ]
 
 
@@ -63,10 +64,15 @@ def test_healthy_nodes_have_no_threat_above_p3(emergency):
 
 
 def test_replay_before_the_incidents(analyzer, fleet_db):
-    """At now = end - 2 h nothing of the last 20-30 minutes has happened yet."""
+    """At now = end - 2 h nothing of the last 20-30 minutes has happened yet; only the disk
+    that fills a point a day was already past its P2 level (91.9 % used)."""
     result = analyzer.emergency_health_check(now=fleet_db.fleet.end - 7200)
-    assert [t for t in result["threats"] if t["priority"] != "P3-ADVISORY"] == []
-    assert result["status"] == "OK"
+    disk = fleet_db.fleet.truth_for("disk_filling")["node"]
+    above_p3 = [t for t in result["threats"] if t["priority"] != "P3-ADVISORY"]
+    assert [(t["node_name"], t["check"], t["priority"]) for t in above_p3] == [
+        (disk, "disk", "P2-WARNING")
+    ]
+    assert result["status"] == "WARNING"
 
 
 def test_cpu_count_override_drives_the_load_check(fleet_db):

@@ -10,21 +10,22 @@ import struct
 import numpy as np
 import pytest
 
-from exporter.schema import COLUMNS, CONTAINER_METRICS, NODE_METRICS
-from exporter.simulate import FINDING_KINDS, Fleet, FleetSpec, simulate
+from exporter.schema import COLUMNS, CONTAINER_METRICS, HOST_FACTS, NODE_METRICS
+from exporter.simulate import FINDING_KINDS, Fleet, FleetSpec, copy_fleet, simulate
+from exporter.store import Store
 
 END = 1_700_000_040  # a Tuesday, 22:14 UTC, aligned to 60 s
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\0\0\0\0" + b"\0\0\0\0"
 _I16, _I32, _I64, _F64 = (struct.Struct(f) for f in (">h", ">i", ">q", ">d"))
 
 
-def parse_copy(data: bytes) -> list[tuple]:
+def parse_copy(data: bytes, columns: tuple = COLUMNS) -> list[tuple]:
     """Rows of a BINARY COPY body (no header/trailer), None for NULL, decoded by SQL type."""
     rows, pos, n = [], 0, len(data)
-    kinds = [c.sql_type for c in COLUMNS]
+    kinds = [c.sql_type for c in columns]
     while pos < n:
         (count,) = _I16.unpack_from(data, pos)
-        assert count == len(COLUMNS), f"bad field count {count} at {pos}"
+        assert count == len(columns), f"bad field count {count} at {pos}"
         pos += 2
         row = []
         for kind in kinds:
@@ -181,8 +182,9 @@ def test_times_aligned_in_range_and_near_time_order(fleet: Fleet, table: Table) 
 def test_truth_shape(fleet: Fleet) -> None:
     truth = fleet.truth
     assert json.loads(json.dumps(truth)) == truth
-    assert [f["kind"] for f in truth["findings"]] == list(FINDING_KINDS)
-    assert [f["node"] for f in truth["findings"]] == [f"node-{i:02d}" for i in range(2, 14)]
+    assert [f["kind"] for f in truth["findings"]] == [*FINDING_KINDS, "disk_filling"]
+    nodes = [f"node-{i:02d}" for i in range(2, 14)]
+    assert [f["node"] for f in truth["findings"]] == [*nodes, "node-05"]  # with the leak
     assert truth["healthy_nodes"] == ["node-01", "node-14", "node-15", "node-16"]
     assert truth["nodes"]["node-01"]["finding"] is None
     assert truth["nodes"]["node-02"]["finding"] == "cpu_saturation"
@@ -402,14 +404,39 @@ def shaped() -> tuple[Fleet, Table]:
 
 
 def test_shapes_keep_the_findings_truth(shaped: tuple[Fleet, Table]) -> None:
-    """The shapes touch healthy nodes only: every finding's truth is the clean fleet's."""
+    """Finding nodes are shaped too (jitter, late stamps, a lead, AR noise) and keep their
+    exact truth: the clean fleet's windows and sizes, every sample there (none missed),
+    each stamped inside its slot and before it; the stale node's truth is its real last
+    stamp and the correlation its rows' coefficient."""
     f, table = shaped
     clean = simulate(FleetSpec(nodes=15, containers=2, days=1, end=END))
-    assert f.truth["findings"] == clean.truth["findings"]
+    ctable = Table(clean)
+    moved = {"stale": {"last_sample_time", "stale_seconds"}, "correlated_metrics": {"coefficient"}}
+    for got, want in zip(f.truth["findings"], clean.truth["findings"], strict=True):
+        keep = set(got) - moved.get(got["kind"], set())
+        assert {k: got[k] for k in keep} == {k: want[k] for k in keep}
     for finding in f.truth["findings"]:
-        t, _ = table.node(finding["node"])
-        c, _ = Table(clean).node(finding["node"]) if finding["kind"] == "stale" else (t, None)
-        assert np.array_equal(t, c)
+        node = finding["node"]
+        info = f.truth["nodes"][node]
+        assert info["shaped"] and info["interval"] == 60 and 5 <= info["lead"] <= 30
+        t, _ = table.node(node)
+        slots, _ = ctable.node(node)
+        assert t.size == slots.size
+        assert ((slots - 60 < t) & (t < slots)).all()
+        assert len(set((slots - t).tolist())) > 3  # the stamps really jitter
+        if "value" in finding and finding.get("metric") in table.col:
+            w = finding["window"]
+            _, v = table.node(node, finding["metric"])
+            inside = (slots >= w["start"]) & (slots <= w["end"])
+            assert inside.sum() == w["samples"]
+            assert np.abs(v[inside] - finding["value"]).max() <= finding["tolerance"]
+    stale = f.truth_for("stale")
+    assert table.node(stale["node"])[0].max() == stale["last_sample_time"]
+    assert stale["stale_seconds"] == f.end - stale["last_sample_time"] > 1800
+    pair = f.truth_for("correlated_metrics")
+    _, cpu = table.node(pair["node"], "cpu_total_pct")
+    _, rx = table.node(pair["node"], "net_rx_mb_s")
+    assert np.corrcoef(cpu, rx)[0, 1] == pytest.approx(pair["coefficient"], abs=1e-9)
     assert sum(r for _, r in table.chunks) == f.row_count == len(table.rows)
 
 
@@ -487,3 +514,83 @@ def test_name_variants() -> None:
     assert set(counts) == {"node-01", "NODE-01", "node-01 "}
     assert sum(counts.values()) == 1440 == f.row_count - 1440  # one container row per slot
     assert 0.03 < counts["NODE-01"] / 1440 < 0.07 and 0.03 < counts["node-01 "] / 1440 < 0.07
+
+
+# -- host facts ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def facts() -> tuple[Fleet, dict[str, np.ndarray]]:
+    """A week with the host-fact columns written (node rows only), parsed as columns."""
+    f = simulate(FleetSpec(nodes=6, containers=1, days=7, end=END))
+    data = b"".join(c for c, _ in f.copy_chunks(facts=True))
+    columns = COLUMNS + HOST_FACTS
+    rows = parse_copy(data[len(HEADER) : -2], columns)
+    col = {
+        c.name: np.array(v, dtype=object)
+        for c, v in zip(columns, zip(*rows, strict=False), strict=True)
+    }
+    return f, col
+
+
+def test_facts_stream_keeps_the_contract_columns(facts) -> None:
+    fleet, col = facts
+    plain = Table(fleet)
+    for c in COLUMNS:
+        assert list(col[c.name]) == list(plain.col[c.name] if c.sql_type != "double precision"
+                                          else [None if np.isnan(v) else v
+                                                for v in plain.col[c.name]])  # fmt: skip
+    node = col["node_flag"].astype(bool)
+    for c in HOST_FACTS:
+        assert all(v is None for v in col[c.name][~node])
+        values = col[c.name][node].astype(float)
+        hi = 1.0 if c.name.endswith("ratio") else 100.0
+        assert (values >= 0).all() and (values <= hi).all()
+
+
+def fact_series(fleet, col, node: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    m = col["node_flag"].astype(bool) & (col["node_name"] == node)
+    return col["sample_time"][m].astype(float), col[name][m].astype(float)
+
+
+def test_disk_filling_node_fills_at_its_rate(facts) -> None:
+    fleet, col = facts
+    truth = fleet.truth_for("disk_filling")
+    assert truth["node"] == "node-05"
+    t, disk = fact_series(fleet, col, "node-05", "disk_used_ratio")
+    slope, level = np.polyfit((t - fleet.end) / 86400.0, disk, 1)
+    assert slope == pytest.approx(0.01, rel=0.01)
+    assert level == pytest.approx(0.92, abs=0.0005)
+    recent = (t >= truth["window"]["start"]) & (t <= truth["window"]["end"])
+    assert recent.sum() == 20
+    assert np.abs(disk[recent] - 0.92).max() <= truth["tolerance"]
+
+
+def test_healthy_disks_stay_far_from_full_for_a_year(facts) -> None:
+    fleet, col = facts
+    for node in fleet.truth["healthy_nodes"]:
+        t, disk = fact_series(fleet, col, node, "disk_used_ratio")
+        slope, level = np.polyfit((t - fleet.end) / 86400.0, disk, 1)
+        assert slope > 0 and level + 365 * slope < 0.95, node  # a year from disk-full
+        _, inodes = fact_series(fleet, col, node, "inodes_used_ratio")
+        assert inodes.max() < 0.2
+        _, psi = fact_series(fleet, col, node, "psi_cpu_some_avg60")
+        assert psi.max() < 10  # a healthy node barely stalls
+
+
+def test_facts_written_only_into_a_table_that_has_them(fresh_dsn) -> None:
+    fleet = simulate(FleetSpec(nodes=2, containers=1, days=0.05, end=END))
+    with Store(fresh_dsn, "with_facts") as store:
+        copy_fleet(store, fleet)
+        with store.read() as cur:
+            cur.execute("SELECT count(*) AS n FROM with_facts WHERE disk_used_ratio IS NOT NULL")
+            assert next(iter(cur.fetchone().values())) == 2 * 72
+    with Store(fresh_dsn, "contract_only") as store:
+        with store.write() as cur:
+            cur.execute("CREATE TABLE contract_only (LIKE with_facts)")
+            for c in HOST_FACTS:
+                cur.execute(f"ALTER TABLE contract_only DROP COLUMN {c.name}")
+        copy_fleet(store, fleet)
+        with store.read() as cur:
+            cur.execute("SELECT count(*) AS n FROM contract_only")
+            assert next(iter(cur.fetchone().values())) == fleet.row_count

@@ -18,7 +18,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from ..analyses.capacity import FACT_COLUMNS, RESOURCES
+from ..analyses.capacity import RESOURCES
 from ..config import Config
 from ..metrics import BY_NAME, GRADES
 
@@ -606,8 +606,7 @@ def capacity(config: Config | None = None) -> dict[str, Any]:
     """Daily peaks and their growth per resource across the fleet, and the forecasts."""
     del config
     trends = []
-    # disk and inodes (optional columns) get panels once the demo's simulated fleet has them
-    for resource in (r for r in RESOURCES if r not in FACT_COLUMNS):
+    for resource in RESOURCES:  # disk and inodes too: the simulated fleets write them
         trends += [
             (
                 ts_panel(
