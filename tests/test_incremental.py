@@ -81,7 +81,10 @@ def test_anomalies_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
     analysis = registry.get("anomalies")
     node = sorted(fleet.truth["nodes"])[0]
     state = AnomalyState()
-    with PerformanceAnalyzer(dsn) as analyzer:
+    # a seasonal rate far above the default's, so seasonal departures are among the results
+    # compared (the kept seasonal state is the same code at any rate)
+    anomalies = dataclasses.replace(Config().anomalies, seasonal_false_per_day=2.0)
+    with PerformanceAnalyzer(dsn, config=Config(anomalies=anomalies)) as analyzer:
 
         def check(now: int) -> None:
             clock[0] = now
@@ -90,8 +93,10 @@ def test_anomalies_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
             scratch = registry.run(analysis, analyzer.ctx, window, now)
             same(incremental, scratch)
             invalid.append(scratch["data_quality"]["invalid_values"].get("cpu_total_pct", 0))
+            kinds.update(a["kind"] for a in scratch["anomalies"])
 
         invalid: list[int] = []
+        kinds: set[str] = set()
         check(DAY_START - 1800)  # mid-hour, cold: fits
         check(DAY_START - 1740)  # a minute later: the complete hours are unchanged
         memo = state.kinds["node"]
@@ -115,6 +120,7 @@ def test_anomalies_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
         assert state.invalid["node"].reread == before + 1
         check(DAY_START + HOUR + 30)  # right after the next hour boundary
         assert invalid[-2] == invalid[-3] + 1  # the late invalid value is counted
+        assert "seasonal_departure" in kinds
 
 
 def edge_nodes(dsn: str, start: int, end: int) -> None:

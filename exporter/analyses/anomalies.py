@@ -256,6 +256,7 @@ class _Model:
     grids: dict[str, np.ndarray] = field(default_factory=dict)
     impact: _Impact | None = None
     unjudged: int = 0  # series with too few hours for any baseline, left out of the grids
+    seasonal: _Seasonal | None = None
 
     def hour_index(self, t: int) -> int:
         return (t // HOUR * HOUR - self.first_hour) // HOUR
@@ -271,6 +272,7 @@ class _Memo:
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     fit: _Fit | None = None
     range: _Range | None = None
+    seasonal: _Seasonal | None = None
     hits: int = 0
     misses: int = 0
 
@@ -364,6 +366,7 @@ def _fit_kind(
         model.kinds_now = hit.kind[:, -1, :]
         model.range = _masked_range(memo.range, hit)
         model.grids = grids
+        model.seasonal = _seasonal_now(memo.seasonal, grids["mean"])
         return model
     fit: _Fit | None = None
     for i in range(0, len(series), BATCH):  # written batch by batch into one set of arrays
@@ -375,14 +378,17 @@ def _fit_kind(
     assert fit is not None
     _zero_inflated(fit, grids, metrics, cfg, window_first, floors)
     unmasked = _range(grids, metrics, cfg, window_first)
+    before = max(0, window_first - math.ceil(cfg.range_quiet_hours) - 1)
+    seasonal = _seasonal(grids["mean"], cfg, before, n_hours - 1)
     if memo is not None and settled:
         memo.key, memo.inputs = memo_key, inputs
-        memo.fit, memo.range = _copy_fit(fit), unmasked
+        memo.fit, memo.range, memo.seasonal = _copy_fit(fit), unmasked, seasonal
     model = _Model(kind, keys, metrics, first, fit, _intervals(counts), unjudged=unjudged)
     model.shifts = _level_shifts(model, grids, floors, cfg, now)
     model.kinds_now = fit.kind[:, -1, :]
     model.range = _masked_range(unmasked, fit)
     model.grids = grids
+    model.seasonal = seasonal
     return model
 
 
@@ -749,7 +755,7 @@ def _seasonal_residuals(mean: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray
     return res, base
 
 
-def _seasonal(model: _Model, cfg: AnomalyConfig, first: int, last: int) -> _Seasonal | None:
+def _seasonal(mean: np.ndarray, cfg: AnomalyConfig, first: int, last: int) -> _Seasonal | None:
     """Seasonal residuals of hours first..last, standardised by 1.4826 * MAD of the
     residuals over the `range_days` before `first`. The threshold is the two-sided normal
     quantile for `seasonal_false_per_day` spread over 24 hourly tests: on Gaussian noise
@@ -757,7 +763,6 @@ def _seasonal(model: _Model, cfg: AnomalyConfig, first: int, last: int) -> _Seas
     rate = cfg.seasonal_false_per_day
     if rate <= 0 or last < first:
         return None
-    mean = model.grids["mean"]
     past = np.arange(max(0, first - max(1, round(cfg.range_days * 24))), first)
     res, _ = _seasonal_residuals(mean, past)
     with warnings.catch_warnings():
@@ -775,6 +780,18 @@ def _seasonal(model: _Model, cfg: AnomalyConfig, first: int, last: int) -> _Seas
     tail = min(0.5, rate / 24 / 2)
     threshold = statistics.NormalDist().inv_cdf(1 - tail)
     return _Seasonal(first, base, now_res / scale[:, None, :], scale, threshold)
+
+
+def _seasonal_now(kept: _Seasonal | None, mean: np.ndarray) -> _Seasonal | None:
+    """A seasonal test kept from complete hours, with the hour in progress rescored: its
+    baseline (earlier days) and the scale (hours before the window) are of complete hours,
+    so only its own mean can have moved."""
+    if kept is None:
+        return None
+    z = kept.z.copy()
+    k = mean.shape[1] - 1 - kept.first
+    z[:, k] = (mean[:, -1] - kept.base[:, k]) / kept.scale
+    return dataclasses.replace(kept, z=z)
 
 
 # --------------------------------------------------------------------------- impact
@@ -1248,8 +1265,8 @@ def _departures(
     quiet = cfg.range_quiet_hours * HOUR
     first = model.hour_index(start)  # hours before it are judged from their rollups
     before = range(max(0, first - math.ceil(cfg.range_quiet_hours) - 1), first)
-    last = model.hour_index(now)
-    seasonal = _seasonal(model, cfg, before.start, last)
+    seasonal = model.seasonal
+    assert seasonal is None or seasonal.first == before.start  # fitted for this window
     out: list[Anomaly] = []
     for s in range(len(model.keys)):
         for m in range(len(model.metrics)):
