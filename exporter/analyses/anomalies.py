@@ -746,13 +746,25 @@ def _seasonal_residuals(mean: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray
     for i in range(0, mean.shape[0], BATCH):
         g = mean[i : i + BATCH][:, np.clip(idx, 0, None), :]  # (S, H, K, M)
         g[:, idx < 0, :] = np.nan
-        enough = (~np.isnan(g)).sum(axis=2) >= SEASONAL_MIN_DAYS
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            b = np.where(enough, np.nanmedian(g, axis=2), np.nan)
+        n = (~np.isnan(g)).sum(axis=2)
+        b = np.where(n >= SEASONAL_MIN_DAYS, _median_sorted(np.sort(g, axis=2), n), np.nan)
         base[i : i + BATCH] = b
         res[i : i + BATCH] = mean[i : i + BATCH][:, hours, :] - b
     return res, base
+
+
+def _hours_quantile(a: np.ndarray, q: float) -> np.ndarray:
+    """Quantile `q` of (S, H, M) over its hours, ignoring NaN (linear between order
+    statistics, as np.nanquantile): by one sort, not numpy's per-slice masked path, which
+    costs more than the sort on the few series of a small fleet."""
+    if a.shape[1] == 0:  # no past hours: no scale, as np.nanquantile's all-NaN slices
+        return np.full((a.shape[0], a.shape[2]), np.nan)
+    sorted_ = np.sort(a, axis=1)[:, None]  # (S, 1, H, M), NaN last
+    n = (~np.isnan(a)).sum(axis=1)[:, None]
+    pos = q * (n - 1)
+    low = np.floor(pos).astype(np.int64)
+    below, above = _pick(sorted_, low), _pick(sorted_, np.minimum(low + 1, n - 1))
+    return np.where(n > 0, below + (above - below) * (pos - low), np.nan)[:, 0]
 
 
 def _seasonal(mean: np.ndarray, cfg: AnomalyConfig, first: int, last: int) -> _Seasonal | None:
@@ -765,15 +777,13 @@ def _seasonal(mean: np.ndarray, cfg: AnomalyConfig, first: int, last: int) -> _S
         return None
     past = np.arange(max(0, first - max(1, round(cfg.range_days * 24))), first)
     res, _ = _seasonal_residuals(mean, past)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        centre = np.nanmedian(res, axis=1)
-        dev = np.abs(res - centre[:, None, :])
-        scale = MAD_SCALE * np.nanmedian(dev, axis=1)
-        # heavy tails (bursty series): the normal scale that puts the past residuals' 99th
-        # percentile where a normal's would be; on normal noise both agree
-        tail_scale = np.nanquantile(dev, TAIL_QUANTILE, axis=1) / TAIL_Z
-        level = np.abs(np.nanmedian(mean[:, past], axis=1))
+    centre = _hours_quantile(res, 0.5)
+    dev = np.abs(res - centre[:, None, :])
+    scale = MAD_SCALE * _hours_quantile(dev, 0.5)
+    # heavy tails (bursty series): the normal scale that puts the past residuals' 99th
+    # percentile where a normal's would be; on normal noise both agree
+    tail_scale = _hours_quantile(dev, TAIL_QUANTILE) / TAIL_Z
+    level = np.abs(_hours_quantile(mean[:, past], 0.5))
     scale = np.fmax(np.fmax(scale, tail_scale), cfg.scale_floor_rel * level)
     scale[~(scale > 0) | ((~np.isnan(res)).sum(axis=1) < 24)] = np.nan
     now_res, base = _seasonal_residuals(mean, np.arange(first, last + 1))
