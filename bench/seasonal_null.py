@@ -13,7 +13,6 @@ other are one episode, as in the detector, so episodes per series-day are its fa
 from __future__ import annotations
 
 import argparse
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -60,8 +59,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for phi in (0.5, 0.8):
         mean = hourly_ar1(rng, args.series, hours, phi)
-        model = SimpleNamespace(grids={"mean": mean})
-        seasonal = _seasonal(model, cfg, first, hours - 1)  # type: ignore[arg-type]
+        seasonal = _seasonal(mean, cfg, first, hours - 1)
         assert seasonal is not None
         flags = np.abs(seasonal.z[:, :, 0]) > seasonal.threshold
         n = episodes(flags, round(cfg.range_quiet_hours))

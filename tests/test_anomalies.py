@@ -432,3 +432,19 @@ def test_only_containers(fresh_dsn):
     assert (a["node_name"], a["container_name"], a["metric"]) == ("node-c", "api-1", "c_rss_mb")
     assert a["value"] == pytest.approx(a["baseline"] + 3000, abs=60)
     assert {s["metric"] for s in result["scores"]} == {"cpu_total_pct", "c_rss_mb"}
+
+
+def test_seasonal_test_without_past_hours_has_no_scale():
+    """A window that starts at the history's first hour leaves no past residuals to scale
+    by: the seasonal test then judges nothing (it used to index an empty axis)."""
+    from exporter.analyses.anomalies import _hours_quantile, _seasonal
+    from exporter.config import AnomalyConfig
+
+    rng = np.random.default_rng(1)
+    mean = rng.normal(size=(2, 200, 3))
+    seasonal = _seasonal(mean, AnomalyConfig(), 0, 199)
+    assert seasonal is not None and np.isnan(seasonal.scale).all()
+    assert not any(seasonal.beyond(s, m, h) for s in range(2) for m in range(3) for h in (0, 199))
+    mean[0, ::3, 1] = np.nan
+    for q in (0.5, 0.99):  # the sort-based quantile is numpy's
+        assert np.allclose(_hours_quantile(mean, q), np.nanquantile(mean, q, axis=1))

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from exporter import PerformanceAnalyzer, registry, rollups
+from exporter.analyses import anomalies as anomalies_module
 from exporter.analyses.anomalies import AnomalyState
 from exporter.analyses.sli import SliState
 from exporter.config import Config
@@ -78,20 +79,36 @@ def late_rows(dsn: str, node: str, times: list[int]) -> None:
 def test_anomalies_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
     clock = [0]
     monkeypatch.setattr(rollups, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    seasonal_fits = [0]
+    fit_seasonal = anomalies_module._seasonal
+
+    def counted(*args: Any) -> Any:
+        seasonal_fits[0] += 1
+        return fit_seasonal(*args)
+
+    monkeypatch.setattr(anomalies_module, "_seasonal", counted)
     analysis = registry.get("anomalies")
     node = sorted(fleet.truth["nodes"])[0]
     state = AnomalyState()
-    with PerformanceAnalyzer(dsn) as analyzer:
+    # a seasonal rate far above the default's, so seasonal departures are among the results
+    # compared (the kept seasonal state is the same code at any rate)
+    anomalies = dataclasses.replace(Config().anomalies, seasonal_false_per_day=2.0)
+    with PerformanceAnalyzer(dsn, config=Config(anomalies=anomalies)) as analyzer:
 
         def check(now: int) -> None:
             clock[0] = now
             window = registry.served_window(analysis, analyzer.ctx.config)
+            fits = seasonal_fits[0]
             incremental = registry.run(analysis, analyzer.ctx, window, now, state)
+            warm_fits.append(seasonal_fits[0] - fits)
             scratch = registry.run(analysis, analyzer.ctx, window, now)
             same(incremental, scratch)
             invalid.append(scratch["data_quality"]["invalid_values"].get("cpu_total_pct", 0))
+            kinds.update(a["kind"] for a in scratch["anomalies"])
 
         invalid: list[int] = []
+        kinds: set[str] = set()
+        warm_fits: list[int] = []  # seasonal tests fitted by each incremental run
         check(DAY_START - 1800)  # mid-hour, cold: fits
         check(DAY_START - 1740)  # a minute later: the complete hours are unchanged
         memo = state.kinds["node"]
@@ -107,6 +124,7 @@ def test_anomalies_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
         hits = memo.hits
         check(DAY_START + 1920)
         assert memo.hits == hits + 1
+        assert warm_fits[-1] == 0 and warm_fits[0] > 0  # kept, not refitted, on a hit
         # a late row stamped in a settled hour (past the rollups' settle time) and new rows
         late_rows(dsn, node, [DAY_START + 1500, DAY_START + 1950])
         invalid_row(dsn, node, DAY_START + 1600)  # late too: in the hour in progress
@@ -115,6 +133,7 @@ def test_anomalies_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
         assert state.invalid["node"].reread == before + 1
         check(DAY_START + HOUR + 30)  # right after the next hour boundary
         assert invalid[-2] == invalid[-3] + 1  # the late invalid value is counted
+        assert "seasonal_departure" in kinds
 
 
 def edge_nodes(dsn: str, start: int, end: int) -> None:

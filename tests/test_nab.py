@@ -99,7 +99,7 @@ def test_false_alarms_stay_rare(replayed):
     strict=True,
     reason="13 of 17 windows: 53ea38 2014-02-19 is seen by the seasonal test from "
     "seasonal_false_per_day 0.005 (14 of 17 at 10 false alarms), but the default 0.001 is set "
-    "from the quiet simulated fleet's budget, where 0.01 reports one P3",
+    "from a fleet budget: about one P3 a day on 1,000 series of noise (docs/anomalies.md)",
 )
 def test_targets(replayed):
     everything = _total(replayed, nab.ALL)

@@ -256,6 +256,7 @@ class _Model:
     grids: dict[str, np.ndarray] = field(default_factory=dict)
     impact: _Impact | None = None
     unjudged: int = 0  # series with too few hours for any baseline, left out of the grids
+    seasonal: _Seasonal | None = None
 
     def hour_index(self, t: int) -> int:
         return (t // HOUR * HOUR - self.first_hour) // HOUR
@@ -271,6 +272,7 @@ class _Memo:
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     fit: _Fit | None = None
     range: _Range | None = None
+    seasonal: _Seasonal | None = None
     hits: int = 0
     misses: int = 0
 
@@ -364,6 +366,7 @@ def _fit_kind(
         model.kinds_now = hit.kind[:, -1, :]
         model.range = _masked_range(memo.range, hit)
         model.grids = grids
+        model.seasonal = _seasonal_now(memo.seasonal, grids["mean"])
         return model
     fit: _Fit | None = None
     for i in range(0, len(series), BATCH):  # written batch by batch into one set of arrays
@@ -375,14 +378,17 @@ def _fit_kind(
     assert fit is not None
     _zero_inflated(fit, grids, metrics, cfg, window_first, floors)
     unmasked = _range(grids, metrics, cfg, window_first)
+    before = max(0, window_first - math.ceil(cfg.range_quiet_hours) - 1)
+    seasonal = _seasonal(grids["mean"], cfg, before, n_hours - 1)
     if memo is not None and settled:
         memo.key, memo.inputs = memo_key, inputs
-        memo.fit, memo.range = _copy_fit(fit), unmasked
+        memo.fit, memo.range, memo.seasonal = _copy_fit(fit), unmasked, seasonal
     model = _Model(kind, keys, metrics, first, fit, _intervals(counts), unjudged=unjudged)
     model.shifts = _level_shifts(model, grids, floors, cfg, now)
     model.kinds_now = fit.kind[:, -1, :]
     model.range = _masked_range(unmasked, fit)
     model.grids = grids
+    model.seasonal = seasonal
     return model
 
 
@@ -740,16 +746,28 @@ def _seasonal_residuals(mean: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray
     for i in range(0, mean.shape[0], BATCH):
         g = mean[i : i + BATCH][:, np.clip(idx, 0, None), :]  # (S, H, K, M)
         g[:, idx < 0, :] = np.nan
-        enough = (~np.isnan(g)).sum(axis=2) >= SEASONAL_MIN_DAYS
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            b = np.where(enough, np.nanmedian(g, axis=2), np.nan)
+        n = (~np.isnan(g)).sum(axis=2)
+        b = np.where(n >= SEASONAL_MIN_DAYS, _median_sorted(np.sort(g, axis=2), n), np.nan)
         base[i : i + BATCH] = b
         res[i : i + BATCH] = mean[i : i + BATCH][:, hours, :] - b
     return res, base
 
 
-def _seasonal(model: _Model, cfg: AnomalyConfig, first: int, last: int) -> _Seasonal | None:
+def _hours_quantile(a: np.ndarray, q: float) -> np.ndarray:
+    """Quantile `q` of (S, H, M) over its hours, ignoring NaN (linear between order
+    statistics, as np.nanquantile): by one sort, not numpy's per-slice masked path, which
+    costs more than the sort on the few series of a small fleet."""
+    if a.shape[1] == 0:  # no past hours: no scale, as np.nanquantile's all-NaN slices
+        return np.full((a.shape[0], a.shape[2]), np.nan)
+    sorted_ = np.sort(a, axis=1)[:, None]  # (S, 1, H, M), NaN last
+    n = (~np.isnan(a)).sum(axis=1)[:, None]
+    pos = q * (n - 1)
+    low = np.floor(pos).astype(np.int64)
+    below, above = _pick(sorted_, low), _pick(sorted_, np.minimum(low + 1, n - 1))
+    return np.where(n > 0, below + (above - below) * (pos - low), np.nan)[:, 0]
+
+
+def _seasonal(mean: np.ndarray, cfg: AnomalyConfig, first: int, last: int) -> _Seasonal | None:
     """Seasonal residuals of hours first..last, standardised by 1.4826 * MAD of the
     residuals over the `range_days` before `first`. The threshold is the two-sided normal
     quantile for `seasonal_false_per_day` spread over 24 hourly tests: on Gaussian noise
@@ -757,24 +775,33 @@ def _seasonal(model: _Model, cfg: AnomalyConfig, first: int, last: int) -> _Seas
     rate = cfg.seasonal_false_per_day
     if rate <= 0 or last < first:
         return None
-    mean = model.grids["mean"]
     past = np.arange(max(0, first - max(1, round(cfg.range_days * 24))), first)
     res, _ = _seasonal_residuals(mean, past)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        centre = np.nanmedian(res, axis=1)
-        dev = np.abs(res - centre[:, None, :])
-        scale = MAD_SCALE * np.nanmedian(dev, axis=1)
-        # heavy tails (bursty series): the normal scale that puts the past residuals' 99th
-        # percentile where a normal's would be; on normal noise both agree
-        tail_scale = np.nanquantile(dev, TAIL_QUANTILE, axis=1) / TAIL_Z
-        level = np.abs(np.nanmedian(mean[:, past], axis=1))
+    centre = _hours_quantile(res, 0.5)
+    dev = np.abs(res - centre[:, None, :])
+    scale = MAD_SCALE * _hours_quantile(dev, 0.5)
+    # heavy tails (bursty series): the normal scale that puts the past residuals' 99th
+    # percentile where a normal's would be; on normal noise both agree
+    tail_scale = _hours_quantile(dev, TAIL_QUANTILE) / TAIL_Z
+    level = np.abs(_hours_quantile(mean[:, past], 0.5))
     scale = np.fmax(np.fmax(scale, tail_scale), cfg.scale_floor_rel * level)
     scale[~(scale > 0) | ((~np.isnan(res)).sum(axis=1) < 24)] = np.nan
     now_res, base = _seasonal_residuals(mean, np.arange(first, last + 1))
     tail = min(0.5, rate / 24 / 2)
     threshold = statistics.NormalDist().inv_cdf(1 - tail)
     return _Seasonal(first, base, now_res / scale[:, None, :], scale, threshold)
+
+
+def _seasonal_now(kept: _Seasonal | None, mean: np.ndarray) -> _Seasonal | None:
+    """A seasonal test kept from complete hours, with the hour in progress rescored: its
+    baseline (earlier days) and the scale (hours before the window) are of complete hours,
+    so only its own mean can have moved."""
+    if kept is None:
+        return None
+    z = kept.z.copy()
+    k = mean.shape[1] - 1 - kept.first
+    z[:, k] = (mean[:, -1] - kept.base[:, k]) / kept.scale
+    return dataclasses.replace(kept, z=z)
 
 
 # --------------------------------------------------------------------------- impact
@@ -1248,8 +1275,8 @@ def _departures(
     quiet = cfg.range_quiet_hours * HOUR
     first = model.hour_index(start)  # hours before it are judged from their rollups
     before = range(max(0, first - math.ceil(cfg.range_quiet_hours) - 1), first)
-    last = model.hour_index(now)
-    seasonal = _seasonal(model, cfg, before.start, last)
+    seasonal = model.seasonal
+    assert seasonal is None or seasonal.first == before.start  # fitted for this window
     out: list[Anomaly] = []
     for s in range(len(model.keys)):
         for m in range(len(model.metrics)):
