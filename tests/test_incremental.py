@@ -160,11 +160,13 @@ def test_availability_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
         check(DAY_START - 1800)  # mid-hour, cold
         check(DAY_START - 1740)  # a minute later: only the new minute is read
         assert state.reread == 0
+        assert state.kept.counted == 0  # the kept hours' total is unchanged: not per hour
         check(DAY_START + 60)  # right after an hour and a day boundary
         # late rows: in the hour just completed, in the hour in progress, in an old hour
         late_rows(dsn, node, [DAY_START - 200, DAY_START + 100, DAY_START - 20 * HOUR])
         check(DAY_START + 240)
         assert state.reread == 2  # the two complete hours read again, not the others
+        assert state.kept.counted == 1
         check(DAY_START + 1800)  # edge-outage silent for 5 minutes
         check(DAY_START + 1860)
         with psycopg.connect(dsn, autocommit=True) as conn:  # a removed row
