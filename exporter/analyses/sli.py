@@ -319,9 +319,23 @@ class SliState:
 
         # the bits depend on the nodes, their CPU counts and the thresholds
         self.kept.refresh(ctx, (tuple(nodes), tuple(cpus), ctx.config.sli), start, now, read)
-        with ctx.store.read() as cur:
-            before = _before(cur, ctx, nodes, start)
+        before = self._before(nodes, start)
+        if others := [n for n in nodes if n not in before]:
+            with ctx.store.read() as cur:
+                before |= _before(cur, ctx, others, start)
         return self._count(ctx, nodes, facts, since, start, now, before)
+
+    def _before(self, nodes: list[str], start: int) -> dict[str, float]:
+        """The newest node row at or before `start` of the nodes with one kept: the hour
+        the window starts in is kept whole."""
+        h = self.kept.hours.get(start // HOUR + 1)
+        if h is None:
+            return {}
+        inside = h.t <= start
+        t, node = h.t[inside], h.value[inside] >> _NODE_SHIFT
+        newest = np.full(len(nodes), -1, np.int64)
+        np.maximum.at(newest, node, t)
+        return {nodes[i]: float(x) for i, x in enumerate(newest.tolist()) if x >= 0}
 
     def _count(
         self,
