@@ -258,8 +258,18 @@ def test_node_facts_learned_once_an_hour(dsn, fleet, monkeypatch):
         assert check(DAY_START - 1740) == 0  # a minute later: none
         assert check(DAY_START - 60) == 0
         assert 0 < check(DAY_START + 60) <= nodes  # a new hour for the nodes that wrote in it
+        # a new node, two rows 80 s apart this hour: learned from the rows up to its newest
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for t in (DAY_START + 1680, DAY_START + 1760):
+                conn.execute(
+                    "INSERT INTO monitor_samples_ring (sample_time, node_name, node_flag)"
+                    " VALUES (%s, 'young', true)",
+                    (t,),
+                )
         check(DAY_START + 1800)
         assert check(DAY_START + 1860) == 0
+        young = emergency.node_facts(analyzer.ctx, DAY_START + 1860)["young"]
+        assert young.interval == 80
 
 
 def test_served_analyses_declare_their_state():
