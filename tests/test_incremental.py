@@ -12,11 +12,13 @@ import math
 import types
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 
 from exporter import PerformanceAnalyzer, registry, rollups
 from exporter.analyses import anomalies as anomalies_module
+from exporter.analyses import emergency
 from exporter.analyses.anomalies import AnomalyState
 from exporter.analyses.sli import SliState
 from exporter.config import Config
@@ -177,11 +179,13 @@ def test_availability_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
         check(DAY_START - 1800)  # mid-hour, cold
         check(DAY_START - 1740)  # a minute later: only the new minute is read
         assert state.reread == 0
+        assert state.kept.counted == 0  # the kept hours' total is unchanged: not per hour
         check(DAY_START + 60)  # right after an hour and a day boundary
         # late rows: in the hour just completed, in the hour in progress, in an old hour
         late_rows(dsn, node, [DAY_START - 200, DAY_START + 100, DAY_START - 20 * HOUR])
         check(DAY_START + 240)
         assert state.reread == 2  # the two complete hours read again, not the others
+        assert state.kept.counted == 1
         check(DAY_START + 1800)  # edge-outage silent for 5 minutes
         check(DAY_START + 1860)
         with psycopg.connect(dsn, autocommit=True) as conn:  # a removed row
@@ -221,6 +225,70 @@ def test_anomaly_candidates_follow_their_bounds(dsn, fleet, monkeypatch):
         scratch = registry.run(analysis, analyzer.ctx, 1, now)
     same(incremental, scratch)
     assert state.candidates["node"].reread > 0
+
+
+def learned_intervals(dsn: str, now: int) -> dict[str, float]:
+    """Each node's interval computed here: the median spacing of its distinct node-row
+    stamps in the 6 hours before the hour of its newest node row (before the row itself
+    with fewer than two there, 60 s with fewer than two in all)."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT node_name, sample_time FROM monitor_samples_ring"
+            " WHERE node_flag AND sample_time <= %s",
+            (now,),
+        ).fetchall()
+    out = {}
+    for node in {r[0] for r in rows}:
+        t = np.array(sorted({r[1] for r in rows if r[0] == node}), np.int64)
+        hour = int(t[-1]) // HOUR * HOUR
+        learned = t[(t > hour - 6 * HOUR) & (t <= hour)]
+        if len(learned) < 2:
+            learned = t[t > t[-1] - 6 * HOUR]
+        out[node] = float(np.median(np.diff(learned))) if len(learned) > 1 else 60.0
+    return out
+
+
+@pytest.mark.slow
+def test_node_facts_learned_once_an_hour(dsn, fleet, monkeypatch):
+    """Node intervals kept between runs equal those of a run with an empty cache and those
+    computed here; within an hour a warm run learns none again."""
+    asked: list[int] = []
+    learn = emergency._intervals
+
+    def counted(cur, ctx, lasts, history):
+        asked.append(len(lasts))
+        return learn(cur, ctx, lasts, history)
+
+    monkeypatch.setattr(emergency, "_intervals", counted)
+    with PerformanceAnalyzer(dsn) as analyzer:
+
+        def check(now: int) -> int:
+            asked.clear()
+            warm = emergency.node_facts(analyzer.ctx, now)
+            learned = sum(asked)
+            scratch = emergency.node_facts(dataclasses.replace(analyzer.ctx, caches={}), now)
+            assert warm == scratch
+            expected = learned_intervals(dsn, now)
+            assert {n: f.interval for n, f in warm.items() if n in expected} == expected
+            return learned
+
+        nodes = len(learned_intervals(dsn, DAY_START - 1800))
+        assert check(DAY_START - 1800) == nodes  # cold: every node learned
+        assert check(DAY_START - 1740) == 0  # a minute later: none
+        assert check(DAY_START - 60) == 0
+        assert 0 < check(DAY_START + 60) <= nodes  # a new hour for the nodes that wrote in it
+        # a new node, two rows 80 s apart this hour: learned from the rows up to its newest
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for t in (DAY_START + 1680, DAY_START + 1760):
+                conn.execute(
+                    "INSERT INTO monitor_samples_ring (sample_time, node_name, node_flag)"
+                    " VALUES (%s, 'young', true)",
+                    (t,),
+                )
+        check(DAY_START + 1800)
+        assert check(DAY_START + 1860) == 0
+        young = emergency.node_facts(analyzer.ctx, DAY_START + 1860)["young"]
+        assert young.interval == 80
 
 
 def test_served_analyses_declare_their_state():

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypedDict
 
-from psycopg import sql
+from psycopg import Cursor, sql
 
 from ..config import EmergencyConfig, Levels
 from ..metricdef import NODE, gauge
@@ -240,7 +240,7 @@ class NodeFacts(NamedTuple):
     first: int  # first row of any kind
     last: int  # newest row of any kind
     last_node: int | None  # newest node row (None: the node sampler never reported)
-    interval: float  # median spacing of its node rows before `last_node`
+    interval: float  # median spacing of its node rows (`node_facts` says which)
 
 
 # The newest node row of each node: a backward walk of the (node_name, sample_time) index.
@@ -255,8 +255,9 @@ SELECT p.node_name,
   FROM unnest(%(nodes)s::text[]) AS p(node_name)
 """
 
-# The median spacing of a node's node rows over the `history` seconds before its newest one:
-# its own sampling interval, robust to jitter, late rows and missed samples.
+# The median spacing of a node's node rows in (last - history, last]: its own sampling
+# interval, robust to jitter, late rows and missed samples. `node_facts` passes the start
+# of the hour of its newest node row as `last`, so the estimate changes once an hour.
 _INTERVAL_SQL = """
 SELECT p.node_name,
        (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.step)
@@ -272,15 +273,36 @@ SELECT p.node_name,
 """
 
 
+def _intervals(
+    cur: Cursor[dict[str, Any]], ctx: Context, lasts: dict[str, int], history: int
+) -> dict[str, float]:
+    """{node: median spacing of its node rows in (last - history, last]}; 0 with fewer than
+    two distinct stamps there."""
+    if not lasts:
+        return {}
+    nodes = sorted(lasts)
+    cur.execute(
+        sql.SQL(_INTERVAL_SQL).format(t=ctx.store.table),
+        {"nodes": nodes, "lasts": [lasts[n] for n in nodes], "history": history},
+    )
+    return {r["node_name"]: float(r["interval"] or 0) for r in cur.fetchall()}
+
+
 def node_facts(ctx: Context, now: int) -> dict[str, NodeFacts]:
-    """{node: facts} of every node with a row up to `now`. Intervals are cached per node and
-    newest node row, so the exporter's 10-second refreshes compute each once per sample."""
+    """{node: facts} of every node with a row up to `now`.
+
+    A node's interval is learned from the `interval_history_hours` of node rows before the
+    hour of its newest node row, i.e. from complete hours, so it changes once an hour and
+    is cached per node and hour: a warm run asks only for each node's newest rows. A node
+    with fewer than two stamps before that hour (a new one) learns from the rows up to its
+    newest, cached per newest row. A late row in hours already learned from is seen at the
+    next hour's estimate (a run with an empty cache sees it at once)."""
     since = int(now - ctx.config.emergency.forget_after_hours * HOUR)
     spans = node_spans(ctx, now, since=since)  # bounded walk on partitions
     if not spans:
         return {}
     history = int(ctx.config.sli.interval_history_hours * HOUR)
-    cache: dict[tuple[str, int, int], float] = ctx.cache("node_intervals", dict)
+    cache: dict[tuple[str, int, int, bool], float] = ctx.cache("node_intervals", dict)
     with ctx.store.read() as cur:
         last_sql = sql.SQL(_LAST_NODE_SQL).format(t=ctx.store.table)
         cur.execute(last_sql, {"nodes": sorted(spans), "now": now, "since": since})
@@ -288,28 +310,26 @@ def node_facts(ctx: Context, now: int) -> dict[str, NodeFacts]:
         if older := sorted(n for n, t in lasts.items() if t is None):
             cur.execute(last_sql, {"nodes": older, "now": now, "since": None})
             lasts.update((r["node_name"], r["last_node"]) for r in cur.fetchall())
-        todo = [n for n, t in lasts.items() if t is not None and (n, int(t), history) not in cache]
-        if todo:
-            cur.execute(
-                sql.SQL(_INTERVAL_SQL).format(t=ctx.store.table),
-                {"nodes": todo, "lasts": [lasts[n] for n in todo], "history": history},
-            )
-            if len(cache) > 100_000:
-                cache.clear()
-            for r in cur.fetchall():
-                cache[(r["node_name"], int(lasts[r["node_name"]]), history)] = float(
-                    r["interval"] or 0
-                )
+        newest = {n: int(t) for n, t in lasts.items() if t is not None}
+        hourly = {n: t // HOUR * HOUR for n, t in newest.items()}
+        if len(cache) > 100_000:
+            cache.clear()
+        todo = {n: a for n, a in hourly.items() if (n, a, history, True) not in cache}
+        for node, step in _intervals(cur, ctx, todo, history).items():
+            cache[(node, todo[node], history, True)] = step
+        young = {n: newest[n] for n, a in hourly.items() if cache[(n, a, history, True)] <= 0}
+        todo = {n: t for n, t in young.items() if (n, t, history, False) not in cache}
+        for node, step in _intervals(cur, ctx, todo, history).items():
+            cache[(node, todo[node], history, False)] = step
     facts = {}
     for node, (first, last) in spans.items():
-        last_node = lasts.get(node)
-        step = 0.0 if last_node is None else cache.get((node, int(last_node), history), 0.0)
-        facts[node] = NodeFacts(
-            first,
-            last,
-            None if last_node is None else int(last_node),
-            step if step > 0 else DEFAULT_INTERVAL,
-        )
+        last_node = newest.get(node)
+        step = 0.0
+        if last_node is not None:
+            step = cache[(node, hourly[node], history, True)]
+            if step <= 0:
+                step = cache[(node, last_node, history, False)]
+        facts[node] = NodeFacts(first, last, last_node, step if step > 0 else DEFAULT_INTERVAL)
     return facts
 
 
@@ -327,7 +347,10 @@ def emergency_health_check(
     with ctx.store.read() as cur:
         present = present_columns(cur, ctx.store, tuple(_FACTS.values()))
         host_facts = tuple(f for f, column in _FACTS.items() if column in present)
-        cur.execute(_query(ctx, host_facts), {"start": start, "now": now})
+        queries: dict[tuple[str, ...], sql.Composed] = ctx.cache("emergency_queries", dict)
+        if host_facts not in queries:  # composed once: a tenth of a warm check
+            queries[host_facts] = _query(ctx, host_facts)
+        cur.execute(queries[host_facts], {"start": start, "now": now})
         recent = {r["node_name"]: r for r in cur.fetchall()}
     cpus = cpu_count_of(ctx, now) if ctx.cpu_count is None else {}
 

@@ -54,7 +54,7 @@ from .emergency import (
     node_facts,
 )
 from .hosts import cpu_count_of
-from .hourly import HourRows
+from .hourly import HourRows, _Hour
 from .unit import Analysis, ResultView, Served, Window
 
 GRADES = tuple(g.label for g in Grade if g.score is not None)  # index = health_score
@@ -270,6 +270,18 @@ _COUNTED = ("perf_n", "perf_good", "cap_n", "cap_good", *(f"invalid:{m}" for m i
 _NODE_SHIFT = 32  # a kept row's value: node index << 32 | bits
 
 
+def _by_node(hours: list[_Hour], n: int, after: int | None = None) -> tuple[np.ndarray, ...]:
+    """The times of the hours' kept rows (after `after`) sorted by node and time, and
+    where each of the `n` nodes' rows begin."""
+    empty = np.zeros(0, np.int64)
+    t = np.concatenate([h.t for h in hours] or [empty])
+    node = np.concatenate([h.value for h in hours] or [empty]) >> _NODE_SHIFT
+    if after is not None:
+        node, t = node[t > after], t[t > after]
+    order = np.lexsort((t, node))
+    return t[order], np.searchsorted(node[order], np.arange(n + 1))
+
+
 def _sums(value: np.ndarray, n: int) -> np.ndarray:
     """(node, counted) sums of kept rows' bits."""
     k = np.arange(len(_COUNTED))
@@ -287,6 +299,8 @@ class SliState:
     as from scratch."""
 
     kept: HourRows = field(default_factory=HourRows)
+    query: tuple[Any, sql.Composed] = (None, sql.Composed([]))  # the rows query, its key
+    block: tuple[Any, tuple[np.ndarray, ...]] = (None, ())  # `_count`'s sorted middle hours
 
     @property
     def reread(self) -> int:
@@ -303,7 +317,9 @@ class SliState:
         now: int,
     ) -> dict[str, dict[str, Any]]:
         index = {n: i for i, n in enumerate(nodes)}
-        query = _rows_query(ctx)
+        if self.query[0] != (ctx.store, ctx.config.sli):  # composing it costs a run's tenth
+            self.query = ((ctx.store, ctx.config.sli), _rows_query(ctx))
+        query = self.query[1]
 
         def read(cur: Cursor[dict[str, Any]], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
             t: list[int] = []
@@ -319,9 +335,23 @@ class SliState:
 
         # the bits depend on the nodes, their CPU counts and the thresholds
         self.kept.refresh(ctx, (tuple(nodes), tuple(cpus), ctx.config.sli), start, now, read)
-        with ctx.store.read() as cur:
-            before = _before(cur, ctx, nodes, start)
+        before = self._before(nodes, start)
+        if others := [n for n in nodes if n not in before]:
+            with ctx.store.read() as cur:
+                before |= _before(cur, ctx, others, start)
         return self._count(ctx, nodes, facts, since, start, now, before)
+
+    def _before(self, nodes: list[str], start: int) -> dict[str, float]:
+        """The newest node row at or before `start` of the nodes with one kept: the hour
+        the window starts in is kept whole."""
+        h = self.kept.hours.get(start // HOUR + 1)
+        if h is None:
+            return {}
+        inside = h.t <= start
+        t, node = h.t[inside], h.value[inside] >> _NODE_SHIFT
+        newest = np.full(len(nodes), -1, np.int64)
+        np.maximum.at(newest, node, t)
+        return {nodes[i]: float(x) for i, x in enumerate(newest.tolist()) if x >= 0}
 
     def _count(
         self,
@@ -336,14 +366,16 @@ class SliState:
         """What the SLI query returns per node, from the rows kept."""
         hours = self.kept.hours
         first = start // HOUR + 1
-        empty = np.zeros(0, np.int64)
-        t = np.concatenate([h.t for h in hours.values()] or [empty])
-        node = np.concatenate([h.value for h in hours.values()] or [empty]) >> _NODE_SHIFT
-        inside = t > start
-        node, t = node[inside], t[inside]
-        order = np.lexsort((t, node))
-        node, t = node[order], t[order]
-        bounds = np.searchsorted(node, np.arange(len(nodes) + 1))
+        newest = max(hours, default=first)
+        # rows by node and time: the hours between the first and the newest sorted once
+        # (their token goes when their rows change), those two every run
+        middle = [hours[b] for b in sorted(hours) if first < b < newest]
+        tokens = (self.kept.key, tuple(h.derived.setdefault("token", object()) for h in middle))
+        if self.block[0] != tokens:
+            self.block = (tokens, _by_node(middle, len(nodes)))
+        t_mid, b_mid = self.block[1]
+        edges = [hours[b] for b in {first, newest} if b in hours]
+        t_edge, b_edge = _by_node(edges, len(nodes), after=start)
         # counts: whole hours' sums kept, the hour the window starts in row by row
         counted = np.zeros((len(nodes), len(_COUNTED)), np.int64)
         for bucket, h in hours.items():
@@ -357,11 +389,14 @@ class SliState:
         gap = float(ctx.config.sli.gap_intervals)
         out: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(nodes):
-            lo, hi = bounds[i], bounds[i + 1]
+            mine = np.concatenate(
+                [t_edge[b_edge[i] : b_edge[i + 1]], t_mid[b_mid[i] : b_mid[i + 1]]]
+            )
+            lo, hi = 0, len(mine)
             iv, floor = float(facts[name].interval), since[name]
             prior = before.get(name)
             ends = [floor if prior is None else prior, now]
-            times = np.unique(np.concatenate([t[lo:hi].astype(np.float64), ends]))
+            times = np.unique(np.concatenate([mine.astype(np.float64), ends]))
             a, b = times[:-1], times[1:]
             gaps = b - a > gap * iv
             row: dict[str, Any] = {"node_name": name}
