@@ -324,7 +324,7 @@ class AnomalyConfig:
     # Seasonal departures: a complete hour whose mean is beyond the median of the same hour
     # on the previous days by more than the two-sided normal quantile that gives this many
     # false alarms per series-day on noise (robust scale of past residuals); 0 turns it off
-    seasonal_false_per_day: NonNegative = 0.001
+    seasonal_false_per_day: NonNegative = 0.005
     # Impact caps every priority: the share of the way from the baseline to the metric's
     # emergency P3 level (CPU, I/O wait, temperature, free memory %), else the move in the
     # unit's practical scale (`impact_scale_changes` times its `*_min_change`)

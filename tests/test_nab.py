@@ -95,12 +95,6 @@ def test_false_alarms_stay_rare(replayed):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="13 of 17 windows: 53ea38 2014-02-19 is seen by the seasonal test from "
-    "seasonal_false_per_day 0.005 (14 of 17 at 10 false alarms), but the default 0.001 is set "
-    "from a fleet budget: about one P3 a day on 1,000 series of noise (docs/anomalies.md)",
-)
 def test_targets(replayed):
     everything = _total(replayed, nab.ALL)
     assert everything.detected >= TARGET_RECALL, everything
