@@ -88,6 +88,7 @@ def run_code(code: Path, dsn: str, at: int, names: list[str], out: Path) -> dict
            "--at", str(at), "--json-out", str(out), *names]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(code)}
     done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=code)
+    print(f"{code}:\n{done.stdout}", flush=True)
     lines = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
     return {x["report"]: x for x in lines}
 
@@ -103,6 +104,11 @@ def compare(dsn: str, at: int, names: list[str], before: str) -> None:
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
         a = run_code(old, dsn, at, names, old_out)
         b = run_code(ROOT, dsn, at, names, new_out)
+        same = {
+            name: Path(old_out, f"{name}.json").read_text()
+            == Path(new_out, f"{name}.json").read_text()
+            for name in names
+        }
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     print(f"| report | analysis {before} | page | total | analysis now | page | total | size "
@@ -110,13 +116,11 @@ def compare(dsn: str, at: int, names: list[str], before: str) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         x, y = a[name], b[name]
-        same = "same" if Path(old_out, f"{name}.json").read_text() == Path(
-            new_out, f"{name}.json").read_text() else "DIFFERS"  # fmt: skip
         print(
             f"| {name} | {x['analysis']:.1f} s | {x['page']:.1f} s | "
             f"{x['analysis'] + x['page']:.1f} s | {y['analysis']:.1f} s | {y['page']:.1f} s | "
             f"{y['analysis'] + y['page']:.1f} s | {x['mb']:.2f} → {y['mb']:.2f} MB | "
-            f"{x['charts']} → {y['charts']} | {same} |"
+            f"{x['charts']} → {y['charts']} | {'same' if same[name] else 'DIFFERS'} |"
         )
 
 
