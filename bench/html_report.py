@@ -58,6 +58,28 @@ def fleet() -> Iterator[str]:
         pg.stop()
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu() -> float:
+    """CPU seconds used so far by the kept fleet's PostgreSQL processes (0 when it is not
+    running): with this process's own, the work of a report whatever the machine's load,
+    which the wall times are not."""
+    try:
+        postmaster = int(Path(DATA, "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster or int(stat.parent.name) == postmaster:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICK
+
+
 def measure(dsn: str, at: int, names: list[str], out: Path | None) -> None:
     """One JSON line per report: times, size, charts (and the result into `out`)."""
     from exporter.analyzer import PerformanceAnalyzer
@@ -65,17 +87,20 @@ def measure(dsn: str, at: int, names: list[str], out: Path | None) -> None:
 
     with PerformanceAnalyzer(dsn) as analyzer:
         for name in names:
+            c0, s0 = time.process_time(), server_cpu()
             t0 = time.perf_counter()
             result = analyzer.run(name, now=at)
             t1 = time.perf_counter()
             page = render_report(name, result, analyzer.ctx, at)
             t2 = time.perf_counter()
+            cpu = time.process_time() - c0 + server_cpu() - s0
             if out:
                 (out / f"{name}.json").write_text(json.dumps(result, sort_keys=True, default=str))
             line = {
                 "report": name,
                 "analysis": t1 - t0,
                 "page": t2 - t1,
+                "cpu": cpu,
                 "mb": len(page.encode()) / 1e6,
                 "charts": page.count('<figure class="chart"'),
             }
@@ -93,7 +118,7 @@ def run_code(code: Path, dsn: str, at: int, names: list[str], out: Path) -> dict
     return {x["report"]: x for x in lines}
 
 
-def compare(dsn: str, at: int, names: list[str], before: str) -> None:
+def compare(dsn: str, at: int, names: list[str], before: str, new_first: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         old, old_out, new_out = Path(tmp, "old"), Path(tmp, "old-json"), Path(tmp, "new-json")
         for d in (old, old_out, new_out):
@@ -102,8 +127,12 @@ def compare(dsn: str, at: int, names: list[str], before: str) -> None:
             ["git", "-C", str(ROOT), "archive", before], check=True, capture_output=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-        a = run_code(old, dsn, at, names, old_out)
-        b = run_code(ROOT, dsn, at, names, new_out)
+        if new_first:  # the first side may find a colder cache
+            b = run_code(ROOT, dsn, at, names, new_out)
+            a = run_code(old, dsn, at, names, old_out)
+        else:
+            a = run_code(old, dsn, at, names, old_out)
+            b = run_code(ROOT, dsn, at, names, new_out)
         same = {
             name: Path(old_out, f"{name}.json").read_text()
             == Path(new_out, f"{name}.json").read_text()
@@ -111,15 +140,17 @@ def compare(dsn: str, at: int, names: list[str], before: str) -> None:
         }
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
-    print(f"| report | analysis {before} | page | total | analysis now | page | total | size "
-          "| charts | JSON |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| report | analysis {before} | page | total | CPU | analysis now | page | total | CPU "
+          "| size | charts | JSON |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         x, y = a[name], b[name]
         print(
             f"| {name} | {x['analysis']:.1f} s | {x['page']:.1f} s | "
-            f"{x['analysis'] + x['page']:.1f} s | {y['analysis']:.1f} s | {y['page']:.1f} s | "
-            f"{y['analysis'] + y['page']:.1f} s | {x['mb']:.2f} → {y['mb']:.2f} MB | "
+            f"{x['analysis'] + x['page']:.1f} s | {x['cpu']:.1f} s | "
+            f"{y['analysis']:.1f} s | {y['page']:.1f} s | "
+            f"{y['analysis'] + y['page']:.1f} s | {y['cpu']:.1f} s | "
+            f"{x['mb']:.2f} → {y['mb']:.2f} MB | "
             f"{x['charts']} → {y['charts']} | {'same' if same[name] else 'DIFFERS'} |"
         )
 
@@ -129,6 +160,7 @@ def main() -> None:
     parser.add_argument("--dsn", help="a fleet already in a table (default: the kept 50x30)")
     parser.add_argument("--at", type=int, default=END)
     parser.add_argument("--before", help="also run git revision BEFORE, side by side")
+    parser.add_argument("--new-first", action="store_true", help="run this checkout first")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("reports", nargs="+")
@@ -136,7 +168,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         dsn = args.dsn or stack.enter_context(fleet())
         if args.before:
-            compare(dsn, args.at, args.reports, args.before)
+            compare(dsn, args.at, args.reports, args.before, args.new_first)
         else:
             measure(dsn, args.at, args.reports, args.json_out)
 
