@@ -181,8 +181,8 @@ def test_missing_matplotlib_is_one_sentence(fleet_db, tmp_path):
 
 @pytest.mark.slow
 def test_heatmap_grades_are_the_per_day_sli_runs(fleet_db):
-    """The heat-map's one SLI state sliding over the week grades each day as a run from
-    scratch of that day does (the last day with its live threats, the others without)."""
+    """The heat-map's days, graded three at once on one context, are the SLI runs of each day
+    one after the other (the last day with its live threats, the others without)."""
     with PerformanceAnalyzer(fleet_db.dsn) as analyzer:
         ctx = analyzer.ctx
         slid = week_grades(ctx, FLEET_END)
