@@ -14,6 +14,10 @@ from collections import Counter
 import psycopg
 import pytest
 
+from exporter.analyses.common import DAY
+from exporter.analyses.sli import system_availability_check
+from exporter.analyzer import PerformanceAnalyzer
+from exporter.html.reports import week_grades
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from tests.browser import HOSTILE, browser, load  # noqa: F401
@@ -173,3 +177,23 @@ def test_missing_matplotlib_is_one_sentence(fleet_db, tmp_path):
         "pip install 'perf-analyzer-exporter[html]'"
     ]
     assert not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.slow
+def test_heatmap_grades_are_the_per_day_sli_runs(fleet_db):
+    """The heat-map's days, graded three at once on one context, are the SLI runs of each day
+    one after the other (the last day with its live threats, the others without)."""
+    with PerformanceAnalyzer(fleet_db.dsn) as analyzer:
+        ctx = analyzer.ctx
+        slid = week_grades(ctx, FLEET_END)
+        scratch = [
+            {
+                n["node_name"]: n["grade"]
+                for n in system_availability_check(
+                    ctx, hours=24, now=FLEET_END - k * DAY, threats=None if k == 0 else []
+                )["nodes"]
+            }
+            for k in range(6, -1, -1)
+        ]
+    assert slid == scratch
+    assert len({g for day in scratch for g in day.values()}) > 1  # the week has some contrast

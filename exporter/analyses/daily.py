@@ -5,9 +5,11 @@ capacity forecasts that need attention."""
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypedDict
 
 from ..render import PRIORITY_COLOUR, STATUS_COLOUR, Text, when
+from ..rollups import rollups_of
 from .anomalies import Anomaly, anomaly_table, detect_anomalies
 from .capacity import (
     CAPACITY_WARNING_DAYS,
@@ -45,10 +47,20 @@ class DailyReport(TypedDict):
 
 def daily_health_report(ctx: Context, *, now: int) -> DailyReport:
     """The last 24 h: status, grade and SLIs per node, anomalies, capacity warnings."""
-    emergency = emergency_health_check(ctx, now=now)
-    slis = system_availability_check(ctx, hours=24, now=now, threats=emergency["threats"])
-    anomalies = detect_anomalies(ctx, hours=24, now=now)
-    capacity = capacity_planning_analysis(ctx, days=ctx.config.capacity.days, now=now)
+    rollups = rollups_of(ctx)  # made here, before the threads share it
+    history = now - int(max(1, ctx.config.anomalies.history_days) * DAY)
+    with ThreadPoolExecutor(2, thread_name_prefix="daily") as pool:
+        # The month's node and container rollups are most of a cold run; they are read by
+        # separate connections at once, while this thread reads the day's raw rows.
+        capacity_run = pool.submit(
+            capacity_planning_analysis, ctx, days=ctx.config.capacity.days, now=now
+        )
+        containers = pool.submit(rollups.view, "container", history, now)
+        emergency = emergency_health_check(ctx, now=now)
+        slis = system_availability_check(ctx, hours=24, now=now, threats=emergency["threats"])
+        containers.result()
+        anomalies = detect_anomalies(ctx, hours=24, now=now)
+        capacity = capacity_run.result()
     warnings = capacity_warnings(capacity["forecasts"])
     grades = Counter(n["grade"] for n in slis["nodes"])
     status = emergency["status"]

@@ -5,6 +5,7 @@ forecasts that need attention."""
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -37,9 +38,16 @@ class WeeklyReport(TypedDict):
 def weekly_performance_summary(ctx: Context, *, now: int) -> WeeklyReport:
     """The last 7 days against the 7 before: per-node trends, worst nodes, patterns."""
     week = 7 * DAY
-    slis = system_availability_check(ctx, hours=24 * 7, now=now)
+    rollups_of(ctx)  # made here, before the thread shares it
+    with ThreadPoolExecutor(1, thread_name_prefix="weekly") as pool:
+        # The month of node rollups (capacity's, which patterns and the trends then read) on
+        # one connection while this thread reads the week's raw rows for the SLIs.
+        capacity_run = pool.submit(
+            capacity_planning_analysis, ctx, days=ctx.config.capacity.days, now=now
+        )
+        slis = system_availability_check(ctx, hours=24 * 7, now=now)
+        capacity = capacity_run.result()
     patterns = workload_pattern_analysis(ctx, days=7, now=now)
-    capacity = capacity_planning_analysis(ctx, days=ctx.config.capacity.days, now=now)
     trends = week_over_week(ctx, now)
     worst = sorted(
         slis["nodes"],
