@@ -97,6 +97,9 @@ class AnalysisFailed(Exception):
 
 
 _worker: PerformanceAnalyzer | None = None  # the worker process's analyzer
+# the worker process's incremental state per analysis (`Analysis.incremental`), kept
+# across its runs as the scheduler keeps `JobState.state` for the runs in this process
+_worker_states: dict[str, Any] = {}
 
 
 def _worker_start(spec: WorkerSpec) -> None:
@@ -119,8 +122,11 @@ def _worker_run(name: str, window: float | None, now: int) -> tuple[Any, float, 
     """(result, seconds, rollup history) of one analysis run in the worker process."""
     assert _worker is not None
     started = time.monotonic()
+    analysis = registry.get(name)
+    if analysis.incremental is not None and name not in _worker_states:
+        _worker_states[name] = analysis.incremental()
     try:
-        result = registry.run(registry.get(name), _worker.ctx, window, now)
+        result = registry.run(analysis, _worker.ctx, window, now, _worker_states.get(name))
     except StoreError as exc:
         raise StoreError(str(exc), unreachable=exc.unreachable, permanent=exc.permanent) from None
     except Exception as exc:
@@ -128,6 +134,11 @@ def _worker_run(name: str, window: float | None, now: int) -> tuple[Any, float, 
     finally:
         allocator.trim()
     return result, time.monotonic() - started, _history(_worker)
+
+
+def _worker_stateful() -> list[str]:
+    """The analyses whose incremental state the worker process holds (for tests)."""
+    return sorted(_worker_states)
 
 
 def _history(analyzer: PerformanceAnalyzer) -> dict[str, int]:

@@ -10,7 +10,7 @@ import pytest
 
 from exporter import registry
 from exporter.analyzer import PerformanceAnalyzer
-from exporter.collector import WORKER_ANALYSES, Scheduler
+from exporter.collector import WORKER_ANALYSES, Scheduler, _worker_stateful
 from exporter.config import Config, ExporterConfig
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
@@ -45,6 +45,33 @@ def test_worker_results_equal_in_process_results(live):
                 assert there == here, name
                 assert seconds > 0
             assert "rollups" not in analyzer.ctx.caches
+        finally:
+            scheduler.close()
+
+
+@pytest.mark.slow
+def test_worker_keeps_incremental_state_across_runs(live):
+    """The incremental analyses keep their state in the worker process between runs: at two
+    consecutive instants the worker's results equal those of the same analysis run here
+    with its own state carried from the first instant to the second."""
+    now = int(time.time()) // 60 * 60 - 180
+    stateful = sorted(a.name for a in registry.served() if a.incremental)
+    assert stateful and set(stateful) <= WORKER_ANALYSES
+    with PerformanceAnalyzer(live, config=WORKER) as analyzer:
+        scheduler = Scheduler(analyzer, WORKER)
+        here_ctx = PerformanceAnalyzer(live).ctx
+        try:
+            for name in stateful:
+                analysis = registry.get(name)
+                assert analysis.incremental is not None
+                window = registry.served_window(analysis, WORKER)
+                state = analysis.incremental()
+                for at in (now, now + 60):
+                    here = registry.run(analysis, here_ctx, window, at, state)
+                    there, _ = scheduler._in_worker(name, window, at)
+                    assert there == here, (name, at)
+            assert scheduler._worker is not None
+            assert scheduler._worker.submit(_worker_stateful).result() == stateful
         finally:
             scheduler.close()
 
