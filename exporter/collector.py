@@ -10,9 +10,11 @@
   only for analyses with interval 0 ("every scrape") and those that have no result yet.
   A run that fails is never cached: the last good result is served.
 - One failing analysis never blanks the others, and nothing raises out of a scrape.
-- The process (`process_*`) and interpreter (`python_*`) metrics are collected on every
-  scrape and put before the cached body; under gzip their few hundred bytes are compressed
-  and spliced in front of the body's cached deflate stream, so the body is not recompressed.
+- The process (`process_*`) and interpreter (`python_*`) metrics and the exporter's own
+  HTTP counters are collected on every scrape and put before the cached body (the own
+  per-analysis series are rendered once per change); under gzip these few hundred bytes are
+  compressed and spliced in front of the body's cached deflate stream, so the body is
+  compressed once per result change, never per scrape.
 - `perf_analyzer_database_up` follows the latest database round trip, whichever analysis
   made it, so it drops to 0 when the database goes away and comes back with it.
 - With `exporter.worker_process`, the long-window analyses (`WORKER_ANALYSES`) run in one
@@ -408,6 +410,8 @@ class PerfAnalyzerCollector:
         # content type -> the last body: between two analysis runs every scrape gets the
         # same Body, so its gzip is compressed once
         self._bodies: dict[str, Body] = {}
+        # content type -> (the exporter's own per-analysis samples, their text)
+        self._heads: dict[str, tuple[tuple[Sample, ...], bytes]] = {}
         self._lock = threading.Lock()
         self._single_flight: dict[Any, threading.Lock] = {}
         # process_* and python_* in a registry of our own (not the global one), so that two
@@ -425,8 +429,10 @@ class PerfAnalyzerCollector:
         with self._lock:
             self._formats.setdefault(content_type, encoder)
         self._refresh(deadline)
-        body = self._body(encoder, content_type)
-        return Scrape(self._runtime_text(encoder), body)
+        jobs = self.scheduler.snapshot()
+        body = self._body(jobs, encoder, content_type)
+        head = self._head(jobs, encoder, content_type)  # after the body: counts its failures
+        return Scrape(self._runtime_text(encoder) + head, body)
 
     def _runtime_text(self, encoder: Encoder) -> bytes:
         """The process and interpreter metrics, now (reading /proc/self: well under a ms)."""
@@ -436,10 +442,27 @@ class PerfAnalyzerCollector:
             log.exception("collecting the process metrics failed")
             return b""
 
-    def _body(self, encoder: Encoder, content_type: str) -> Body:
-        jobs = self.scheduler.snapshot()
+    def _head(self, jobs: list[JobState], encoder: Encoder, content_type: str) -> bytes:
+        """The exporter's own metrics, served before the cached body: those that change on
+        every scrape (HTTP counters, database up) rendered now, the per-analysis ones only
+        when they changed (after a run), so a scrape renders a handful of lines."""
+        try:
+            live, stable = self._live_samples(), tuple(self._self_samples(jobs))
+            with self._flight(("head", content_type)):
+                cached = self._heads.get(content_type)
+                if cached is None or cached[0] != stable:
+                    cached = (stable, render(families(stable), encoder))
+                    self._heads[content_type] = cached
+            return render(families(live), encoder) + cached[1]
+        except Exception:  # never raise out of a scrape
+            log.exception("building the exporter's own metrics failed")
+            return b""
+
+    def _body(self, jobs: list[JobState], encoder: Encoder, content_type: str) -> Body:
+        """The analyses' text (and the series the budget dropped), rebuilt only when a
+        result changed; its deflate stream is compressed once per change, not per scrape."""
         # the budget is for the whole body: the exporter's own series are counted in it
-        reserve = len(self._self_samples(jobs)) + len(DROP_KINDS)
+        reserve = len(self._live_samples()) + len(self._self_samples(jobs)) + len(DROP_KINDS)
         try:
             parts, dropped = self._analysis_parts(
                 self._results(jobs), encoder, content_type, reserve
@@ -447,16 +470,15 @@ class PerfAnalyzerCollector:
         except Exception:
             log.exception("building the analysis metrics failed")
             parts, dropped = [], {}
-        own = self._self_samples(jobs)  # after the parts: it counts their failures
-        head = render(families(own + _dropped(dropped)), encoder)
+        key = tuple(sorted(dropped.items()))
         with self._flight(("body", content_type)):
             cached = self._bodies.get(content_type)
-            if cached is not None and cached.head == head and same(cached.parts, tuple(parts)):
+            if cached is not None and cached.dropped == key and same(cached.parts, tuple(parts)):
                 return cached  # nothing changed since the last scrape
-            raw = head + b"".join(parts)
+            raw = render(families(_dropped(dropped)), encoder) + b"".join(parts)
             if is_openmetrics(content_type):
                 raw += OPENMETRICS_EOF
-            body = Body(head, tuple(parts), raw)
+            body = Body(key, tuple(parts), raw)
             self._bodies[content_type] = body
             return body
 
@@ -510,14 +532,13 @@ class PerfAnalyzerCollector:
         a scrape finds them ready."""
         with self._lock:
             formats = list(self._formats.items())
+        jobs = self.scheduler.snapshot()
         for content_type, encoder in formats:
-            self._body(encoder, content_type).deflated()
+            self._body(jobs, encoder, content_type).deflated()
 
-    def _self_samples(self, jobs: list[JobState]) -> list[Sample]:
-        out = [
-            sample("database_up", 1 if self.scheduler.database_up else 0),
-            sample("build_info", 1, version=__version__),
-        ]
+    def _live_samples(self) -> list[Sample]:
+        """The exporter's own series that may change between two scrapes."""
+        out = [sample("database_up", 1 if self.scheduler.database_up else 0)]
         if self.http_limits is not None:
             counts = dict(self.http_limits.counts)
             out += [
@@ -527,6 +548,11 @@ class PerfAnalyzerCollector:
                 sample("http_connections_head_timeout_total", counts.get("head_timeout", 0)),
                 sample("http_accept_errors_total", self.http_limits.accept_errors),
             ]
+        return out
+
+    def _self_samples(self, jobs: list[JobState]) -> list[Sample]:
+        """The exporter's own series that change only with a run (or a rollup read)."""
+        out = [sample("build_info", 1, version=__version__)]
         for kind, seconds in sorted(self.scheduler.rollup_history().items()):
             out.append(sample("rollup_history_seconds", seconds, kind=kind))
         exposition_errors = self._samples.errors.copy()
@@ -552,9 +578,10 @@ class PerfAnalyzerCollector:
 
 @dataclass
 class Body:
-    """One scrape's exposition text; its gzip is compressed once, on first demand."""
+    """The analyses' exposition text, the same for every scrape between two results; its
+    gzip is compressed once, on first demand."""
 
-    head: bytes  # the exporter's own metrics
+    dropped: tuple[tuple[str, int], ...]  # series the budget dropped, by kind
     parts: tuple[bytes, ...]  # the analyses' rendered text
     raw: bytes
     _gzip: bytes | None = field(default=None, repr=False)
