@@ -43,7 +43,7 @@ from prometheus_client.exposition import choose_encoder
 
 from . import __version__, allocator, registry
 from .analyses.common import resolve_now
-from .analyses.unit import Analysis
+from .analyses.unit import Analysis, ResultView
 from .analyzer import PerformanceAnalyzer
 from .config import Config
 from .exposition import (
@@ -57,6 +57,7 @@ from .exposition import (
     log_nodes_dropped,
     render,
     same,
+    shorten_names,
 )
 from .rollups import HourlyRollups
 from .samples import Sample, sample
@@ -72,6 +73,9 @@ WORKER_ANALYSES = frozenset(
     {"availability", "anomalies", "contention", "correlation", "capacity", "patterns",
      "alert-config"}
 )  # fmt: skip
+# Worker analyses over a short raw window (no rollups): their first run is done here, at
+# once, while the worker process is still busy with the rollup-based analyses' cold runs.
+WARM_IN_PROCESS = frozenset({"availability", "contention"})
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,16 @@ def _worker_start(spec: WorkerSpec) -> None:
     _worker = PerformanceAnalyzer(store, cpu_count=spec.cpu_count, config=spec.config)
 
 
-def _worker_run(name: str, window: float | None, now: int) -> tuple[Any, float, dict[str, int]]:
-    """(result, seconds, rollup history) of one analysis run in the worker process."""
+# What the worker process made of a result for the exporter: its samples, and their text
+# per content type of `DEFAULT_FORMATS` (None: the exporter builds them, as for any result).
+Rendered = tuple[list[Sample], dict[str, bytes]] | None
+
+
+def _worker_run(
+    name: str, window: float | None, now: int
+) -> tuple[Any, float, dict[str, int], Rendered]:
+    """(result, seconds, rollup history, samples and text) of one analysis run in the worker
+    process."""
     assert _worker is not None
     started = time.monotonic()
     analysis = registry.get(name)
@@ -129,13 +141,34 @@ def _worker_run(name: str, window: float | None, now: int) -> tuple[Any, float, 
         _worker_states[name] = analysis.incremental()
     try:
         result = registry.run(analysis, _worker.ctx, window, now, _worker_states.get(name))
+        seconds = time.monotonic() - started
+        rendered = _worker_render(analysis, result)
     except StoreError as exc:
         raise StoreError(str(exc), unreachable=exc.unreachable, permanent=exc.permanent) from None
     except Exception as exc:
         raise AnalysisFailed(type(exc).__name__, str(exc)) from None
     finally:
         allocator.trim()
-    return result, time.monotonic() - started, _history(_worker)
+    return result, seconds, _history(_worker), rendered
+
+
+def _worker_render(analysis: Analysis[Any], result: Any) -> Rendered:
+    """The result's samples and text, built here so that the exporter's interpreter (which
+    the scrapes need) only joins them; None for an analysis whose samples read another
+    analysis's result (`Served.depends_on`) or whose conversion fails (the exporter then
+    builds them, and counts the failure, as usual)."""
+    assert _worker is not None
+    serve = analysis.serve
+    if serve is None or serve.depends_on:
+        return None
+    try:
+        view = ResultView(_worker.ctx.config, {analysis.name: result})
+        samples = [shorten_names(s) for s in serve.to_samples(result, view)]
+        grouped = families(samples)
+        formats = (choose_encoder(accept) for accept in DEFAULT_FORMATS)
+        return samples, {content_type: render(grouped, enc) for enc, content_type in formats}
+    except Exception:
+        return None
 
 
 def _worker_stateful() -> list[str]:
@@ -175,11 +208,13 @@ class Scheduler:
         self.analyzer = analyzer
         self.config = config
         registry.check_refresh(config)
-        self.jobs = {
+        self._worker_spec = self._spec(analyzer, config)
+        worker = set(WORKER_ANALYSES) if self._worker_spec is not None else set()
+        self.jobs = {  # the worker process keeps its analyses' state itself
             a.name: JobState(
                 a,
                 registry.refresh_seconds(a, config),
-                state=a.incremental() if a.incremental else None,
+                state=a.incremental() if a.incremental and a.name not in worker else None,
             )
             for a in registry.served()
         }
@@ -192,9 +227,9 @@ class Scheduler:
         self.listeners: list[Callable[[], None]] = []  # called after every successful run
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        self._worker_spec = self._spec(analyzer, config)
         self._worker: ProcessPoolExecutor | None = None
         self._worker_history: dict[str, int] = {}
+        self._rendered: dict[str, tuple[Any, list[Sample], dict[str, bytes]]] = {}
         # threads that only wait for the worker, so that a queue of long-window runs never
         # holds the pool the every-few-seconds analyses run in
         self._waiters = ThreadPoolExecutor(
@@ -230,9 +265,10 @@ class Scheduler:
                 return dict(self._worker_history)
         return _history(self.analyzer)
 
-    def _in_worker(self, name: str, window: float | None, now: int) -> tuple[Any, float]:
+    def _in_worker(self, name: str, window: float | None, now: int) -> tuple[Any, float, Rendered]:
         """Run one analysis in the worker process (started on first use, and again if it
-        died): (result, seconds of the run itself, not of the wait for the worker)."""
+        died): (result, seconds of the run itself, not of the wait for the worker, and its
+        samples and text when the worker built them)."""
         assert self._worker_spec is not None
         with self._lock:
             if self._worker is None:
@@ -244,7 +280,9 @@ class Scheduler:
                 )
             worker = self._worker
         try:
-            result, seconds, history = worker.submit(_worker_run, name, window, now).result()
+            result, seconds, history, rendered = worker.submit(
+                _worker_run, name, window, now
+            ).result()
         except BrokenProcessPool:
             with self._lock:
                 if self._worker is worker:
@@ -253,7 +291,14 @@ class Scheduler:
             raise
         with self._lock:
             self._worker_history = history
-        return result, seconds
+        return result, seconds, rendered
+
+    def take_rendered(self) -> dict[str, tuple[Any, list[Sample], dict[str, bytes]]]:
+        """analysis -> (result, its samples, their text per content type) built in the worker
+        process since the previous call, for the collector's caches."""
+        with self._lock:
+            rendered, self._rendered = self._rendered, {}
+        return rendered
 
     @property
     def database_up(self) -> bool:
@@ -299,19 +344,30 @@ class Scheduler:
             if time.monotonic() - job.started < wait_for:
                 return None
         job.started = time.monotonic()
-        in_worker = self._worker_spec is not None and job.name in WORKER_ANALYSES
-        job.future = (self._waiters if in_worker else self._executor).submit(self._run, job)
+        in_worker = self._in_worker_now(job)
+        job.future = (self._waiters if in_worker else self._executor).submit(
+            self._run, job, in_worker
+        )
         return job.future
 
-    def _run(self, job: JobState) -> None:
+    def _in_worker_now(self, job: JobState) -> bool:
+        """Whether this run of `job` goes to the worker process: its analyses do, except the
+        first runs of the short-window ones (`WARM_IN_PROCESS`), which would otherwise wait
+        behind the rollup-based analyses' cold runs there."""
+        if self._worker_spec is None or job.name not in WORKER_ANALYSES:
+            return False
+        return not (job.name in WARM_IN_PROCESS and job.result is None)
+
+    def _run(self, job: JobState, in_worker: bool = False) -> None:
         started = time.monotonic()
         reached: bool | None = None
         ran: float | None = None
+        rendered: Rendered = None
         try:
             analysis = job.analysis
             window = registry.served_window(analysis, self.config)
-            if self._worker_spec is not None and job.name in WORKER_ANALYSES:
-                result, ran = self._in_worker(job.name, window, resolve_now(None))
+            if in_worker:
+                result, ran, rendered = self._in_worker(job.name, window, resolve_now(None))
             else:
                 result = registry.run(
                     analysis, self.analyzer.ctx, window, resolve_now(None), job.state
@@ -339,6 +395,8 @@ class Scheduler:
             if ok:
                 job.result = result
                 job.last_success = time.time()
+                if rendered is not None:
+                    self._rendered[job.name] = (result, *rendered)
             else:
                 job.errors += 1
             if reached is not None:
@@ -463,6 +521,7 @@ class PerfAnalyzerCollector:
         result changed; its deflate stream is compressed once per change, not per scrape."""
         # the budget is for the whole body: the exporter's own series are counted in it
         reserve = len(self._live_samples()) + len(self._self_samples(jobs)) + len(DROP_KINDS)
+        self._take_rendered()
         try:
             parts, dropped = self._analysis_parts(
                 self._results(jobs), encoder, content_type, reserve
@@ -481,6 +540,16 @@ class PerfAnalyzerCollector:
             body = Body(key, tuple(parts), raw)
             self._bodies[content_type] = body
             return body
+
+    def _take_rendered(self) -> None:
+        """Put what the worker process built (samples, text per format) in the caches, keyed
+        by its result as if built here, so that turning it into text costs this interpreter
+        nothing."""
+        for name, (result, samples, texts) in self.scheduler.take_rendered().items():
+            self._samples.seed(name, (result,), samples)
+            for content_type, text in texts.items():
+                with self._flight((name, content_type)):
+                    self._parts[(name, content_type)] = ((result,), text)
 
     def _flight(self, key: Any) -> threading.Lock:
         """A lock per key: one thread builds a part or body, the others wait and reuse it."""

@@ -7,15 +7,24 @@ from __future__ import annotations
 import time
 
 import pytest
+from prometheus_client.exposition import choose_encoder
 
 from exporter import registry
 from exporter.analyzer import PerformanceAnalyzer
-from exporter.collector import WORKER_ANALYSES, Scheduler, _worker_stateful
+from exporter.collector import (
+    DEFAULT_FORMATS,
+    WARM_IN_PROCESS,
+    WORKER_ANALYSES,
+    Scheduler,
+    _worker_stateful,
+)
 from exporter.config import Config, ExporterConfig
+from exporter.exposition import SampleCache, families, render
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
 WORKER = Config(exporter=ExporterConfig(worker_process=True))
+DEFAULT_FORMATS_TYPES = {ct: enc for enc, ct in (choose_encoder(a) for a in DEFAULT_FORMATS)}
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +50,20 @@ def test_worker_results_equal_in_process_results(live):
                 analysis = registry.get(name)
                 window = registry.served_window(analysis, WORKER)
                 here = registry.run(analysis, PerformanceAnalyzer(live).ctx, window, now)
-                there, seconds = scheduler._in_worker(name, window, now)
+                there, seconds, rendered = scheduler._in_worker(name, window, now)
                 assert there == here, name
                 assert seconds > 0
+                # samples and text built in the worker are those the exporter would build
+                assert analysis.serve is not None
+                if analysis.serve.depends_on:
+                    assert rendered is None
+                    continue
+                assert rendered is not None
+                samples, texts = rendered
+                assert samples == SampleCache(WORKER).samples({name: here}), name
+                assert set(texts) == set(DEFAULT_FORMATS_TYPES)
+                for content_type, encoder in DEFAULT_FORMATS_TYPES.items():
+                    assert texts[content_type] == render(families(samples), encoder), name
             assert "rollups" not in analyzer.ctx.caches
         finally:
             scheduler.close()
@@ -68,7 +88,7 @@ def test_worker_keeps_incremental_state_across_runs(live):
                 state = analysis.incremental()
                 for at in (now, now + 60):
                     here = registry.run(analysis, here_ctx, window, at, state)
-                    there, _ = scheduler._in_worker(name, window, at)
+                    there, _, _ = scheduler._in_worker(name, window, at)
                     assert there == here, (name, at)
             assert scheduler._worker is not None
             assert scheduler._worker.submit(_worker_stateful).result() == stateful
@@ -84,7 +104,14 @@ def test_scheduler_serves_worker_runs_and_counts_their_failures(live, pg_server)
     with PerformanceAnalyzer(live, config=WORKER) as analyzer:
         scheduler = Scheduler(analyzer, WORKER)
         try:
+            # the short-window analyses' first runs are done here, not behind the cold
+            # rollup-based runs in the worker; their later runs (and state) are the worker's
+            cold = {n for n, j in scheduler.jobs.items() if not scheduler._in_worker_now(j)}
+            assert cold & WORKER_ANALYSES == WARM_IN_PROCESS
+            assert all(scheduler.jobs[n].state is None for n in WORKER_ANALYSES)
             scheduler.refresh(time.monotonic() + 120)
+            warm = {n for n, j in scheduler.jobs.items() if scheduler._in_worker_now(j)}
+            assert warm == WORKER_ANALYSES
             jobs = {j.name: j for j in scheduler.snapshot()}
             assert all(j.last_ok for j in jobs.values()), {n: j.errors for n, j in jobs.items()}
             assert all(j.result is not None for j in jobs.values())
