@@ -182,6 +182,10 @@ def steady_markdown(results: list[dict[str, Any]]) -> str:
             row("scrape p50 / p99, gzip, ms", lambda r: _p(r["gzip"])),
             row("scrape p50 / p99 during an analysis run, ms", lambda r: _p(r["during_runs"])),
             row("scrape p50 / p99 between runs, ms", lambda r: _p(r["between_runs"])),
+            row(
+                "control: `/-/healthy` p50 / p99, ms",
+                lambda r: _p(r["healthy_control"]) if "healthy_control" in r else "-",
+            ),
             row("every analysis has a result after start, s", lambda r: f"{r['warmup_s']:.0f}"),
             row(
                 "RSS after warm-up / peak, MiB (all processes)",

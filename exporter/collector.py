@@ -33,7 +33,13 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    CancelledError,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -379,6 +385,11 @@ class Scheduler:
         except AnalysisFailed as exc:
             result, ok = None, False
             log.error("analysis=%s failed: %s: %s", job.name, exc.kind, exc.message)
+        except (CancelledError, BrokenProcessPool) as exc:
+            result, ok = None, False
+            # a run stopped by shutting down is no failure worth an error line
+            level = logging.DEBUG if self._stop.is_set() else logging.ERROR
+            log.log(level, "analysis=%s failed: %s: %s", job.name, type(exc).__name__, exc)
         except Exception as exc:  # a bug in one analysis must not take the others down
             result, ok = None, False
             log.error(
