@@ -483,6 +483,7 @@ class PerfAnalyzerCollector:
         self._heads: dict[str, tuple[tuple[Sample, ...], bytes]] = {}
         self._lock = threading.Lock()
         self._single_flight: dict[Any, threading.Lock] = {}
+        self._building = threading.Lock()  # one body build at a time (`_body`)
         # process_* and python_* in a registry of our own (not the global one), so that two
         # exporters in one process (tests) do not clash
         self._runtime = CollectorRegistry(auto_describe=False)
@@ -498,9 +499,9 @@ class PerfAnalyzerCollector:
         with self._lock:
             self._formats.setdefault(content_type, encoder)
         self._refresh(deadline)
-        jobs = self.scheduler.snapshot()
-        body = self._body(jobs, encoder, content_type)
-        head = self._head(jobs, encoder, content_type)  # after the body: counts its failures
+        body = self._body(encoder, content_type)
+        # after the body: counts its failures
+        head = self._head(self.scheduler.snapshot(), encoder, content_type)
         return Scrape(self._runtime_text(encoder) + head, body)
 
     def _runtime_text(self, encoder: Encoder) -> bytes:
@@ -527,9 +528,17 @@ class PerfAnalyzerCollector:
             log.exception("building the exporter's own metrics failed")
             return b""
 
-    def _body(self, jobs: list[JobState], encoder: Encoder, content_type: str) -> Body:
+    def _body(self, encoder: Encoder, content_type: str) -> Body:
         """The analyses' text (and the series the budget dropped), rebuilt only when a
-        result changed; its deflate stream is compressed once per change, not per scrape."""
+        result changed; its deflate stream is compressed once per change, not per scrape.
+        One build at a time, each from a snapshot taken inside, so that no build works from
+        older results than the one before it (the budget's cut, and its log line, would
+        step back and forth between the runs' threads)."""
+        with self._building:
+            return self._build_body(encoder, content_type)
+
+    def _build_body(self, encoder: Encoder, content_type: str) -> Body:
+        jobs = self.scheduler.snapshot()
         # the budget is for the whole body: the exporter's own series are counted in it
         reserve = len(self._live_samples()) + len(self._self_samples(jobs)) + len(DROP_KINDS)
         self._take_rendered()
@@ -612,9 +621,8 @@ class PerfAnalyzerCollector:
         a scrape finds them ready."""
         with self._lock:
             formats = list(self._formats.items())
-        jobs = self.scheduler.snapshot()
         for content_type, encoder in formats:
-            self._body(jobs, encoder, content_type).deflated()
+            self._body(encoder, content_type).deflated()
 
     def _live_samples(self) -> list[Sample]:
         """The exporter's own series that may change between two scrapes."""
