@@ -143,52 +143,64 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 
 def steady_markdown(results: list[dict[str, Any]]) -> str:
-    """The steady-state table: one column per size and label of `bench/steady.py`."""
+    """The steady-state tables: one per fleet size, one column per label of
+    `bench/steady.py`."""
     if not results:
         return ""
+    lines = [
+        "",
+        "## Steady state (`python bench/steady.py --nodes N --minutes M --label L`)",
+        "",
+        "The exporter on a persistent 30-day fleet with a live appender (one row per node",
+        "and container per minute), M minutes after every analysis had a result; 4 scrapers",
+        "each scraping once a second, alternating plain and gzip, across the whole window",
+        "(refreshes included). CPU from /proc/<pid>/stat of the exporter (and its worker",
+        "process) and of its PostgreSQL backends; the scrapes' own CPU is included. The",
+        "machine is shared with other work, so figures carry that noise; the control row",
+        "(`/-/healthy` once a second, no metrics work, newer runs only) shows how much.",
+    ]
+    for nodes in sorted({r["nodes"] for r in results}):
+        lines += [
+            "",
+            f"### {nodes} nodes",
+            "",
+            *_steady_table([r for r in results if r["nodes"] == nodes]),
+        ]
+    return "\n".join(lines)
 
-    def name(r: dict[str, Any]) -> str:
-        return f"{r['nodes']} nodes, {r.get('label') or 'run'}"
 
-    head = "| | " + " | ".join(name(r) for r in results) + " |"
+def _steady_table(results: list[dict[str, Any]]) -> list[str]:
+    head = "| | " + " | ".join(r.get("label") or "run" for r in results) + " |"
     rule = "|---|" + "---:|" * len(results)
 
     def row(label: str, cell) -> str:
         return f"| {label} | " + " | ".join(cell(r) for r in results) + " |"
 
-    return "\n".join(
-        [
-            "",
-            "## Steady state (`python bench/steady.py --nodes N --minutes M --label L`)",
-            "",
-            "The exporter on a persistent 30-day fleet with a live appender (one row per node",
-            "and container per minute), M minutes after every analysis had a result; 4 scrapers",
-            "each scraping once a second, alternating plain and gzip, across the whole window",
-            "(refreshes included). CPU from /proc/<pid>/stat of the exporter (and its worker",
-            "process) and of its PostgreSQL backends; the scrapes' own CPU is included. The",
-            "machine is shared with other work, so figures carry that noise.",
-            "",
-            head,
-            rule,
-            row("configuration", lambda r: f"`{r.get('config', '{}')}`"),
-            row("steady minutes measured", lambda r: f"{r['steady_minutes']:.1f}"),
-            row(
-                "CPU s per minute: exporter / backends",
-                lambda r: (
-                    f"{r['cpu_s_per_min']['exporter']:.2f} / {r['cpu_s_per_min']['backends']:.2f}"
-                ),
+    return [
+        head,
+        rule,
+        row("configuration", lambda r: f"`{r.get('config', '{}')}`"),
+        row("steady minutes measured", lambda r: f"{r['steady_minutes']:.1f}"),
+        row(
+            "CPU s per minute: exporter / backends",
+            lambda r: (
+                f"{r['cpu_s_per_min']['exporter']:.2f} / {r['cpu_s_per_min']['backends']:.2f}"
             ),
-            row("scrape p50 / p99, plain, ms", lambda r: _p(r["plain"])),
-            row("scrape p50 / p99, gzip, ms", lambda r: _p(r["gzip"])),
-            row("scrape p50 / p99 during an analysis run, ms", lambda r: _p(r["during_runs"])),
-            row("scrape p50 / p99 between runs, ms", lambda r: _p(r["between_runs"])),
-            row("every analysis has a result after start, s", lambda r: f"{r['warmup_s']:.0f}"),
-            row(
-                "RSS after warm-up / peak, MiB (all processes)",
-                lambda r: f"{r['rss_warm_mib']:.0f} / {r['rss_peak_mib']:.0f}",
-            ),
-        ]
-    )
+        ),
+        row("scrape p50 / p99, plain, ms", lambda r: _p(r["plain"])),
+        row("scrape p50 / p99, gzip, ms", lambda r: _p(r["gzip"])),
+        row("scrape p50 / p99 during an analysis run, ms", lambda r: _p(r["during_runs"])),
+        row("scrape p50 / p99 between runs, ms", lambda r: _p(r["between_runs"])),
+        row(
+            "control: `/-/healthy` p50 / p99, ms",
+            lambda r: _p(r["healthy_control"]) if "healthy_control" in r else "-",
+        ),
+        row("every analysis has a result after start, s", lambda r: f"{r['warmup_s']:.0f}"),
+        row(
+            "RSS after warm-up / peak, MiB (all processes)",
+            lambda r: f"{r['rss_warm_mib']:.0f} / {r['rss_peak_mib']:.0f}",
+        ),
+    ]
 
 
 def write_results() -> None:
@@ -198,7 +210,11 @@ def write_results() -> None:
     for path in RESULTS.glob("steady-*.json"):
         label = path.stem.split("-", 2)[2] if path.stem.count("-") >= 2 else ""
         steady.append(json.loads(path.read_text()) | {"label": label})
-    steady.sort(key=lambda r: (r["nodes"], r["label"] != "before", r["label"]))
+    # earlier sessions' runs first; within a session "before" runs first
+    steady.sort(
+        key=lambda r: (r["nodes"], r["label"].startswith("s2-"), "before" not in r["label"],
+                       r["label"])
+    )  # fmt: skip
     text = markdown(sorted(every, key=lambda r: r["nodes"])) + steady_markdown(steady)
     (HERE / "RESULTS.md").write_text(text + ("\n" if steady else ""))
 

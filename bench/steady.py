@@ -242,10 +242,15 @@ def runs_of(body: bytes) -> set[tuple[str, float, float]]:
     }  # fmt: skip
 
 
-def scrapers(url: str, n: int, seconds: float) -> tuple[list[tuple[bool, float, float]], set]:
+def scrapers(
+    url: str, n: int, seconds: float
+) -> tuple[list[tuple[bool, float, float]], set, list[float]]:
     """n scrapers, each once a second, alternating plain and gzip: (gzip, start, seconds)
-    of every scrape, and the analysis runs seen in the bodies (plain ones)."""
+    of every scrape, and the analysis runs seen in the bodies (plain ones); and, as a
+    control, the seconds of a `/-/healthy` request once a second (the same server, no
+    metrics work: what the machine's load alone adds to a request)."""
     timings: list[tuple[bool, float, float]] = []
+    control: list[float] = []
     runs: set[tuple[str, float, float]] = set()
     lock = threading.Lock()
     stop = time.monotonic() + seconds
@@ -263,12 +268,23 @@ def scrapers(url: str, n: int, seconds: float) -> tuple[list[tuple[bool, float, 
             k += 1
             time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
 
+    def probe() -> None:
+        healthy = url.replace("/metrics", "/-/healthy")
+        while time.monotonic() < stop:
+            tick = time.monotonic()
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(healthy, timeout=60) as r:
+                r.read()
+            control.append(time.perf_counter() - t0)
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+
     threads = [threading.Thread(target=loop, args=(i,)) for i in range(n)]
+    threads.append(threading.Thread(target=probe))
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return timings, runs
+    return timings, runs, control
 
 
 def quantiles(ms: list[float]) -> dict[str, float]:
@@ -317,7 +333,7 @@ def measure(dsn: str, minutes: float, n_scrapers: int, config: str) -> dict[str,
             sampler = threading.Thread(target=sample_cpu, daemon=True)
             sampler.start()
             t1 = time.perf_counter()
-            timings, runs = scrapers(url, n_scrapers, minutes * 60)
+            timings, runs, control = scrapers(url, n_scrapers, minutes * 60)
             sampling.set()
             sampler.join()
             meter.sample()
@@ -334,6 +350,7 @@ def measure(dsn: str, minutes: float, n_scrapers: int, config: str) -> dict[str,
     out["steady_minutes"] = elapsed
     out["plain"] = quantiles([s * 1000 for gz, _, s in timings if not gz])
     out["gzip"] = quantiles([s * 1000 for gz, _, s in timings if gz])
+    out["healthy_control"] = quantiles([s * 1000 for s in control])
 
     def busy(start: float, took: float) -> bool:
         return any(a < start + took and start < b for _, a, b in runs)

@@ -10,9 +10,11 @@
   only for analyses with interval 0 ("every scrape") and those that have no result yet.
   A run that fails is never cached: the last good result is served.
 - One failing analysis never blanks the others, and nothing raises out of a scrape.
-- The process (`process_*`) and interpreter (`python_*`) metrics are collected on every
-  scrape and put before the cached body; under gzip their few hundred bytes are compressed
-  and spliced in front of the body's cached deflate stream, so the body is not recompressed.
+- The process (`process_*`) and interpreter (`python_*`) metrics and the exporter's own
+  HTTP counters are collected on every scrape and put before the cached body (the own
+  per-analysis series are rendered once per change); under gzip these few hundred bytes are
+  compressed and spliced in front of the body's cached deflate stream, so the body is
+  compressed once per result change, never per scrape.
 - `perf_analyzer_database_up` follows the latest database round trip, whichever analysis
   made it, so it drops to 0 when the database goes away and comes back with it.
 - With `exporter.worker_process`, the long-window analyses (`WORKER_ANALYSES`) run in one
@@ -31,7 +33,13 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    CancelledError,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,7 +49,7 @@ from prometheus_client.exposition import choose_encoder
 
 from . import __version__, allocator, registry
 from .analyses.common import resolve_now
-from .analyses.unit import Analysis
+from .analyses.unit import Analysis, ResultView
 from .analyzer import PerformanceAnalyzer
 from .config import Config
 from .exposition import (
@@ -55,6 +63,7 @@ from .exposition import (
     log_nodes_dropped,
     render,
     same,
+    shorten_names,
 )
 from .rollups import HourlyRollups
 from .samples import Sample, sample
@@ -70,6 +79,9 @@ WORKER_ANALYSES = frozenset(
     {"availability", "anomalies", "contention", "correlation", "capacity", "patterns",
      "alert-config"}
 )  # fmt: skip
+# Worker analyses over a short raw window (no rollups): their first run is done here, at
+# once, while the worker process is still busy with the rollup-based analyses' cold runs.
+WARM_IN_PROCESS = frozenset({"availability", "contention"})
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,9 @@ class AnalysisFailed(Exception):
 
 
 _worker: PerformanceAnalyzer | None = None  # the worker process's analyzer
+# the worker process's incremental state per analysis (`Analysis.incremental`), kept
+# across its runs as the scheduler keeps `JobState.state` for the runs in this process
+_worker_states: dict[str, Any] = {}
 
 
 def _worker_start(spec: WorkerSpec) -> None:
@@ -115,19 +130,56 @@ def _worker_start(spec: WorkerSpec) -> None:
     _worker = PerformanceAnalyzer(store, cpu_count=spec.cpu_count, config=spec.config)
 
 
-def _worker_run(name: str, window: float | None, now: int) -> tuple[Any, float, dict[str, int]]:
-    """(result, seconds, rollup history) of one analysis run in the worker process."""
+# What the worker process made of a result for the exporter: its samples, and their text
+# per content type of `DEFAULT_FORMATS` (None: the exporter builds them, as for any result).
+Rendered = tuple[list[Sample], dict[str, bytes]] | None
+
+
+def _worker_run(
+    name: str, window: float | None, now: int
+) -> tuple[Any, float, dict[str, int], Rendered]:
+    """(result, seconds, rollup history, samples and text) of one analysis run in the worker
+    process."""
     assert _worker is not None
     started = time.monotonic()
+    analysis = registry.get(name)
+    if analysis.incremental is not None and name not in _worker_states:
+        _worker_states[name] = analysis.incremental()
     try:
-        result = registry.run(registry.get(name), _worker.ctx, window, now)
+        result = registry.run(analysis, _worker.ctx, window, now, _worker_states.get(name))
+        seconds = time.monotonic() - started
+        rendered = _worker_render(analysis, result)
     except StoreError as exc:
         raise StoreError(str(exc), unreachable=exc.unreachable, permanent=exc.permanent) from None
     except Exception as exc:
         raise AnalysisFailed(type(exc).__name__, str(exc)) from None
     finally:
         allocator.trim()
-    return result, time.monotonic() - started, _history(_worker)
+    return result, seconds, _history(_worker), rendered
+
+
+def _worker_render(analysis: Analysis[Any], result: Any) -> Rendered:
+    """The result's samples and text, built here so that the exporter's interpreter (which
+    the scrapes need) only joins them; None for an analysis whose samples read another
+    analysis's result (`Served.depends_on`) or whose conversion fails (the exporter then
+    builds them, and counts the failure, as usual)."""
+    assert _worker is not None
+    serve = analysis.serve
+    if serve is None or serve.depends_on:
+        return None
+    try:
+        view = ResultView(_worker.ctx.config, {analysis.name: result})
+        samples = [shorten_names(s) for s in serve.to_samples(result, view)]
+        grouped = families(samples)
+        formats = (choose_encoder(accept) for accept in DEFAULT_FORMATS)
+        return samples, {content_type: render(grouped, enc) for enc, content_type in formats}
+    except Exception:
+        return None
+
+
+def _worker_stateful() -> list[str]:
+    """The analyses whose incremental state the worker process holds (for tests)."""
+    return sorted(_worker_states)
 
 
 def _history(analyzer: PerformanceAnalyzer) -> dict[str, int]:
@@ -162,11 +214,13 @@ class Scheduler:
         self.analyzer = analyzer
         self.config = config
         registry.check_refresh(config)
-        self.jobs = {
+        self._worker_spec = self._spec(analyzer, config)
+        worker = set(WORKER_ANALYSES) if self._worker_spec is not None else set()
+        self.jobs = {  # the worker process keeps its analyses' state itself
             a.name: JobState(
                 a,
                 registry.refresh_seconds(a, config),
-                state=a.incremental() if a.incremental else None,
+                state=a.incremental() if a.incremental and a.name not in worker else None,
             )
             for a in registry.served()
         }
@@ -179,9 +233,9 @@ class Scheduler:
         self.listeners: list[Callable[[], None]] = []  # called after every successful run
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        self._worker_spec = self._spec(analyzer, config)
         self._worker: ProcessPoolExecutor | None = None
         self._worker_history: dict[str, int] = {}
+        self._rendered: dict[str, tuple[Any, list[Sample], dict[str, bytes]]] = {}
         # threads that only wait for the worker, so that a queue of long-window runs never
         # holds the pool the every-few-seconds analyses run in
         self._waiters = ThreadPoolExecutor(
@@ -217,9 +271,10 @@ class Scheduler:
                 return dict(self._worker_history)
         return _history(self.analyzer)
 
-    def _in_worker(self, name: str, window: float | None, now: int) -> tuple[Any, float]:
+    def _in_worker(self, name: str, window: float | None, now: int) -> tuple[Any, float, Rendered]:
         """Run one analysis in the worker process (started on first use, and again if it
-        died): (result, seconds of the run itself, not of the wait for the worker)."""
+        died): (result, seconds of the run itself, not of the wait for the worker, and its
+        samples and text when the worker built them)."""
         assert self._worker_spec is not None
         with self._lock:
             if self._worker is None:
@@ -231,7 +286,9 @@ class Scheduler:
                 )
             worker = self._worker
         try:
-            result, seconds, history = worker.submit(_worker_run, name, window, now).result()
+            result, seconds, history, rendered = worker.submit(
+                _worker_run, name, window, now
+            ).result()
         except BrokenProcessPool:
             with self._lock:
                 if self._worker is worker:
@@ -240,7 +297,14 @@ class Scheduler:
             raise
         with self._lock:
             self._worker_history = history
-        return result, seconds
+        return result, seconds, rendered
+
+    def take_rendered(self) -> dict[str, tuple[Any, list[Sample], dict[str, bytes]]]:
+        """analysis -> (result, its samples, their text per content type) built in the worker
+        process since the previous call, for the collector's caches."""
+        with self._lock:
+            rendered, self._rendered = self._rendered, {}
+        return rendered
 
     @property
     def database_up(self) -> bool:
@@ -286,19 +350,30 @@ class Scheduler:
             if time.monotonic() - job.started < wait_for:
                 return None
         job.started = time.monotonic()
-        in_worker = self._worker_spec is not None and job.name in WORKER_ANALYSES
-        job.future = (self._waiters if in_worker else self._executor).submit(self._run, job)
+        in_worker = self._in_worker_now(job)
+        job.future = (self._waiters if in_worker else self._executor).submit(
+            self._run, job, in_worker
+        )
         return job.future
 
-    def _run(self, job: JobState) -> None:
+    def _in_worker_now(self, job: JobState) -> bool:
+        """Whether this run of `job` goes to the worker process: its analyses do, except the
+        first runs of the short-window ones (`WARM_IN_PROCESS`), which would otherwise wait
+        behind the rollup-based analyses' cold runs there."""
+        if self._worker_spec is None or job.name not in WORKER_ANALYSES:
+            return False
+        return not (job.name in WARM_IN_PROCESS and job.result is None)
+
+    def _run(self, job: JobState, in_worker: bool = False) -> None:
         started = time.monotonic()
         reached: bool | None = None
         ran: float | None = None
+        rendered: Rendered = None
         try:
             analysis = job.analysis
             window = registry.served_window(analysis, self.config)
-            if self._worker_spec is not None and job.name in WORKER_ANALYSES:
-                result, ran = self._in_worker(job.name, window, resolve_now(None))
+            if in_worker:
+                result, ran, rendered = self._in_worker(job.name, window, resolve_now(None))
             else:
                 result = registry.run(
                     analysis, self.analyzer.ctx, window, resolve_now(None), job.state
@@ -310,6 +385,11 @@ class Scheduler:
         except AnalysisFailed as exc:
             result, ok = None, False
             log.error("analysis=%s failed: %s: %s", job.name, exc.kind, exc.message)
+        except (CancelledError, BrokenProcessPool) as exc:
+            result, ok = None, False
+            # a run stopped by shutting down is no failure worth an error line
+            level = logging.DEBUG if self._stop.is_set() else logging.ERROR
+            log.log(level, "analysis=%s failed: %s: %s", job.name, type(exc).__name__, exc)
         except Exception as exc:  # a bug in one analysis must not take the others down
             result, ok = None, False
             log.error(
@@ -326,6 +406,8 @@ class Scheduler:
             if ok:
                 job.result = result
                 job.last_success = time.time()
+                if rendered is not None:
+                    self._rendered[job.name] = (result, *rendered)
             else:
                 job.errors += 1
             if reached is not None:
@@ -397,8 +479,11 @@ class PerfAnalyzerCollector:
         # content type -> the last body: between two analysis runs every scrape gets the
         # same Body, so its gzip is compressed once
         self._bodies: dict[str, Body] = {}
+        # content type -> (the exporter's own per-analysis samples, their text)
+        self._heads: dict[str, tuple[tuple[Sample, ...], bytes]] = {}
         self._lock = threading.Lock()
         self._single_flight: dict[Any, threading.Lock] = {}
+        self._building = threading.Lock()  # one body build at a time (`_body`)
         # process_* and python_* in a registry of our own (not the global one), so that two
         # exporters in one process (tests) do not clash
         self._runtime = CollectorRegistry(auto_describe=False)
@@ -415,7 +500,9 @@ class PerfAnalyzerCollector:
             self._formats.setdefault(content_type, encoder)
         self._refresh(deadline)
         body = self._body(encoder, content_type)
-        return Scrape(self._runtime_text(encoder), body)
+        # after the body: counts its failures
+        head = self._head(self.scheduler.snapshot(), encoder, content_type)
+        return Scrape(self._runtime_text(encoder) + head, body)
 
     def _runtime_text(self, encoder: Encoder) -> bytes:
         """The process and interpreter metrics, now (reading /proc/self: well under a ms)."""
@@ -425,10 +512,36 @@ class PerfAnalyzerCollector:
             log.exception("collecting the process metrics failed")
             return b""
 
+    def _head(self, jobs: list[JobState], encoder: Encoder, content_type: str) -> bytes:
+        """The exporter's own metrics, served before the cached body: those that change on
+        every scrape (HTTP counters, database up) rendered now, the per-analysis ones only
+        when they changed (after a run), so a scrape renders a handful of lines."""
+        try:
+            live, stable = self._live_samples(), tuple(self._self_samples(jobs))
+            with self._flight(("head", content_type)):
+                cached = self._heads.get(content_type)
+                if cached is None or cached[0] != stable:
+                    cached = (stable, render(families(stable), encoder))
+                    self._heads[content_type] = cached
+            return render(families(live), encoder) + cached[1]
+        except Exception:  # never raise out of a scrape
+            log.exception("building the exporter's own metrics failed")
+            return b""
+
     def _body(self, encoder: Encoder, content_type: str) -> Body:
+        """The analyses' text (and the series the budget dropped), rebuilt only when a
+        result changed; its deflate stream is compressed once per change, not per scrape.
+        One build at a time, each from a snapshot taken inside, so that no build works from
+        older results than the one before it (the budget's cut, and its log line, would
+        step back and forth between the runs' threads)."""
+        with self._building:
+            return self._build_body(encoder, content_type)
+
+    def _build_body(self, encoder: Encoder, content_type: str) -> Body:
         jobs = self.scheduler.snapshot()
         # the budget is for the whole body: the exporter's own series are counted in it
-        reserve = len(self._self_samples(jobs)) + len(DROP_KINDS)
+        reserve = len(self._live_samples()) + len(self._self_samples(jobs)) + len(DROP_KINDS)
+        self._take_rendered()
         try:
             parts, dropped = self._analysis_parts(
                 self._results(jobs), encoder, content_type, reserve
@@ -436,18 +549,27 @@ class PerfAnalyzerCollector:
         except Exception:
             log.exception("building the analysis metrics failed")
             parts, dropped = [], {}
-        own = self._self_samples(jobs)  # after the parts: it counts their failures
-        head = render(families(own + _dropped(dropped)), encoder)
+        key = tuple(sorted(dropped.items()))
         with self._flight(("body", content_type)):
             cached = self._bodies.get(content_type)
-            if cached is not None and cached.head == head and same(cached.parts, tuple(parts)):
+            if cached is not None and cached.dropped == key and same(cached.parts, tuple(parts)):
                 return cached  # nothing changed since the last scrape
-            raw = head + b"".join(parts)
+            raw = render(families(_dropped(dropped)), encoder) + b"".join(parts)
             if is_openmetrics(content_type):
                 raw += OPENMETRICS_EOF
-            body = Body(head, tuple(parts), raw)
+            body = Body(key, tuple(parts), raw)
             self._bodies[content_type] = body
             return body
+
+    def _take_rendered(self) -> None:
+        """Put what the worker process built (samples, text per format) in the caches, keyed
+        by its result as if built here, so that turning it into text costs this interpreter
+        nothing."""
+        for name, (result, samples, texts) in self.scheduler.take_rendered().items():
+            self._samples.seed(name, (result,), samples)
+            for content_type, text in texts.items():
+                with self._flight((name, content_type)):
+                    self._parts[(name, content_type)] = ((result,), text)
 
     def _flight(self, key: Any) -> threading.Lock:
         """A lock per key: one thread builds a part or body, the others wait and reuse it."""
@@ -502,11 +624,9 @@ class PerfAnalyzerCollector:
         for content_type, encoder in formats:
             self._body(encoder, content_type).deflated()
 
-    def _self_samples(self, jobs: list[JobState]) -> list[Sample]:
-        out = [
-            sample("database_up", 1 if self.scheduler.database_up else 0),
-            sample("build_info", 1, version=__version__),
-        ]
+    def _live_samples(self) -> list[Sample]:
+        """The exporter's own series that may change between two scrapes."""
+        out = [sample("database_up", 1 if self.scheduler.database_up else 0)]
         if self.http_limits is not None:
             counts = dict(self.http_limits.counts)
             out += [
@@ -516,6 +636,11 @@ class PerfAnalyzerCollector:
                 sample("http_connections_head_timeout_total", counts.get("head_timeout", 0)),
                 sample("http_accept_errors_total", self.http_limits.accept_errors),
             ]
+        return out
+
+    def _self_samples(self, jobs: list[JobState]) -> list[Sample]:
+        """The exporter's own series that change only with a run (or a rollup read)."""
+        out = [sample("build_info", 1, version=__version__)]
         for kind, seconds in sorted(self.scheduler.rollup_history().items()):
             out.append(sample("rollup_history_seconds", seconds, kind=kind))
         exposition_errors = self._samples.errors.copy()
@@ -541,9 +666,10 @@ class PerfAnalyzerCollector:
 
 @dataclass
 class Body:
-    """One scrape's exposition text; its gzip is compressed once, on first demand."""
+    """The analyses' exposition text, the same for every scrape between two results; its
+    gzip is compressed once, on first demand."""
 
-    head: bytes  # the exporter's own metrics
+    dropped: tuple[tuple[str, int], ...]  # series the budget dropped, by kind
     parts: tuple[bytes, ...]  # the analyses' rendered text
     raw: bytes
     _gzip: bytes | None = field(default=None, repr=False)

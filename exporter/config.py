@@ -438,9 +438,9 @@ class ExporterConfig:
     scrape_timeout_margin_seconds: NonNegative = 0.5  # answer this long before Prometheus
     # gives up
     workers: Count = 3  # analyses running at once (the pool holds one more connection)
-    # run the long-window analyses in one worker process (its own connection), one at a
-    # time, so that their CPU never holds the scrapes' interpreter lock
-    worker_process: Flag = False
+    # run the long-window analyses in one worker process (its own connection, beside the
+    # pool's), one at a time, so that their CPU never holds the scrapes' interpreter lock
+    worker_process: Flag = True
     statement_timeout_seconds: Positive = 30
     current_window_seconds: Count = 300  # the "last 5 minutes" of the current values
 

@@ -81,6 +81,12 @@ class SampleCache:
             out[analysis.name] = cached
         return out
 
+    def seed(self, name: str, key: tuple[Any, ...], samples: list[Sample]) -> None:
+        """Samples of `name` built elsewhere (the worker process) from what `key` holds (the
+        same identity key as `per_job`'s), so that they are not built again here."""
+        with self._lock:
+            self._cache[name] = (key, samples)
+
     def samples(self, results: Mapping[str, Any]) -> list[Sample]:
         return [s for _, samples in self.per_job(results).values() for s in samples]
 

@@ -237,3 +237,26 @@ def test_the_wheel_installs_under_its_own_name_and_works_outside_the_repository(
     assert sorted(p.name for p in (work / "dash").iterdir()) == committed
     for name in committed:
         assert (work / "dash" / name).read_text() == (ROOT / "dashboards" / name).read_text()
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.counts = {"accepted": 0}
+        self.accept_errors = 0
+
+
+def test_scrapes_between_two_runs_share_one_body_and_its_compression(collector):
+    """The HTTP counters change on every scrape; they are rendered into the scrape's prefix,
+    so the cached body (and its deflate stream) stays the same object between two runs."""
+    collector.http_limits = _Counters()
+    encoder, content_type = choose_encoder("text/plain;version=0.0.4")
+    scrapes = []
+    for accepted in (1, 2):
+        collector.http_limits.counts["accepted"] = accepted
+        scrapes.append(collector.exposition(encoder, content_type, time.monotonic() + 0.5))
+    first, second = scrapes
+    assert b"perf_analyzer_http_connections_accepted_total 1.0" in first.raw
+    assert b"perf_analyzer_http_connections_accepted_total 2.0" in second.raw
+    assert first.body is second.body
+    assert first.body.deflated() is second.body.deflated()
+    assert gzip.decompress(second.gzipped()) == second.raw

@@ -7,15 +7,24 @@ from __future__ import annotations
 import time
 
 import pytest
+from prometheus_client.exposition import choose_encoder
 
 from exporter import registry
 from exporter.analyzer import PerformanceAnalyzer
-from exporter.collector import WORKER_ANALYSES, Scheduler
+from exporter.collector import (
+    DEFAULT_FORMATS,
+    WARM_IN_PROCESS,
+    WORKER_ANALYSES,
+    Scheduler,
+    _worker_stateful,
+)
 from exporter.config import Config, ExporterConfig
+from exporter.exposition import SampleCache, families, render
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
 WORKER = Config(exporter=ExporterConfig(worker_process=True))
+DEFAULT_FORMATS_TYPES = {ct: enc for enc, ct in (choose_encoder(a) for a in DEFAULT_FORMATS)}
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +50,48 @@ def test_worker_results_equal_in_process_results(live):
                 analysis = registry.get(name)
                 window = registry.served_window(analysis, WORKER)
                 here = registry.run(analysis, PerformanceAnalyzer(live).ctx, window, now)
-                there, seconds = scheduler._in_worker(name, window, now)
+                there, seconds, rendered = scheduler._in_worker(name, window, now)
                 assert there == here, name
                 assert seconds > 0
+                # samples and text built in the worker are those the exporter would build
+                assert analysis.serve is not None
+                if analysis.serve.depends_on:
+                    assert rendered is None
+                    continue
+                assert rendered is not None
+                samples, texts = rendered
+                assert samples == SampleCache(WORKER).samples({name: here}), name
+                assert set(texts) == set(DEFAULT_FORMATS_TYPES)
+                for content_type, encoder in DEFAULT_FORMATS_TYPES.items():
+                    assert texts[content_type] == render(families(samples), encoder), name
             assert "rollups" not in analyzer.ctx.caches
+        finally:
+            scheduler.close()
+
+
+@pytest.mark.slow
+def test_worker_keeps_incremental_state_across_runs(live):
+    """The incremental analyses keep their state in the worker process between runs: at two
+    consecutive instants the worker's results equal those of the same analysis run here
+    with its own state carried from the first instant to the second."""
+    now = int(time.time()) // 60 * 60 - 180
+    stateful = sorted(a.name for a in registry.served() if a.incremental)
+    assert stateful and set(stateful) <= WORKER_ANALYSES
+    with PerformanceAnalyzer(live, config=WORKER) as analyzer:
+        scheduler = Scheduler(analyzer, WORKER)
+        here_ctx = PerformanceAnalyzer(live).ctx
+        try:
+            for name in stateful:
+                analysis = registry.get(name)
+                assert analysis.incremental is not None
+                window = registry.served_window(analysis, WORKER)
+                state = analysis.incremental()
+                for at in (now, now + 60):
+                    here = registry.run(analysis, here_ctx, window, at, state)
+                    there, _, _ = scheduler._in_worker(name, window, at)
+                    assert there == here, (name, at)
+            assert scheduler._worker is not None
+            assert scheduler._worker.submit(_worker_stateful).result() == stateful
         finally:
             scheduler.close()
 
@@ -57,7 +104,14 @@ def test_scheduler_serves_worker_runs_and_counts_their_failures(live, pg_server)
     with PerformanceAnalyzer(live, config=WORKER) as analyzer:
         scheduler = Scheduler(analyzer, WORKER)
         try:
+            # the short-window analyses' first runs are done here, not behind the cold
+            # rollup-based runs in the worker; their later runs (and state) are the worker's
+            cold = {n for n, j in scheduler.jobs.items() if not scheduler._in_worker_now(j)}
+            assert cold & WORKER_ANALYSES == WARM_IN_PROCESS
+            assert all(scheduler.jobs[n].state is None for n in WORKER_ANALYSES)
             scheduler.refresh(time.monotonic() + 120)
+            warm = {n for n, j in scheduler.jobs.items() if scheduler._in_worker_now(j)}
+            assert warm == WORKER_ANALYSES
             jobs = {j.name: j for j in scheduler.snapshot()}
             assert all(j.last_ok for j in jobs.values()), {n: j.errors for n, j in jobs.items()}
             assert all(j.result is not None for j in jobs.values())
