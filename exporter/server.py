@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import gc
 import logging
 import resource
 import socket
@@ -475,24 +474,23 @@ class ExporterServer:
 
 
 def cancel_running_queries() -> int:
-    """Ask the server to cancel the statement of every busy connection of this process.
-
-    Connections are found among live objects because the pool does not list the ones lent
-    out; an analysis waiting on a lock would otherwise keep the process alive until its
-    statement timeout."""
+    """Ask the server to cancel the statement of every busy connection of this process, so
+    that an analysis waiting on a lock does not keep the process alive until its statement
+    timeout. The stores register the connections they lend out (`store.lent_connections`)."""
     import psycopg
     from psycopg.pq import TransactionStatus
 
+    from .store import lent_connections
+
     cancelled = 0
-    for obj in gc.get_objects():
-        if not isinstance(obj, psycopg.Connection) or obj.closed:
+    for conn in lent_connections():
+        if conn.closed or conn.info.transaction_status != TransactionStatus.ACTIVE:
             continue
-        if obj.info.transaction_status == TransactionStatus.ACTIVE:
-            try:
-                obj.cancel_safe(timeout=2.0)
-                cancelled += 1
-            except psycopg.Error as exc:
-                log.debug("cancel failed: %s", exc)
+        try:
+            conn.cancel_safe(timeout=2.0)
+            cancelled += 1
+        except psycopg.Error as exc:
+            log.debug("cancel failed: %s", exc)
     return cancelled
 
 

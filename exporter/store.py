@@ -16,6 +16,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -171,6 +172,20 @@ class MappedTable(sql.Composed):
 def relation_of(table: sql.Composable) -> sql.Composable:
     """The real table behind `Store.table` (itself unless it is a `MappedTable`)."""
     return table.relation if isinstance(table, MappedTable) else table
+
+
+# --------------------------------------------------------------------------- lent connections
+
+# Connections lent out by every store of this process, so that shutdown can cancel their
+# running statements (the pool lists only the idle ones).
+_lent: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+_lent_lock = threading.Lock()
+
+
+def lent_connections() -> list[psycopg.Connection[Any]]:
+    """The connections stores have lent out and not yet taken back."""
+    with _lent_lock:
+        return list(_lent)
 
 
 # --------------------------------------------------------------------------- errors
@@ -359,10 +374,14 @@ class Store:
             conn = pool.getconn(timeout=self.connect_timeout)
         except PoolTimeout:
             raise self._connect_error() from None
+        with _lent_lock:
+            _lent.add(conn)
         try:
             self._refuse_bad_encoding(conn)
             yield conn
         finally:
+            with _lent_lock:
+                _lent.discard(conn)
             pool.putconn(conn)  # the pool discards a broken connection and makes a new one
 
     # -- transactions ---------------------------------------------------------------------
