@@ -172,6 +172,58 @@ def test_budget_cuts_whole_nodes_oldest_first_after_the_classes() -> None:
     assert apply_budget(fleet, 17) == (fleet, dict.fromkeys(dropped, 0))
 
 
+def current_result(nodes: int) -> dict[str, Any]:
+    """A `current` result of `nodes` nodes, each with node values, two SLIs, one
+    container (a cut class) and a different newest sample; two names over the label cap."""
+    names = [f"n{i:03}" + ("x" * 200 if i % 37 == 0 else "") for i in range(nodes)]
+    return {
+        "spans": {n: (0, 1000 + (i * 7) % nodes) for i, n in enumerate(names)},
+        "sli": {
+            "nodes": [
+                {"node_name": n, "availability": 1.0, "performance": 0.5, "capacity": None}
+                for n in names
+            ]
+        },
+        "summary": {
+            "generated_at": 0,
+            "window": {"start": 0, "end": 0},
+            "nodes": [
+                {
+                    "node_name": n,
+                    "samples": 3,
+                    "metrics": {"cpu_total_pct": {"avg": 10.0 + i}, "load_1m": {"avg": 0.5}},
+                    "containers": [
+                        {"container_name": "c", "samples": 3, "metrics": {"c_rss_mb": {"avg": i}}}
+                    ],
+                }
+                for i, n in enumerate(names)
+            ],
+        },
+    }
+
+
+@pytest.mark.parametrize("nodes, budget", [(300, 200), (300, 40), (1000, 999), (80, 79)])
+def test_budget_builds_only_the_nodes_that_stay(nodes: int, budget: int) -> None:
+    """More nodes than the budget: samples are built for the freshest nodes only, and
+    what is served is what cutting every node's samples would serve; the dropped counts
+    are exact for the nodes built and extrapolated for the others (within 5 %)."""
+    from exporter.exposition import SampleCache
+
+    results = {"current": current_result(nodes)}
+    every = SampleCache(Config()).samples(results)
+    expected, exact = apply_budget(every, budget)
+    cache = SampleCache(Config())
+    assert cache.too_many_nodes(results, budget)
+    kept, dropped = cache.budget(results, budget)
+    assert kept == expected
+    assert dropped.keys() == exact.keys()
+    for kind, n in exact.items():
+        assert abs(dropped[kind] - n) <= 0.05 * n, (kind, dropped[kind], n)
+    assert len({s for s in cache._few["current"][2]}) < len(every)  # not the whole fleet
+    assert cache.budget(results, budget) == (kept, dropped)  # the same cut again
+    assert not SampleCache.too_many_nodes(results, nodes)
+
+
 def test_long_names_are_shortened_stably_and_stay_distinct() -> None:
     a, b = "n" * 300 + "-a", "n" * 300 + "-b"
     short_a, short_b = shorten(a), shorten(b)

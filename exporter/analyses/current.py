@@ -119,3 +119,9 @@ ANALYSIS = Analysis[CurrentResult](
     serve=Served(refresh_seconds=10, metrics=METRICS, to_samples=to_samples),
     report=False,
 )
+
+
+def newest_node_rows(result: CurrentResult) -> dict[str, int]:
+    """node -> time of its newest node row: the order in which the series budget cuts
+    whole nodes (the oldest first)."""
+    return {node: last for node, (_, last) in result["spans"].items()}
