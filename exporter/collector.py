@@ -480,9 +480,17 @@ class PerfAnalyzerCollector:
         max_series = max(0, self.config.exporter.max_series - reserve)
         if self._samples.too_many_nodes(results, max_series):
             # nodes will be cut: only those that can stay are turned into samples
-            keys = tuple(self._samples.keys(results).values())
-            shape = (max_series, tuple(self._samples.keys(results)))
-            with self._flight(("budget", content_type)):
+            by_job = self._samples.keys(results)
+            keys, shape = tuple(by_job.values()), (max_series, tuple(by_job))
+            flight = self._flight(("budget", content_type))
+            cut = self._budgeted.get(content_type)
+            if cut is not None and cut[0] == shape and not same(cut[1], keys):
+                # being recut (after a run, in the background): the previous cut meanwhile
+                if flight.acquire(blocking=False):
+                    flight.release()
+                else:
+                    return [cut[2]], dict(cut[3])
+            with flight:
                 cut = self._budgeted.get(content_type)
                 if cut is None or cut[0] != shape or not same(cut[1], keys):
                     kept, dropped = self._samples.budget(results, max_series)

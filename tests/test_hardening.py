@@ -14,6 +14,7 @@ import tomllib
 import urllib.request
 from collections.abc import Iterator
 from importlib import metadata
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -339,9 +340,10 @@ JUNK_NODES, JUNK_BUDGET = 2_000, 1_000  # the 20,000 / 10,000 case scaled by 10 
 
 @pytest.mark.slow
 def test_junk_node_names_stay_within_the_budget(pg_server: Server) -> None:
-    """2,000 junk node names, `--max-series 1000`: at most 1,000 series served, whole nodes
-    cut, the nodes with the newest samples kept, a warm scrape under 2 s and the process
-    under 300 MiB once the analyses have run."""
+    """2,000 junk node names, `--max-series 1000`: at most 1,000 series in the whole body
+    (the process and interpreter series too), whole nodes cut, the nodes with the newest
+    samples kept, every scrape under 2 s, also those right after `current` and `emergency`
+    change (every 10 s), and the process under 300 MiB once the analyses have run."""
     name = pg_server.create_database("junk")
     dsn = pg_server.dsn_for(name)
     port = free_port()
@@ -369,10 +371,12 @@ def test_junk_node_names_stay_within_the_budget(pg_server: Server) -> None:
                 break
             time.sleep(2)
         took = 0.0
-        for _ in range(3):  # warm scrapes: the same cut, no new log line
+        until = time.monotonic() + 12  # across a change of `current` and `emergency`
+        while time.monotonic() < until:
             started = time.monotonic()
             families = list(text_string_to_metric_families(fetch(url)))
             took = max(took, time.monotonic() - started)
+            time.sleep(0.2)
         rss_mib = int(Path(f"/proc/{process.pid}/statm").read_text().split()[1]) * 4096 / 2**20
     finally:
         if process is not None:
@@ -388,9 +392,11 @@ def test_junk_node_names_stay_within_the_budget(pg_server: Server) -> None:
     assert min(newest[n] for n in served) >= max(newest[n] for n in set(newest) - served)
     assert took < 2.0, took
     assert rss_mib < 300, rss_mib
-    # one line per change of the cut, none per scrape: the last one names the final cut
+    # one line per change of the cut, none per scrape: the last one names the final cut (a
+    # count can come back: the two formats may be cut from results a run apart)
     logged = [int(n) for n in re.findall(r"exceeded: (\d+) nodes not served", stderr)]
-    assert logged and len(logged) == len(set(logged)), stderr
+    assert logged and all(a != b for a, b in pairwise(logged)), stderr
+    assert len(logged) < 20, stderr
     assert logged[-1] == JUNK_NODES - len(served)
 
 
