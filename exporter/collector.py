@@ -528,6 +528,14 @@ class PerfAnalyzerCollector:
             log.exception("building the exporter's own metrics failed")
             return b""
 
+    def _runtime_series(self) -> int:
+        """The process and interpreter series served beside the body (counted in the
+        budget: it bounds the whole output)."""
+        try:
+            return sum(len(m.samples) for m in self._runtime.collect())
+        except Exception:  # never raise out of a scrape
+            return 0
+
     def _body(self, encoder: Encoder, content_type: str) -> Body:
         """The analyses' text (and the series the budget dropped), rebuilt only when a
         result changed; its deflate stream is compressed once per change, not per scrape.
@@ -541,6 +549,7 @@ class PerfAnalyzerCollector:
         jobs = self.scheduler.snapshot()
         # the budget is for the whole body: the exporter's own series are counted in it
         reserve = len(self._live_samples()) + len(self._self_samples(jobs)) + len(DROP_KINDS)
+        reserve += self._runtime_series()
         self._take_rendered()
         try:
             parts, dropped = self._analysis_parts(
@@ -591,8 +600,27 @@ class PerfAnalyzerCollector:
     def _analysis_parts(
         self, results: dict[str, Any], encoder: Encoder, content_type: str, reserve: int = 0
     ) -> tuple[list[bytes], dict[str, int]]:
-        per_job = self._samples.per_job(results)
         max_series = max(0, self.config.exporter.max_series - reserve)
+        if self._samples.too_many_nodes(results, max_series):
+            # nodes will be cut: only those that can stay are turned into samples
+            by_job = self._samples.keys(results)
+            keys, shape = tuple(by_job.values()), (max_series, tuple(by_job))
+            flight = self._flight(("budget", content_type))
+            cut = self._budgeted.get(content_type)
+            if cut is not None and cut[0] == shape and not same(cut[1], keys):
+                # being recut (after a run, in the background): the previous cut meanwhile
+                if flight.acquire(blocking=False):
+                    flight.release()
+                else:
+                    return [cut[2]], dict(cut[3])
+            with flight:
+                cut = self._budgeted.get(content_type)
+                if cut is None or cut[0] != shape or not same(cut[1], keys):
+                    kept, dropped = self._samples.budget(results, max_series)
+                    cut = (shape, keys, render(families(kept), encoder), dropped)
+                    self._budgeted[content_type] = cut
+            return [cut[2]], dict(cut[3])
+        per_job = self._samples.per_job(results)
         if sum(len(samples) for _, samples in per_job.values()) > max_series:
             # the cut is kept until a result changes: a scrape between two runs reuses it
             keys = tuple(key for key, _ in per_job.values())

@@ -15,6 +15,14 @@ counted:
    either served whole or not at all.
 Fleet-wide series and self-metrics are never cut; the budget counts them.
 
+When more nodes have a newest sample than the budget has series, every node has at least
+one series that is never cut (its newest-sample time), so the nodes at the cut end of that
+order are known to go before any sample is built: `SampleCache.budget` builds samples only
+for the nodes at the kept end (as many as the budget can hold, found by growing the set),
+filtering each result's per-node records before its `to_samples`; every cuttable sample is
+then cut and the same node cut as above runs over what was built. The series of the nodes
+never built are estimated from those built (per node, per kind) for `series_dropped`.
+
 Node and container names longer than `MAX_LABEL_CHARS` are shortened where samples are
 built, with a hash of the full name as suffix, so two long names stay two series.
 """
@@ -33,6 +41,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from . import metrics, registry
+from .analyses.current import newest_node_rows
 from .analyses.unit import ResultView
 from .config import Config
 from .metricdef import PREFIX
@@ -58,6 +67,10 @@ class SampleCache:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._cache: dict[str, tuple[tuple[Any, ...], list[Sample]]] = {}
+        # analysis -> (identity key, nodes built, samples of those nodes only)
+        self._few: dict[str, tuple[tuple[Any, ...], frozenset[str], list[Sample]]] = {}
+        # nodes built and served by the last node-level cut: where the next one starts
+        self._built_nodes = self._kept_nodes = 0
         self._lock = threading.Lock()
         self.errors: Counter[str] = Counter()  # analysis -> failed conversions
 
@@ -78,6 +91,7 @@ class SampleCache:
                 cached = (key, self._build(analysis.name, result, results))  # outside the lock
                 with self._lock:
                     self._cache[analysis.name] = cached
+                    self._few.pop(analysis.name, None)
             out[analysis.name] = cached
         return out
 
@@ -86,6 +100,94 @@ class SampleCache:
         same identity key as `per_job`'s), so that they are not built again here."""
         with self._lock:
             self._cache[name] = (key, samples)
+
+    @staticmethod
+    def keys(results: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
+        """analysis -> identity key of what its samples are built from."""
+        out = {}
+        for analysis in registry.served():
+            assert analysis.serve is not None
+            result = results.get(analysis.name)
+            if result is not None:
+                deps = (results.get(d) for d in analysis.serve.depends_on)
+                out[analysis.name] = (result, *deps)
+        return out
+
+    @staticmethod
+    def too_many_nodes(results: Mapping[str, Any], max_series: int) -> bool:
+        """More nodes with a newest sample than series in the budget: nodes will be cut
+        whatever the other series, so `budget` may build only the nodes that can stay."""
+        current = results.get("current")
+        return current is not None and len(newest_node_rows(current)) > max_series
+
+    def budget(
+        self, results: Mapping[str, Any], max_series: int
+    ) -> tuple[list[Sample], dict[str, int]]:
+        """`apply_budget` for a fleet with more nodes than `max_series` (`too_many_nodes`),
+        building samples only for the freshest nodes: the first `k` in the kept order,
+        `k` grown until the node cut falls inside them. The result is what `apply_budget`
+        over every sample would serve; the dropped counts of the nodes never built are
+        extrapolated from the built ones."""
+        newest = newest_node_rows(results["current"])
+        labels = {node: shorten(node) for node in newest}
+        order = sorted(newest, key=lambda n: (newest[n], labels[n]), reverse=True)
+        names = frozenset(newest)
+        with self._lock:
+            built_before, kept_before = self._built_nodes, self._kept_nodes
+        # the previous set again while it still holds the cut (its samples are cached)
+        if not 0 < built_before <= 4 * (kept_before + 16):
+            built_before = max(64, 2 * kept_before)
+        k = min(len(order), built_before)
+        while True:
+            built = frozenset(order[:k])
+            everything = self._built_for(results, built, names, frozenset(labels[n] for n in built))
+            kept, dropped, cut_nodes = cut_everything_cuttable(everything, max_series)
+            if cut_nodes:
+                break
+            if k == len(order):  # every node built (fits after all): the plain cut
+                return apply_budget(everything, max_series)
+            keep_series = sum(1 for s in everything if s.cut_class == KEEP)
+            k = min(len(order), max(2 * k, math.ceil(k * max_series / max(keep_series, 1) * 1.25)))
+        unbuilt = len(order) - k
+        if unbuilt:
+            per_kind = Counter(
+                CUT_KINDS[s.cut_class] if s.cut_class != KEEP else NODE_KIND
+                for s in everything
+                if _node_of(s) is not None
+            )
+            for kind, n in per_kind.items():
+                dropped[kind] += round(n * unbuilt / k)
+        with self._lock:
+            self._built_nodes, self._kept_nodes = k, k - cut_nodes
+        log_nodes_dropped(cut_nodes + unbuilt, dropped[NODE_KIND])
+        return kept, dropped
+
+    def _built_for(
+        self,
+        results: Mapping[str, Any],
+        nodes: frozenset[str],
+        names: frozenset[str],
+        node_labels: frozenset[str],
+    ) -> list[Sample]:
+        """The samples of every analysis for `nodes` only (and the fleet-wide ones), each
+        analysis rebuilt only when its result or the set of nodes changed."""
+        out: list[Sample] = []
+        for name, key in self.keys(results).items():
+            with self._lock:
+                cached = self._few.get(name)
+            if cached is None or cached[1] != nodes or not same(cached[0], key):
+                filtered = only_nodes(key[0], nodes, names)
+                built = [
+                    s
+                    for s in self._build(name, filtered, results)
+                    if (node := _node_of(s)) is None or node in node_labels
+                ]
+                cached = (key, nodes, built)
+                with self._lock:
+                    self._few[name] = cached
+                    self._cache.pop(name, None)  # the whole fleet's samples are not kept
+            out += cached[2]
+        return out
 
     def samples(self, results: Mapping[str, Any]) -> list[Sample]:
         return [s for _, samples in self.per_job(results).values() for s in samples]
@@ -102,6 +204,34 @@ class SampleCache:
             with self._lock:
                 self.errors[name] += 1
             return []
+
+
+def only_nodes(value: Any, keep: frozenset[str], names: frozenset[str]) -> Any:
+    """`value` (a result) without the per-node records of the nodes outside `keep`: list
+    items that are mappings with a `node_name`, and the entries of a mapping (or list) made
+    only of node names (`names`). Anything else is copied as it is, so fleet-wide fields are
+    untouched; `to_samples` builds a node's samples from that node's records only."""
+    if isinstance(value, dict):
+        if value and all(isinstance(k, str) and k in names for k in value):
+            return {k: v for k, v in value.items() if k in keep}
+        return {k: only_nodes(v, keep, names) for k, v in value.items()}
+    if isinstance(value, list):
+        if value and all(isinstance(v, str) and v in names for v in value):
+            return [v for v in value if v in keep]
+        if value and all(
+            isinstance(v, dict) and isinstance(v.get("node_name"), str) for v in value[:1]
+        ):
+            try:  # a list of one TypedDict: every item has a node_name
+                return [only_nodes(v, keep, names) for v in value if v["node_name"] in keep]
+            except (KeyError, TypeError):
+                pass
+        return [
+            only_nodes(v, keep, names)
+            for v in value
+            if not (isinstance(v, dict) and isinstance(v.get("node_name"), str))
+            or v["node_name"] in keep
+        ]
+    return value
 
 
 def same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
@@ -148,6 +278,23 @@ def apply_budget(samples: list[Sample], max_series: int) -> tuple[list[Sample], 
     dropped[NODE_KIND] = series
     log_nodes_dropped(nodes, series)
     return kept, dropped
+
+
+def cut_everything_cuttable(
+    samples: list[Sample], max_series: int
+) -> tuple[list[Sample], dict[str, int], int]:
+    """`apply_budget` when nodes are to be cut: every sample of a cut class goes (the node
+    cut comes after them all), then whole nodes; returns (kept, dropped, nodes cut)."""
+    dropped = dict.fromkeys(DROP_KINDS, 0)
+    keep = []
+    for s in samples:
+        if s.cut_class == KEEP:
+            keep.append(s)
+        else:
+            dropped[CUT_KINDS[s.cut_class]] += 1
+    kept, series, nodes = _drop_nodes(keep, len(keep) - max_series)
+    dropped[NODE_KIND] = series
+    return kept, dropped, nodes
 
 
 def _node_of(s: Sample) -> str | None:

@@ -12,7 +12,7 @@ from ..samples import CONTAINER_VALUE, Sample, sample
 from .common import Context
 from .emergency import node_facts
 from .sli import SliResult, ratios, system_availability_check
-from .summary import SummaryResult, export_metrics_summary
+from .summary import MetricStats, SummaryResult, export_metrics_summary
 from .unit import Analysis, ResultView, Served
 
 MIB = 2**20
@@ -29,7 +29,7 @@ def current_values(ctx: Context, *, now: int) -> CurrentResult:
     (container rows do not prove the node sampler alive)."""
     window = ctx.config.exporter.current_window_seconds / 3600
     return {
-        "summary": export_metrics_summary(ctx, hours=window, now=now),
+        "summary": _served_only(export_metrics_summary(ctx, hours=window, now=now)),
         "spans": {
             n: (f.first, f.last_node)
             for n, f in node_facts(ctx, now).items()
@@ -37,6 +37,28 @@ def current_values(ctx: Context, *, now: int) -> CurrentResult:
         },
         # a threat is not an outage: the short-window grades ignore the emergency check
         "sli": system_availability_check(ctx, hours=window, now=now, threats=[]),
+    }
+
+
+def _served_only(summary: SummaryResult) -> SummaryResult:
+    """The summary with only the averages `to_samples` serves, and none that is unknown:
+    the result is held between runs for every node of the table, and a node's full
+    statistics (every column, four figures each) were most of the exporter's memory when
+    a table holds many nodes."""
+    node_columns = tuple(column for _, _, _, column, _ in NODE_VALUES)
+    container_columns = tuple(column for _, _, _, column, _ in CONTAINER_VALUES)
+    for n in summary["nodes"]:
+        n["metrics"] = _averages(n["metrics"], node_columns)
+        for c in n["containers"]:
+            c["metrics"] = _averages(c["metrics"], container_columns)
+    return summary
+
+
+def _averages(metrics: MetricStats, columns: tuple[str, ...]) -> MetricStats:
+    return {
+        column: {"avg": avg}
+        for column in columns
+        if (avg := metrics.get(column, {}).get("avg")) is not None
     }
 
 
@@ -119,3 +141,9 @@ ANALYSIS = Analysis[CurrentResult](
     serve=Served(refresh_seconds=10, metrics=METRICS, to_samples=to_samples),
     report=False,
 )
+
+
+def newest_node_rows(result: CurrentResult) -> dict[str, int]:
+    """node -> time of its newest node row: the order in which the series budget cuts
+    whole nodes (the oldest first)."""
+    return {node: last for node, (_, last) in result["spans"].items()}
