@@ -30,7 +30,9 @@ def test_at_accepts_iso_time(fleet_db):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["window"]["end"] == fleet_db.fleet.end - 7200
-    assert data["status"] == "OK"
+    # two hours before the end only the filling disk (over 90 % for days) is a finding
+    assert data["status"] == "WARNING"
+    assert {(t["node_name"], t["check"]) for t in data["threats"]} == {("node-05", "disk")}
 
 
 def test_bad_window_and_bad_config_are_one_line(fleet_db, tmp_path):
