@@ -12,7 +12,7 @@ import yaml
 
 from exporter import PerformanceAnalyzer
 from exporter.config import ConfigError, from_dict
-from exporter.schema import COLUMN_NAMES
+from exporter.schema import COLUMN_NAMES, OPTIONAL_COLUMNS
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 from tests.test_cli import assert_one_clear_line, run
@@ -29,6 +29,13 @@ MAPPING = {
     "mem_available_mb": "mem_free",
     "temperature_c": "temp",
     "net_rx_errs_s": "rx_err",
+    # the optional columns too: under a mapping only those it names are read
+    "cpu_count": "cpus",
+    "disk_used_ratio": "disk_used",
+    "inodes_used_ratio": "inodes_used",
+    "psi_cpu_some_avg60": "psi_cpu",
+    "psi_memory_some_avg60": "psi_mem",
+    "psi_io_some_avg60": "psi_io",
 }
 
 
@@ -41,7 +48,8 @@ def dsn(pg_server) -> Iterator[str]:
     with Store(dsn) as store:
         load_fleet(store, FleetSpec(nodes=14, containers=1, days=2, end=END, realistic=True))
     select = ", ".join(
-        f'{ours} AS "{MAPPING[ours]}"' if ours in MAPPING else ours for ours in COLUMN_NAMES
+        f'{ours} AS "{MAPPING[ours]}"' if ours in MAPPING else ours
+        for ours in (*COLUMN_NAMES, *(c.name for c in OPTIONAL_COLUMNS))
     )
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {THEIRS} AS SELECT {select} FROM monitor_samples_ring")

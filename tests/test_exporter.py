@@ -253,9 +253,10 @@ def test_concurrent_scrapes_share_one_run(live, exporter_for):
     }
     assert all(value(r, "database_up") == 1 for r in results)
     print(f"\n50 concurrent cold scrapes: at most {watch.most} exporter connections")
-    # the pool and the worker process's connection, plus at most the one probe the store
-    # makes to say why a pool that timed out on a loaded machine could not give a connection
-    assert 1 <= watch.most <= running.connections + 1
+    # the pool and the worker process's connection, plus at most one probe per process (the
+    # exporter's store and the worker's each say, with one connection at a time, why a pool
+    # that timed out on a loaded machine could not give a connection)
+    assert 1 <= watch.most <= running.connections + 2
 
 
 @pytest.mark.slow
