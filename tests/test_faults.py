@@ -264,8 +264,9 @@ def test_statement_timeout_cancels_blocked_queries(pg, exporter_for, caplog):  #
         active = [r for r in rows if r["state"] == "active"]
         assert len(active) <= running.connections - 1  # analysis threads and the worker
         for r in active:
-            if r["age"] > 0.2:  # longer than a statement of this small fleet takes
-                assert r["wait_event_type"] == "Lock", r
+            # no statement outlives the timeout, blocked or running (a loaded machine can
+            # keep a statement of this small fleet on the CPU for longer than usual)
+            assert r["age"] <= statement_timeout + 1.0, r
             if r["wait_event_type"] == "Lock":
                 key = (r["pid"], r["query_start"])
                 blocked[key] = max(blocked.get(key, 0.0), r["age"])
