@@ -18,6 +18,12 @@ from exporter.simulate import FleetSpec, simulate
 from exporter.store import Store
 from tests.storm import serve
 
+# Persistent benchmark fleets (generated once, reused): PERF_ANALYZER_BENCH_DATA, else a
+# cache directory in the home directory.
+BENCH_DATA = Path(
+    os.environ.get("PERF_ANALYZER_BENCH_DATA") or Path.home() / ".cache" / "perf-analyzer-bench"
+)
+
 __all__ = ["database", "load", "machine", "serve"]
 
 

@@ -1,5 +1,5 @@
 """How long `report NAME --format html` takes and how big the page is, on a 50-node, 30-day
-fleet kept in /work/benchdata (loaded on first use), or on a fleet already in a table
+fleet kept in $PERF_ANALYZER_BENCH_DATA (loaded on first use), or on a fleet already in a table
 (`--dsn`). The analysis and the page are timed apart.
 
 `--before REV` also runs the same reports with the code of git revision REV, in the same
@@ -26,9 +26,15 @@ import psycopg
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DATA = Path("/work/benchdata/html-50x30/data")
 NODES, DAYS, END = 50, 30, 1790000040
 TABLE = "monitor_samples_ring"
+
+
+def data_dir() -> Path:
+    sys.path.insert(0, str(HERE))
+    from common import BENCH_DATA
+
+    return BENCH_DATA / "html-50x30" / "data"
 
 
 @contextlib.contextmanager
@@ -41,13 +47,14 @@ def fleet() -> Iterator[str]:
     from exporter.simulate import FleetSpec
     from exporter.store import Store
 
-    pg = EmbeddedPostgres(DATA, settings={"shared_buffers": "512MB", "max_wal_size": "4GB"})
+    data = data_dir()
+    pg = EmbeddedPostgres(data, settings={"shared_buffers": "512MB", "max_wal_size": "4GB"})
     pg.start()
     try:
         with psycopg.connect(pg.dsn, autocommit=True) as conn:
             row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()
         if not (row and row[0]):
-            print(f"loading {NODES} nodes x {DAYS} days into {DATA}", flush=True)
+            print(f"loading {NODES} nodes x {DAYS} days into {data}", flush=True)
             with Store(pg.dsn) as store:
                 done = load(store, FleetSpec(nodes=NODES, days=DAYS, end=END))
             print(f"loaded {done['rows']:,} rows in {done['total_s']:.0f} s", flush=True)
@@ -66,7 +73,7 @@ def server_cpu() -> float:
     running): with this process's own, the work of a report whatever the machine's load,
     which the wall times are not."""
     try:
-        postmaster = int(Path(DATA, "postmaster.pid").read_text().split()[0])
+        postmaster = int(Path(data_dir(), "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 0.0
     total = 0

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import load, machine
+from common import BENCH_DATA, load, machine
 from fleet import write_results
 
 from exporter import registry
@@ -46,7 +46,7 @@ from exporter.store import APPLICATION_NAME, Store
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-DATA = Path("/work/benchdata")
+DATA = BENCH_DATA
 TABLE = "monitor_samples_ring"
 TICK = os.sysconf("SC_CLK_TCK")
 JOBS = [a.name for a in registry.served()]
