@@ -25,7 +25,6 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,10 +38,11 @@ from common import BENCH_DATA, load, machine
 from fleet import write_results
 
 from exporter import registry
-from exporter.embedded import EmbeddedPostgres, free_port
+from exporter.embedded import EmbeddedPostgres
 from exporter.schema import COLUMN_NAMES
 from exporter.simulate import FleetSpec
 from exporter.store import APPLICATION_NAME, Store
+from tests import storm
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -73,25 +73,11 @@ def fleet_database(nodes: int, days: float) -> EmbeddedPostgres:
 @contextlib.contextmanager
 def serve(dsn: str, config: str) -> Iterator[tuple[subprocess.Popen, str]]:
     """`perf-analyzer serve` with the YAML `config`, listening: (process, metrics URL)."""
-    port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as fh:
         fh.write(config)
         fh.flush()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "exporter.cli", "serve", "--dsn", dsn, "--config", fh.name,
-             "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn"],
-        )  # fmt: skip
-        try:
-            for _ in range(300):
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            yield process, f"http://127.0.0.1:{port}/metrics"
-        finally:
-            process.terminate()
-            process.wait(30)
+        with storm.serve(dsn, args=("--config", fh.name)) as served:
+            yield served
 
 
 class Appender:

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import psycopg
 
@@ -18,12 +18,14 @@ from exporter.embedded import free_port
 
 
 @contextlib.contextmanager
-def serve(dsn: str, log_level: str = "warn") -> Iterator[tuple[subprocess.Popen, str]]:
-    """`perf-analyzer serve` in its own process, listening: (process, metrics URL); it is
-    terminated on exit."""
+def serve(
+    dsn: str, log_level: str = "warn", args: Sequence[str] = ()
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`perf-analyzer serve [args]` in its own process, listening: (process, metrics URL); it
+    is terminated on exit."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "exporter.cli", "serve", "--dsn", dsn,
+        [sys.executable, "-m", "exporter.cli", "serve", "--dsn", dsn, *args,
          "--web.listen-address", f"127.0.0.1:{port}", "--log.level", log_level],
     )  # fmt: skip
     try:
