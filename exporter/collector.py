@@ -310,9 +310,10 @@ class Scheduler:
     def database_up(self) -> bool:
         return bool(self._db_contact and self._db_contact[1])
 
-    def refresh(self, deadline: float) -> None:
+    def refresh(self, deadline: float) -> bool:
         """Start what is due; wait, at most until `deadline` (monotonic), for the runs whose
-        result must be fresh (every-scrape analyses, analyses without a result yet)."""
+        result must be fresh (every-scrape analyses, analyses without a result yet). True
+        when there were such runs."""
         with self._lock:
             waits = [
                 future
@@ -321,6 +322,7 @@ class Scheduler:
             ]
         if waits:
             wait(waits, timeout=max(0.0, deadline - time.monotonic()))
+        return bool(waits)
 
     def start_ticker(self, period: float = 1.0) -> None:
         """Refresh the analyses on their intervals in the background, scraped or not, so a
@@ -498,8 +500,8 @@ class PerfAnalyzerCollector:
         """The body of one scrape in the format of `encoder` (its `content_type`)."""
         with self._lock:
             self._formats.setdefault(content_type, encoder)
-        self._refresh(deadline)
-        body = self._body(encoder, content_type)
+        waited = self._refresh(deadline)
+        body = self._body(encoder, content_type, previous_while_building=not waited)
         # after the body: counts its failures
         head = self._head(self.scheduler.snapshot(), encoder, content_type)
         return Scrape(self._runtime_text(encoder) + head, body)
@@ -536,14 +538,29 @@ class PerfAnalyzerCollector:
         except Exception:  # never raise out of a scrape
             return 0
 
-    def _body(self, encoder: Encoder, content_type: str) -> Body:
+    def _body(
+        self, encoder: Encoder, content_type: str, *, previous_while_building: bool = False
+    ) -> Body:
         """The analyses' text (and the series the budget dropped), rebuilt only when a
         result changed; its deflate stream is compressed once per change, not per scrape.
         One build at a time, each from a snapshot taken inside, so that no build works from
         older results than the one before it (the budget's cut, and its log line, would
-        step back and forth between the runs' threads)."""
-        with self._building:
+        step back and forth between the runs' threads).
+
+        `previous_while_building`: while a build is under way (the one that follows every
+        run, in the background), serve the body it replaces instead of waiting for it. A
+        scrape that waited for a run (an every-scrape analysis, one without a result yet)
+        waits for the build too; any other scrape would otherwise wait, at fleet scale, for
+        the rendering of a result that finished a moment before it arrived."""
+        if previous_while_building and content_type in self._bodies:
+            if not self._building.acquire(blocking=False):
+                return self._bodies[content_type]
+        else:
+            self._building.acquire()
+        try:
             return self._build_body(encoder, content_type)
+        finally:
+            self._building.release()
 
     def _build_body(self, encoder: Encoder, content_type: str) -> Body:
         jobs = self.scheduler.snapshot()
@@ -585,13 +602,15 @@ class PerfAnalyzerCollector:
         with self._lock:
             return self._single_flight.setdefault(key, threading.Lock())
 
-    def _refresh(self, deadline: float | None) -> None:
+    def _refresh(self, deadline: float | None) -> bool:
+        """`Scheduler.refresh`: whether the scrape waited for a run."""
         if deadline is None:
             deadline = time.monotonic() + self.config.exporter.scrape_timeout_seconds
         try:
-            self.scheduler.refresh(deadline)
+            return self.scheduler.refresh(deadline)
         except Exception:  # never raise out of a scrape: serve what we have
             log.exception("refreshing the analyses failed")
+            return True
 
     @staticmethod
     def _results(jobs: list[JobState]) -> dict[str, Any]:

@@ -59,8 +59,9 @@ class Running:
             application_name=self.name,
         )
         self.scheduler = Scheduler(PerformanceAnalyzer(self.store, config=self.config), self.config)
+        self.collector = PerfAnalyzerCollector(self.scheduler)
         app = ExporterApp(
-            PerfAnalyzerCollector(self.scheduler),
+            self.collector,
             load_web_config(web_config),
             table="monitor_samples_ring",
             protect_probes=protect_probes,
@@ -460,6 +461,33 @@ def test_warm_scrapes_join_parts_rendered_once_in_each_format(live, exporter_for
     assert {s for s in om_samples if not s[0].startswith(own)} == {
         s for s in text_samples if not s[0].startswith(own)
     }
+
+
+@pytest.mark.slow
+def test_a_scrape_does_not_wait_for_the_body_a_run_is_building(live, exporter_for):
+    """After each run the next body is built in the background; a scrape that arrives
+    meanwhile gets the body it replaces at once, instead of waiting (at fleet scale, for the
+    rendering of thousands of series)."""
+    dsn, _ = live
+    slow = {a.name: 300 for a in registry.served()}  # no new result during the test
+    running = exporter_for(dsn, config=Config(exporter=ExporterConfig(refresh=slow)))
+    first = _body(running.url, "text/plain")  # waits until every analysis has a result
+    building = running.collector._building
+    assert building.acquire(timeout=30)  # as the build after a run holds it
+    try:
+        started = time.monotonic()
+        second = _body(running.url, "text/plain")
+        elapsed = time.monotonic() - started
+    finally:
+        building.release()
+    assert elapsed < 2, elapsed
+
+    def analysis_lines(body: str) -> list[str]:
+        own = ("perf_analyzer_analysis_", "perf_analyzer_http_", "process_", "python_")
+        return [line for line in body.splitlines() if not line.startswith(own)]
+
+    assert analysis_lines(second) == analysis_lines(first)
+    assert len(analysis_lines(first)) > 1000
 
 
 def test_readme_documents_every_metric():
