@@ -28,6 +28,7 @@ from __future__ import annotations
 import gzip
 import logging
 import multiprocessing
+import os
 import struct
 import threading
 import time
@@ -117,6 +118,10 @@ _worker_states: dict[str, Any] = {}
 def _worker_start(spec: WorkerSpec) -> None:
     global _worker
     logging.basicConfig(level=spec.log_level, format="level=%(levelname)s %(message)s")
+    try:
+        os.nice(spec.config.exporter.worker_niceness)
+    except OSError as e:  # not allowed (a sandbox): run at the exporter's priority
+        logging.getLogger(__name__).warning("worker process: nice() failed: %s", e)
     allocator.return_freed_memory()  # as in the exporter: freed arrays leave RSS
     store = Store(
         spec.dsn,

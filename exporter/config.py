@@ -110,6 +110,7 @@ Limit = Annotated[float, _NUMBER, AfterValidator(_Range(gt=0, le=100).check)]  #
 Count = Annotated[int, _NUMBER, AfterValidator(_Range(ge=1).check)]
 NonNegativeInt = Annotated[int, _NUMBER, AfterValidator(_Range(ge=0).check)]
 HoursOfDay = Annotated[int, _NUMBER, AfterValidator(_Range(ge=1, le=24).check)]
+Niceness = Annotated[int, _NUMBER, AfterValidator(_Range(ge=0, le=19).check)]
 Flag = Annotated[bool, Strict()]
 
 
@@ -441,6 +442,9 @@ class ExporterConfig:
     # run the long-window analyses in one worker process (its own connection, beside the
     # pool's), one at a time, so that their CPU never holds the scrapes' interpreter lock
     worker_process: Flag = True
+    # the worker process's CPU priority below the exporter's (nice(2) increment): on a busy
+    # machine the scrapes get a core before the analyses do
+    worker_niceness: Niceness = 10
     statement_timeout_seconds: Positive = 30
     current_window_seconds: Count = 300  # the "last 5 minutes" of the current values
 

@@ -4,6 +4,7 @@ they would have returned in-process; failures there are failures of a run like a
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -149,3 +150,24 @@ def test_close_without_waiting_stops_the_worker(live):
         processes[0].join(10)
         assert not processes[0].is_alive()
         assert time.monotonic() - started < 10
+
+
+def _niceness(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[16])  # field 19, nice
+
+
+def test_the_worker_runs_at_a_lower_cpu_priority(live):
+    """On a busy machine the scrapes get a core before the analyses: the worker process is
+    `exporter.worker_niceness` below the exporter."""
+    config = Config(exporter=ExporterConfig(worker_process=True, worker_niceness=7))
+    with PerformanceAnalyzer(live, config=config) as analyzer:
+        scheduler = Scheduler(analyzer, config)
+        try:
+            scheduler._in_worker("cpus", None, int(time.time()))
+            assert scheduler._worker is not None
+            pids = list(scheduler._worker._processes)  # the pool's one process
+            assert len(pids) == 1
+            assert _niceness(pids[0]) == _niceness(os.getpid()) + 7
+        finally:
+            scheduler.close(wait_for_runs=False)
