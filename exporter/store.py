@@ -241,6 +241,47 @@ def translate(exc: psycopg.Error, dsn: str, table: str) -> StoreError:
     return StoreError(f"database error on {target}: {first_line}")
 
 
+# --------------------------------------------------------------------------- node guard
+
+
+class NodeGuard:
+    """The nodes the analyses may read when the table names more nodes than the exporter
+    can ever serve (`exporter.max_nodes`); `kept` None: every node, the guard does not
+    bite. Set by `analyses.hosts.guard_nodes`, read by `Store.shard_filter` (so every
+    query that reads through the shard's predicate reads only the kept nodes) and by the
+    collector for `perf_analyzer_nodes_ignored`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.kept: frozenset[str] | None = None
+        self.ignored = 0  # nodes of this shard the analyses do not read
+        self.key: Any = None  # what the current choice was made from (the chooser's)
+        self._predicate: sql.Composable | None = None
+
+    def set(self, kept: frozenset[str] | None, ignored: int, key: Any) -> bool:
+        """Record a choice; True when the set of kept nodes changed."""
+        changed = kept != self.kept
+        if changed:
+            # a literal array: the exporter reads in read-only transactions (no temp
+            # table), and PostgreSQL hashes a long constant array for `= ANY`
+            self._predicate = (
+                None
+                if kept is None
+                else sql.SQL("node_name = ANY({})").format(sql.Literal(sorted(kept)))
+            )
+        self.kept, self.ignored, self.key = kept, ignored, key
+        return changed
+
+    def predicate(self, shard: sql.Composable) -> sql.Composable:
+        """`shard` alone, or `shard` AND the kept nodes when the guard bites."""
+        kept = self._predicate
+        if kept is None:
+            return shard
+        if shard is ALL:
+            return sql.SQL("({})").format(kept)
+        return sql.SQL("({} AND {})").format(shard, kept)
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -276,8 +317,11 @@ class Store:
             optional = [n for n in self.columns if n not in COLUMN_NAMES]
             self.table = MappedTable(self.relation, self.columns, [*COLUMN_NAMES, *optional])
         self.shard = shard
-        # every analysis query ANDs this: the rows of this exporter's shard of the nodes
-        self.shard_filter = shard.predicate() if shard else ALL
+        # the rows of this exporter's shard of the nodes, before the node guard
+        self.shard_predicate = shard.predicate() if shard else ALL
+        # which of those nodes the analyses read when the table names more than can be
+        # served (`analyses.hosts.guard_nodes` chooses them)
+        self.node_guard = NodeGuard()
         self.statement_timeout = statement_timeout
         self.connect_timeout = connect_timeout
         self.application_name = application_name
@@ -298,6 +342,13 @@ class Store:
             self.dsn = resolve_dsn(source)
             self._validate_dsn()
             self._pool_size = pool_size
+
+    @property
+    def shard_filter(self) -> sql.Composable:
+        """What every analysis query ANDs: the rows of this exporter's shard of the nodes
+        and, when the node guard bites, of the nodes it keeps; exactly the shard's
+        predicate otherwise, so a fleet below the limit is read as it always was."""
+        return self.node_guard.predicate(self.shard_predicate)
 
     def _validate_dsn(self) -> None:
         try:
