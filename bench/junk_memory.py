@@ -161,18 +161,20 @@ def served(args: argparse.Namespace) -> int:
                 time.sleep(1)
             figures["first_runs_seconds"] = round(time.monotonic() - started, 1)
             figures["after_first_runs_mib"] = sample_memory()
-            slowest, scrapes = 0.0, 0
+            times: list[float] = []
             cpu_before = sum(cpu_seconds(p) for p in [process.pid, *descendants(process.pid)])
             until = time.monotonic() + args.scrape_seconds
             while time.monotonic() < until:
                 samples, took = fetch(url)
-                slowest, scrapes = max(slowest, took), scrapes + 1
+                times.append(took)
                 sample_memory()
                 time.sleep(0.3)
             cpu_after = sum(cpu_seconds(p) for p in [process.pid, *descendants(process.pid)])
             figures["end_mib"] = sample_memory()
             figures["peak_rss_mib"] = {k: round(v, 1) for k, v in peak.items()}
-            figures["scrapes"], figures["slowest_scrape_seconds"] = scrapes, round(slowest, 3)
+            times.sort()
+            figures["scrapes"], figures["slowest_scrape_seconds"] = len(times), round(times[-1], 3)
+            figures["median_scrape_seconds"] = round(times[len(times) // 2], 3)
             figures["cpu_seconds_during_scrapes"] = round(cpu_after - cpu_before, 2)
             figures["series"] = len(samples)
             for s in samples:
