@@ -33,6 +33,7 @@ from exporter.exposition import MAX_LABEL_CHARS, apply_budget, shorten, shorten_
 from exporter.samples import Sample, sample
 from exporter.schema import init_table
 from exporter.server import ExporterApp, ExporterServer
+from exporter.shard import Shard
 from exporter.simulate import FleetSpec, copy_fleet, simulate
 from exporter.store import Store, StoreError
 from exporter.webconfig import load_web_config
@@ -604,3 +605,31 @@ def test_max_nodes_is_validated_in_one_sentence(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["serve", "--max-nodes", "0"])
     assert result.exit_code == 2 and "--max-nodes" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_node_guard_counts_and_keeps_within_the_shard(guard_dbs: tuple[str, str]) -> None:
+    """`--shard 1/2` and max_nodes 3: the guard ranks the shard's nodes only (the other
+    shard's are neither kept nor counted as ignored), and both predicates hold."""
+    mixed, _ = guard_dbs
+    with Store(mixed) as store:
+        spans = _spans_by_sql(store)
+        with store.read() as cur:  # shard 1 of 2, as PostgreSQL's text hash partitions it
+            cur.execute(
+                sql.SQL(
+                    "SELECT DISTINCT node_name FROM {} WHERE node_name IS NOT NULL"
+                    " AND mod(hashtextextended(node_name, 0) & 9223372036854775807, 2) = 0"
+                ).format(store.table)
+            )
+            mine = {r["node_name"] for r in cur}
+    assert 0 < len(mine) < len(spans)
+    ranked = sorted(mine, key=lambda n: (-(spans[n][1] - spans[n][0]), n))
+    store = Store(mixed, shard=Shard(1, 2))
+    try:
+        analyzer = PerformanceAnalyzer(store, config=_with_limit(3))
+        current = analyzer.run("current", now=GUARD_NOW)
+        assert store.node_guard.kept == set(ranked[:3])
+        assert store.node_guard.ignored == len(mine) - 3
+    finally:
+        store.close()
+    assert set(current["spans"]) == set(ranked[:3])
