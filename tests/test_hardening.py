@@ -580,10 +580,24 @@ def test_node_guard_keeps_the_longest_reporting_then_by_name(
     assert set(results["current"]["spans"]) == expected
     assert {c["node_name"] for c in results["emergency"]["checks"]} == expected
 
+    # a new choice reaches the queries composed and cached under the previous one
+    store = Store(mixed)
+    try:
+        analyzer = PerformanceAnalyzer(store, config=_with_limit(5))
+        assert {c["node_name"] for c in analyzer.run("emergency", now=GUARD_NOW)["checks"]} == (
+            set(REAL_NODES)
+        )
+        analyzer.ctx.config = _with_limit(8)
+        again = analyzer.run("emergency", now=GUARD_NOW)
+    finally:
+        store.close()
+    assert _stable(again) == _stable(results["emergency"])
+
     results, store = _run(mixed, Config(), ("emergency",))
     try:
         assert store.node_guard.kept is None and store.node_guard.ignored == 0
-        assert store.shard_filter is store.shard_predicate  # the query text is unchanged
+        with store.read() as cur:  # the query text is the unguarded one
+            assert store.shard_filter.as_bytes(cur) == store.shard_predicate.as_bytes(cur)
     finally:
         store.close()
     assert len({c["node_name"] for c in results["emergency"]["checks"]}) == len(spans)
