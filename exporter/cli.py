@@ -6,6 +6,7 @@ sentence on stderr and exit status 1 (2 for usage errors), never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -780,6 +781,13 @@ def _parse_shard(value: str | None) -> Shard | None:
     callback=lambda ctx, param, value: _parse_shard(value),
     help="Serve only the nodes whose name hashes to shard I of N (run N replicas).",
 )
+@click.option(
+    "--max-nodes",
+    type=click.IntRange(1),
+    default=None,
+    help="Nodes the analyses read at most, those reporting now and for longest first "
+    "(default from the configuration, else the series budget / 12).",
+)
 @log_options
 def serve(
     dsn: str | None,
@@ -791,10 +799,14 @@ def serve(
     max_series: int | None,
     cpu_count: int | None,
     shard: Shard | None,
+    max_nodes: int | None,
 ) -> None:
     """The Prometheus exporter: analyses served on scrape at --web.telemetry-path."""
     _check_telemetry_path(telemetry_path)
     config = load_settings(config_file)
+    if max_nodes is not None:
+        exporter = dataclasses.replace(config.exporter, max_nodes=max_nodes)
+        config = dataclasses.replace(config, exporter=exporter)
     store = Store(
         dsn,
         table,

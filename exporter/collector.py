@@ -693,6 +693,7 @@ class PerfAnalyzerCollector:
     def _self_samples(self, jobs: list[JobState]) -> list[Sample]:
         """The exporter's own series that change only with a run (or a rollup read)."""
         out = [sample("build_info", 1, version=__version__)]
+        out.append(sample("nodes_ignored", self.scheduler.analyzer.store.node_guard.ignored))
         for kind, seconds in sorted(self.scheduler.rollup_history().items()):
             out.append(sample("rollup_history_seconds", seconds, kind=kind))
         exposition_errors = self._samples.errors.copy()

@@ -435,6 +435,9 @@ class ExporterConfig:
     refresh: dict[str, NonNegative] = dataclasses.field(default_factory=dict)
     retry_seconds: NonNegative = 5  # a failed analysis is retried no sooner than this
     max_series: Count = 150_000  # about 100 series per node and 1,000 nodes, with room
+    # nodes the analyses read at most, those reporting now and for longest first (the node
+    # guard, docs/reliability.md); unset: as many as max_series can serve (max_series / 12)
+    max_nodes: Count | None = None
     scrape_timeout_seconds: Positive = 10  # when Prometheus sends no timeout header
     scrape_timeout_margin_seconds: NonNegative = 0.5  # answer this long before Prometheus
     # gives up

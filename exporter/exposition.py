@@ -15,13 +15,15 @@ counted:
    either served whole or not at all.
 Fleet-wide series and self-metrics are never cut; the budget counts them.
 
-When more nodes have a newest sample than the budget has series, every node has at least
-one series that is never cut (its newest-sample time), so the nodes at the cut end of that
-order are known to go before any sample is built: `SampleCache.budget` builds samples only
-for the nodes at the kept end (as many as the budget can hold, found by growing the set),
-filtering each result's per-node records before its `to_samples`; every cuttable sample is
-then cut and the same node cut as above runs over what was built. The series of the nodes
-never built are estimated from those built (per node, per kind) for `series_dropped`.
+When more nodes have a newest sample than the budget can serve (at the least series a
+served node costs, `hosts.NODE_MIN_SERIES`), nodes are likely to be cut, and since every
+node has at least one series that is never cut (its newest-sample time), the nodes at the
+cut end of that order are known to go before any sample is built: `SampleCache.budget`
+builds samples only for the nodes at the kept end (as many as the budget can hold, found
+by growing the set), filtering each result's per-node records before its `to_samples`;
+every cuttable sample is then cut and the same node cut as above runs over what was
+built. The series of the nodes never built are estimated from those built (per node, per
+kind) for `series_dropped`.
 
 Node and container names longer than `MAX_LABEL_CHARS` are shortened where samples are
 built, with a hash of the full name as suffix, so two long names stay two series.
@@ -42,6 +44,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from . import metrics, registry
 from .analyses.current import newest_node_rows
+from .analyses.hosts import NODE_MIN_SERIES
 from .analyses.unit import ResultView
 from .config import Config
 from .metricdef import PREFIX
@@ -115,10 +118,12 @@ class SampleCache:
 
     @staticmethod
     def too_many_nodes(results: Mapping[str, Any], max_series: int) -> bool:
-        """More nodes with a newest sample than series in the budget: nodes will be cut
-        whatever the other series, so `budget` may build only the nodes that can stay."""
+        """More nodes with a newest sample than the budget can serve at the least a served
+        node costs (`NODE_MIN_SERIES`): nodes are likely to be cut, so `budget` builds only
+        the nodes that can stay (its answer is `apply_budget`'s either way). A fleet the
+        node guard cut to max_series / NODE_MIN_SERIES nodes takes this path too."""
         current = results.get("current")
-        return current is not None and len(newest_node_rows(current)) > max_series
+        return current is not None and len(newest_node_rows(current)) * NODE_MIN_SERIES > max_series
 
     def budget(
         self, results: Mapping[str, Any], max_series: int

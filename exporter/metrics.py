@@ -95,6 +95,11 @@ OWN: tuple[Metric, ...] = (
         kind="counter",
     ),
     _m(
+        "nodes_ignored",
+        "Nodes the analyses do not read because the table names more than the exporter can "
+        "serve (exporter.max_nodes, the node guard).",
+    ),
+    _m(
         "series_dropped",
         "Series cut by the series budget (--max-series) in this scrape.",
         ("kind",),

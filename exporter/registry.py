@@ -22,6 +22,7 @@ from .analyses import (
     weekly,
 )
 from .analyses.common import Context
+from .analyses.hosts import guard_nodes
 from .analyses.unit import Analysis
 from .config import Config, ConfigError
 from .render import Text
@@ -67,6 +68,7 @@ def run(
     """Run `analysis` as of `now` over `window` (its unit; None: its default); `state`:
     its incremental state (`Analysis.incremental`), None for a run from scratch."""
     extra = {} if state is None else {"state": state}
+    guard_nodes(ctx, now)  # only the nodes that can be served are read
     if analysis.window is None:
         return analysis.run(ctx, now=now, **extra)
     if window is None:

@@ -241,6 +241,77 @@ def translate(exc: psycopg.Error, dsn: str, table: str) -> StoreError:
     return StoreError(f"database error on {target}: {first_line}")
 
 
+# --------------------------------------------------------------------------- node guard
+
+
+class NodeGuard:
+    """The nodes the analyses may read when the table names more nodes than the exporter
+    can ever serve (`exporter.max_nodes`); `kept` None: every node, the guard does not
+    bite. Set by `analyses.hosts.guard_nodes`, read by `Store.shard_filter` (so every
+    query that reads through the shard's predicate reads only the kept nodes) and by the
+    collector for `perf_analyzer_nodes_ignored`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.kept: frozenset[str] | None = None
+        self.ignored = 0  # nodes of this shard the analyses do not read
+        self.key: Any = None  # what the current choice was made from (the chooser's)
+        self._predicate: sql.Composable | None = None
+        self._rendered: bytes | None = None  # the kept nodes' predicate as query text
+
+    def set(self, kept: frozenset[str] | None, ignored: int, key: Any) -> bool:
+        """Record a choice; True when the set of kept nodes changed."""
+        changed = kept != self.kept
+        if changed:
+            # a literal array: the exporter reads in read-only transactions (no temp
+            # table), and PostgreSQL hashes a long constant array for `= ANY`
+            self._predicate = (
+                None
+                if kept is None
+                else sql.SQL("node_name = ANY({})").format(sql.Literal(sorted(kept)))
+            )
+            self._rendered = None
+        self.kept, self.ignored, self.key = kept, ignored, key
+        return changed
+
+    def predicate(self, shard: sql.Composable) -> sql.Composable:
+        """`shard` alone, or `shard` AND the kept nodes when the guard bites."""
+        kept = self._predicate
+        if kept is None:
+            return shard
+        if shard is ALL:
+            return sql.SQL("({})").format(kept)
+        return sql.SQL("({} AND {})").format(shard, kept)
+
+    def render(self, shard: sql.Composable, context: Any) -> bytes:
+        """`predicate(shard)` as query text; the kept names are rendered once per choice
+        (thousands of literals), not per query."""
+        kept, rendered = self._predicate, self._rendered
+        if kept is None:
+            return shard.as_bytes(context)
+        if rendered is None:
+            rendered = self._rendered = kept.as_bytes(context)
+        if shard is ALL:
+            return b"(" + rendered + b")"
+        return b"(" + shard.as_bytes(context) + b" AND " + rendered + b")"
+
+
+class GuardedShard(sql.Composable):
+    """The shard's predicate and the node guard's, rendered when a query runs: a query
+    composed once and cached (the emergency check's, the anomaly model's) follows the
+    guard's later choices. Below the limit it renders exactly as the shard's predicate."""
+
+    def __init__(self, guard: NodeGuard, shard: sql.Composable) -> None:
+        super().__init__(shard)
+        self.guard, self.shard = guard, shard
+
+    def as_bytes(self, context: Any = None) -> bytes:
+        return self.guard.render(self.shard, context)
+
+    def as_string(self, context: Any = None) -> str:
+        return self.guard.predicate(self.shard).as_string(context)
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -276,8 +347,12 @@ class Store:
             optional = [n for n in self.columns if n not in COLUMN_NAMES]
             self.table = MappedTable(self.relation, self.columns, [*COLUMN_NAMES, *optional])
         self.shard = shard
-        # every analysis query ANDs this: the rows of this exporter's shard of the nodes
-        self.shard_filter = shard.predicate() if shard else ALL
+        # the rows of this exporter's shard of the nodes, before the node guard
+        self.shard_predicate = shard.predicate() if shard else ALL
+        # which of those nodes the analyses read when the table names more than can be
+        # served (`analyses.hosts.guard_nodes` chooses them)
+        self.node_guard = NodeGuard()
+        self._guarded = GuardedShard(self.node_guard, self.shard_predicate)
         self.statement_timeout = statement_timeout
         self.connect_timeout = connect_timeout
         self.application_name = application_name
@@ -298,6 +373,15 @@ class Store:
             self.dsn = resolve_dsn(source)
             self._validate_dsn()
             self._pool_size = pool_size
+
+    @property
+    def shard_filter(self) -> sql.Composable:
+        """What every analysis query ANDs: the rows of this exporter's shard of the nodes
+        and, when the node guard bites, of the nodes it keeps; exactly the shard's
+        predicate otherwise, so a fleet below the limit is read as it always was. Rendered
+        when the query runs (`GuardedShard`), so a query composed earlier follows the
+        guard's current choice."""
+        return self._guarded
 
     def _validate_dsn(self) -> None:
         try:

@@ -3,6 +3,7 @@ database whose encoding is not UTF8 refused in one sentence."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -32,6 +33,8 @@ from exporter.exposition import MAX_LABEL_CHARS, apply_budget, shorten, shorten_
 from exporter.samples import Sample, sample
 from exporter.schema import init_table
 from exporter.server import ExporterApp, ExporterServer
+from exporter.shard import Shard
+from exporter.simulate import FleetSpec, copy_fleet, simulate
 from exporter.store import Store, StoreError
 from exporter.webconfig import load_web_config
 from tests.conftest import Server
@@ -222,7 +225,8 @@ def test_budget_builds_only_the_nodes_that_stay(nodes: int, budget: int) -> None
         assert abs(dropped[kind] - n) <= 0.05 * n, (kind, dropped[kind], n)
     assert len({s for s in cache._few["current"][2]}) < len(every)  # not the whole fleet
     assert cache.budget(results, budget) == (kept, dropped)  # the same cut again
-    assert not SampleCache.too_many_nodes(results, nodes)
+    # 12 series a node at the least (10 emergency checks, newest sample, node_forgotten)
+    assert not SampleCache.too_many_nodes(results, 12 * nodes)
 
 
 def test_long_names_are_shortened_stably_and_stay_distinct() -> None:
@@ -336,14 +340,33 @@ def test_image_dependencies_are_locked_to_the_tested_versions() -> None:
 # --------------------------------------------------------------------------- junk nodes
 
 JUNK_NODES, JUNK_BUDGET = 2_000, 1_000  # the 20,000 / 10,000 case scaled by 10 (docs)
+# a served node costs at least 12 series (10 emergency checks, its newest-sample time and
+# node_forgotten), so 1,000 series serve at most 83 nodes: the documented default guard
+JUNK_MAX_NODES = 83
+
+
+def rss_with_children(pid: int) -> float:
+    """MiB resident in `pid` and its child processes (the worker process)."""
+    pids, total = [pid], 0.0
+    while pids:
+        p = pids.pop()
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * 4096 / 2**20
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return total
 
 
 @pytest.mark.slow
 def test_junk_node_names_stay_within_the_budget(pg_server: Server) -> None:
-    """2,000 junk node names, `--max-series 1000`: at most 1,000 series in the whole body
-    (the process and interpreter series too), whole nodes cut, the nodes with the newest
-    samples kept, every scrape under 2 s, also those right after `current` and `emergency`
-    change (every 10 s), and the process under 300 MiB once the analyses have run."""
+    """2,000 junk node names, `--max-series 1000`: the node guard reads only the 83 names
+    that have reported longest (ties by name) and says it ignores the 1,917 others; at most
+    1,000 series in the whole body (the process and interpreter series too), whole nodes
+    cut among the 83, those with the newest samples kept, every scrape under 2 s, also
+    those right after `current` and `emergency` change (every 10 s), and the exporter with
+    its worker process under 300 MiB once the analyses have run."""
     name = pg_server.create_database("junk")
     dsn = pg_server.dsn_for(name)
     port = free_port()
@@ -352,6 +375,7 @@ def test_junk_node_names_stay_within_the_budget(pg_server: Server) -> None:
         with Store(dsn) as store:
             init_table(store)
             newest = load_junk(store, JUNK_NODES)
+            spans = _spans_by_sql(store)
         process = subprocess.Popen(
             [sys.executable, "-m", "exporter.cli", "serve", "--dsn", dsn, "--max-series",
              str(JUNK_BUDGET), "--web.listen-address", f"127.0.0.1:{port}"],
@@ -377,7 +401,7 @@ def test_junk_node_names_stay_within_the_budget(pg_server: Server) -> None:
             families = list(text_string_to_metric_families(fetch(url)))
             took = max(took, time.monotonic() - started)
             time.sleep(0.2)
-        rss_mib = int(Path(f"/proc/{process.pid}/statm").read_text().split()[1]) * 4096 / 2**20
+        rss_mib = rss_with_children(process.pid)
     finally:
         if process is not None:
             process.terminate()
@@ -386,10 +410,17 @@ def test_junk_node_names_stay_within_the_budget(pg_server: Server) -> None:
     samples = [s for f in families for s in f.samples]
     dropped = {s.labels["kind"]: s.value for s in samples if s.name.endswith("series_dropped")}
     served = {s.labels["node"] for s in samples if "node" in s.labels}
+    ignored = [s.value for s in samples if s.name == "perf_analyzer_nodes_ignored"]
     assert len(samples) <= JUNK_BUDGET
-    assert dropped["node"] > 0 and 0 < len(served) < JUNK_NODES
+    assert dropped["node"] > 0 and 0 < len(served) < JUNK_MAX_NODES
+    assert ignored == [JUNK_NODES - JUNK_MAX_NODES]
+    # the guard: every name reported in the last hour, so the longest spans, then by name
+    kept = set(sorted(spans, key=lambda n: (spans[n][0] - spans[n][1], n))[:JUNK_MAX_NODES])
+    assert served <= kept
     # whole nodes, the oldest newest sample first: every served node is at least as fresh
-    assert min(newest[n] for n in served) >= max(newest[n] for n in set(newest) - served)
+    assert min(newest[n] for n in served) >= max(newest[n] for n in kept - served)
+    guard_lines = re.findall(r"node guard \(exporter.max_nodes (\d+)\): (\d+) of (\d+)", stderr)
+    assert guard_lines == [("83", "1917", "2000")], stderr
     assert took < 2.0, took
     assert rss_mib < 300, rss_mib
     # one line per change of the cut, none per scrape: the last one names the final cut (a
@@ -397,7 +428,7 @@ def test_junk_node_names_stay_within_the_budget(pg_server: Server) -> None:
     logged = [int(n) for n in re.findall(r"exceeded: (\d+) nodes not served", stderr)]
     assert logged and all(a != b for a, b in pairwise(logged)), stderr
     assert len(logged) < 20, stderr
-    assert logged[-1] == JUNK_NODES - len(served)
+    assert logged[-1] == JUNK_MAX_NODES - len(served)
 
 
 def fetch(url: str) -> str:
@@ -435,3 +466,184 @@ def test_junk_node_names_get_no_anomaly_grids(pg_server: Server) -> None:
     assert quality["series"] == 300 and quality["evaluated"] == 0
     assert quality["without_baseline"] == 300 * len(model.metrics)
     assert result["anomalies"] == [] and result["scores"] == []
+
+
+# --------------------------------------------------------------------------- node guard
+
+GUARD_NOW = 1_790_000_040
+GUARD_JUNK = 2_000
+REAL_NODES = ("node-01", "node-02", "node-03", "node-04", "node-05")
+# analyses whose whole result must not change when the junk beside the real nodes is
+# ignored: they read only the rows of the nodes they report
+GUARDED_RESULTS = ("current", "emergency", "availability", "contention", "summary")
+
+
+def _real_fleet(store: Store) -> None:
+    """Five nodes written the way real samplers write (15 s to 5 min intervals, jitter, late
+    and missed rows, container offsets, AR(1) noise, a NULL column), for two days up to
+    GUARD_NOW."""
+    spec = FleetSpec(nodes=5, containers=1, days=2, realistic=True, findings=False)
+    copy_fleet(store, simulate(dataclasses.replace(spec, end=GUARD_NOW)))
+
+
+def _spans_by_sql(store: Store) -> dict[str, tuple[int, int]]:
+    with store.read() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT node_name, min(sample_time) AS a, max(sample_time) AS b FROM {}"
+                " WHERE node_name IS NOT NULL GROUP BY node_name"
+            ).format(store.table)
+        )
+        return {r["node_name"]: (int(r["a"]), int(r["b"])) for r in cur}
+
+
+def _with_limit(max_nodes: int | None) -> Config:
+    config = Config()
+    return dataclasses.replace(
+        config, exporter=dataclasses.replace(config.exporter, max_nodes=max_nodes)
+    )
+
+
+@pytest.fixture(scope="module")
+def guard_dbs(pg_server: Server) -> Iterator[tuple[str, str]]:
+    """(real nodes and 2,000 junk names, the same real nodes alone)."""
+    mixed, alone = pg_server.create_database("guard"), pg_server.create_database("alone")
+    try:
+        with Store(pg_server.dsn_for(alone)) as store:
+            _real_fleet(store)
+        with Store(pg_server.dsn_for(mixed)) as store:
+            _real_fleet(store)
+            load_junk(store, GUARD_JUNK, GUARD_NOW)
+        yield pg_server.dsn_for(mixed), pg_server.dsn_for(alone)
+    finally:
+        pg_server.drop_database(mixed)
+        pg_server.drop_database(alone)
+
+
+def _stable(value: Any) -> Any:
+    """`value` without the wall-clock stamps of when it was made."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k != "generated_at"}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def _run(dsn: str, config: Config, names: tuple[str, ...]) -> tuple[dict[str, Any], Store]:
+    store = Store(dsn)
+    analyzer = PerformanceAnalyzer(store, config=config)
+    return {n: analyzer.run(n, now=GUARD_NOW) for n in names}, store
+
+
+@pytest.mark.slow
+def test_node_guard_reads_only_the_nodes_it_keeps(guard_dbs: tuple[str, str]) -> None:
+    """max_nodes 5 over 5 real nodes and 2,000 junk names: every result is exactly the
+    result over the real nodes alone (the junk is not read), and 2,000 are ignored."""
+    mixed, alone = guard_dbs
+    guarded, store = _run(mixed, _with_limit(5), GUARDED_RESULTS)
+    truth, other = _run(alone, Config(), GUARDED_RESULTS)
+    try:
+        assert store.node_guard.kept == frozenset(REAL_NODES)
+        assert store.node_guard.ignored == GUARD_JUNK
+        assert other.node_guard.kept is None and other.node_guard.ignored == 0
+    finally:
+        store.close()
+        other.close()
+    for name in GUARDED_RESULTS:
+        assert _stable(guarded[name]) == _stable(truth[name]), name
+    assert sorted(guarded["current"]["spans"]) == list(REAL_NODES)
+
+
+@pytest.mark.slow
+def test_node_guard_keeps_the_longest_reporting_then_by_name(
+    guard_dbs: tuple[str, str],
+) -> None:
+    """max_nodes 8: the 5 real nodes (days of samples) and the 3 junk names with the
+    longest span (ties by name), as the table's own min and max say; everything else is
+    left out of the results. Below the limit (the default, 12,500 nodes) the queries are
+    those of an unguarded store and every node is reported."""
+    mixed, _ = guard_dbs
+    with Store(mixed) as store:
+        spans = _spans_by_sql(store)
+    assert len(spans) == GUARD_JUNK + len(REAL_NODES)
+    fresh = [n for n, (_, last) in spans.items() if last >= GUARD_NOW - 3600]
+    assert set(fresh) == set(spans)  # every name reported in the last hour
+    by_span = sorted(spans, key=lambda n: (-(spans[n][1] - spans[n][0]), n))
+    expected = set(by_span[:8])
+    assert set(REAL_NODES) < expected
+    results, store = _run(mixed, _with_limit(8), ("current", "emergency"))
+    try:
+        assert store.node_guard.kept == expected
+        assert store.node_guard.ignored == len(spans) - 8
+    finally:
+        store.close()
+    assert set(results["current"]["spans"]) == expected
+    assert {c["node_name"] for c in results["emergency"]["checks"]} == expected
+
+    # a new choice reaches the queries composed and cached under the previous one
+    store = Store(mixed)
+    try:
+        analyzer = PerformanceAnalyzer(store, config=_with_limit(5))
+        assert {c["node_name"] for c in analyzer.run("emergency", now=GUARD_NOW)["checks"]} == (
+            set(REAL_NODES)
+        )
+        analyzer.ctx.config = _with_limit(8)
+        again = analyzer.run("emergency", now=GUARD_NOW)
+    finally:
+        store.close()
+    assert _stable(again) == _stable(results["emergency"])
+
+    results, store = _run(mixed, Config(), ("emergency",))
+    try:
+        assert store.node_guard.kept is None and store.node_guard.ignored == 0
+        with store.read() as cur:  # the query text is the unguarded one
+            assert store.shard_filter.as_bytes(cur) == store.shard_predicate.as_bytes(cur)
+    finally:
+        store.close()
+    assert len({c["node_name"] for c in results["emergency"]["checks"]}) == len(spans)
+
+
+def test_max_nodes_is_validated_in_one_sentence(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from exporter.cli import main
+    from exporter.config import ConfigError, load_config
+
+    path = tmp_path / "c.yml"
+    path.write_text("exporter:\n  max_nodes: 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "max_nodes" in str(caught.value) and "\n" not in str(caught.value)
+    path.write_text("exporter:\n  max_nodes: 40\n")
+    assert load_config(path).exporter.max_nodes == 40
+    result = CliRunner().invoke(main, ["serve", "--max-nodes", "0"])
+    assert result.exit_code == 2 and "--max-nodes" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_node_guard_counts_and_keeps_within_the_shard(guard_dbs: tuple[str, str]) -> None:
+    """`--shard 1/2` and max_nodes 3: the guard ranks the shard's nodes only (the other
+    shard's are neither kept nor counted as ignored), and both predicates hold."""
+    mixed, _ = guard_dbs
+    with Store(mixed) as store:
+        spans = _spans_by_sql(store)
+        with store.read() as cur:  # shard 1 of 2, as PostgreSQL's text hash partitions it
+            cur.execute(
+                sql.SQL(
+                    "SELECT DISTINCT node_name FROM {} WHERE node_name IS NOT NULL"
+                    " AND mod(hashtextextended(node_name, 0) & 9223372036854775807, 2) = 0"
+                ).format(store.table)
+            )
+            mine = {r["node_name"] for r in cur}
+    assert 0 < len(mine) < len(spans)
+    ranked = sorted(mine, key=lambda n: (-(spans[n][1] - spans[n][0]), n))
+    store = Store(mixed, shard=Shard(1, 2))
+    try:
+        analyzer = PerformanceAnalyzer(store, config=_with_limit(3))
+        current = analyzer.run("current", now=GUARD_NOW)
+        assert store.node_guard.kept == set(ranked[:3])
+        assert store.node_guard.ignored == len(mine) - 3
+    finally:
+        store.close()
+    assert set(current["spans"]) == set(ranked[:3])

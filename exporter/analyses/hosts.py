@@ -3,18 +3,24 @@ often it reports, and how many CPUs it has."""
 
 from __future__ import annotations
 
+import logging
 import math
+import multiprocessing
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from ..config import Config
 from ..partitions import read_layout
 from ..schema import CPU_COUNT, has_column
+from ..vocabulary import Check
 from .common import DAY, Context, clean, snap_cpu_count
 
 if TYPE_CHECKING:
     from psycopg import Cursor
+
+log = logging.getLogger(__name__)
 
 Spans = dict[str, tuple[int, int]]  # node: (first sample time, newest sample time)
 
@@ -51,7 +57,7 @@ _SPAN_FLOOR = "AND s.sample_time >= %(floor)s"
 def _spans(cur: Cursor[dict[str, Any]], ctx: Context, now: int, floor: int | None) -> Spans:
     walk, span = ("", "") if floor is None else (_WALK_FLOOR, _SPAN_FLOOR)
     query = sql.SQL(_SPAN_SQL).format(
-        t=ctx.store.table, shard=ctx.store.shard_filter, walk=sql.SQL(walk), span=sql.SQL(span)
+        t=ctx.store.table, shard=ctx.store.shard_predicate, walk=sql.SQL(walk), span=sql.SQL(span)
     )
     cur.execute(query, {"now": now, "floor": floor})
     return {
@@ -62,13 +68,25 @@ def _spans(cur: Cursor[dict[str, Any]], ctx: Context, now: int, floor: int | Non
 
 
 def node_spans(ctx: Context, now: int, *, since: int | None = None) -> Spans:
-    """{node: (first sample time, newest sample time)} over rows up to `now`, sorted by node.
+    """{node: (first sample time, newest sample time)} over rows up to `now`, sorted by node,
+    of the nodes the node guard keeps (`guard_nodes`).
 
     `since` is a promise that nodes silent since then matter less (the emergency check only
     lists them as forgotten): on a table partitioned by time the walk then reads only the
     partitions from the one holding `since` on; those nodes, and each node's first sample,
     come from a full walk cached per hour. The answer is the same; rows that arrive late
     and older than `since` count within the hour."""
+    guard = ctx.store.node_guard
+    spans = all_node_spans(ctx, now, since=since)
+    with guard.lock:
+        kept, key = guard.kept, guard.key
+        if key is not None and key[2] != len(spans):
+            guard.key = None  # the table's node count changed: choose again before the next run
+    return spans if kept is None else {n: s for n, s in spans.items() if n in kept}
+
+
+def all_node_spans(ctx: Context, now: int, *, since: int | None = None) -> Spans:
+    """`node_spans` of every node of the shard, whatever the node guard keeps."""
     hour = now // 3600
     with ctx.store.read() as cur:
         if since is None:
@@ -89,6 +107,77 @@ def node_spans(ctx: Context, now: int, *, since: int | None = None) -> Spans:
     for node, (first, last) in recent.items():
         spans[node] = (min(first, full[node][0]) if node in full else first, last)
     return dict(sorted(spans.items()))
+
+
+# --------------------------------------------------------------------------- node guard
+# A node the exporter serves costs at least one series per emergency check, its
+# newest-sample time and its `node_forgotten` (docs/reliability.md, "The node guard"), so a
+# fleet with more such nodes than max_series / NODE_MIN_SERIES can serve no more than that
+# many whatever the analyses find: the others need not be read at all. Which nodes are
+# kept must hold against a writer of junk names: nodes that reported in the last
+# GUARD_RECENT seconds first, then the longest reporting (a sampler writing for days
+# outranks a name with 3 rows), then by name so the choice is stable. It is made again
+# every GUARD_SECONDS (one span walk, bounded to the recent partitions on a partitioned
+# table) and whenever `exporter.max_nodes` or the table's node count changes.
+NODE_MIN_SERIES = len(Check) + 2
+GUARD_SECONDS = 600
+GUARD_RECENT = 3600
+
+
+def node_limit(config: Config) -> int:
+    """`exporter.max_nodes`, else the most nodes `exporter.max_series` can serve."""
+    explicit = config.exporter.max_nodes
+    if explicit is not None:
+        return int(explicit)
+    return max(1, config.exporter.max_series // NODE_MIN_SERIES)
+
+
+def rank_nodes(spans: Spans, now: int) -> list[str]:
+    """Nodes in the order the guard keeps them (module notes above)."""
+
+    def key(node: str) -> tuple[bool, int, str]:
+        first, last = spans[node]
+        return (last < now - GUARD_RECENT, first - last, node)
+
+    return sorted(spans, key=key)
+
+
+def guard_nodes(ctx: Context, now: int) -> None:
+    """Choose the nodes the analyses read (`Store.node_guard`) if the choice is due; called
+    before every analysis run."""
+    guard = ctx.store.node_guard
+    limit = node_limit(ctx.config)
+    with guard.lock:
+        if guard.key is not None and guard.key[:2] == (now // GUARD_SECONDS, limit):
+            return
+        spans = all_node_spans(ctx, now, since=now - GUARD_RECENT)
+        key = (now // GUARD_SECONDS, limit, len(spans))
+        if len(spans) <= limit:
+            kept, ignored = None, 0
+        else:
+            kept, ignored = frozenset(rank_nodes(spans, now)[:limit]), len(spans) - limit
+        before = guard.ignored
+        guard.set(kept, ignored, key)
+    if ignored != before:
+        log_nodes_ignored(ignored, len(spans), limit)
+
+
+def log_nodes_ignored(ignored: int, nodes: int, limit: int) -> None:
+    """One line per change of the count; a warning in the exporter's own process only (the
+    worker process makes the same choice from the same table)."""
+    level = logging.WARNING if multiprocessing.parent_process() is None else logging.DEBUG
+    if ignored:
+        log.log(
+            level,
+            "node guard (exporter.max_nodes %d): %d of %d nodes not analysed, those that "
+            "reported least recently and for the shortest time first; raise --max-series "
+            "or --max-nodes, shard the exporter, or remove the junk node names",
+            limit,
+            ignored,
+            nodes,
+        )
+    else:
+        log.log(level, "node guard: every node is analysed again (%d nodes)", nodes)
 
 
 # --------------------------------------------------------------------------- CPU counts

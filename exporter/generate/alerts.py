@@ -609,6 +609,27 @@ def _exporter(job: str) -> list[Alert]:
             calm=Case({'perf_analyzer_series_dropped{instance="pa:10610",kind="node"}': "0x70"}),
             identity=("instance",),
         ),
+        Alert(
+            name=f"{PREFIX}NodesIgnored",
+            group="perf-analyzer-exporter",
+            expr="max by (instance) (perf_analyzer_nodes_ignored) > 0",
+            for_="15m",
+            priority="P2",
+            summary="The node guard leaves nodes unanalysed",
+            description="perf-analyzer ({{ $labels.instance }}) does not analyse "
+            "{{ $value }} nodes: the table names more nodes than --max-nodes (by default "
+            "--max-series / 12), and those that reported least recently and for the shortest "
+            "time are left out.",
+            action="Read the exporter log line `node guard (exporter.max_nodes N): M of K "
+            "nodes not analysed`. Junk node names (a sampler writing random names) are the "
+            "usual cause: find them with `perf-analyzer db check` and delete their rows. A "
+            "fleet that really is this large needs a larger --max-series (or --max-nodes) or "
+            "more replicas (--shard I/N).",
+            verify="`perf_analyzer_nodes_ignored` is back to 0.",
+            fire=Case({'perf_analyzer_nodes_ignored{instance="pa:10610"}': "19167x70"}),
+            calm=Case({'perf_analyzer_nodes_ignored{instance="pa:10610"}': "0x70"}),
+            identity=("instance",),
+        ),
     ]
 
 

@@ -783,6 +783,18 @@ def exporter(config: Config | None = None) -> dict[str, Any]:
         ),
         (
             ts_panel(
+                "Nodes not analysed (node guard)",
+                "Nodes the analyses do not read because the table names more than "
+                "--max-nodes (by default --max-series / 12): those that reported least "
+                "recently and for the shortest time.",
+                "short",
+                q(sel("perf_analyzer_nodes_ignored"), "{{instance}}"),
+            ),
+            12,
+            8,
+        ),
+        (
+            ts_panel(
                 "Newest sample age per node",
                 "Age of each node's newest sample in the table: the sampler's health as the "
                 "exporter sees it.",
