@@ -10,8 +10,9 @@ import time
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 
-from exporter.rollups import HourlyRollups
+from exporter.rollups import PLAN_SETTINGS, HourlyRollups
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
@@ -139,3 +140,35 @@ def test_a_short_view_is_served_while_a_long_one_reads(fleet, monkeypatch):
         ).fetchone()[0]
     expected = set(range(end - DAY, end, HOUR)) | ({end} if fresh else set())
     assert set(np.unique(short.hours)) == expected
+
+
+def test_a_day_is_aggregated_in_one_hashed_pass(fleet):
+    """The rollup query cleans each value once and hashes the hourly groups in memory: no
+    sort (which spilled to disk at the default work_mem) and no second batch."""
+    dsn, end = fleet
+    with Store(dsn) as store:
+        rollups = HourlyRollups(store)
+        rollups._probe()
+        with store.read() as cur:
+            cur.execute(PLAN_SETTINGS)
+            cur.execute(
+                sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + rollups._query("node"),
+                {"start": end - DAY - 1, "now": end - 1},
+            )
+            plan = next(iter(cur.fetchone().values()))[0]["Plan"]
+    nodes, todo = [], [plan]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo.extend(node.get("Plans", []))
+    types = [n["Node Type"] for n in nodes]
+    assert "Sort" not in types
+    hashed = [n for n in nodes if n.get("Strategy") == "Hashed"]
+    assert len(hashed) == 1 and hashed[0]["HashAgg Batches"] == 1
+    with psycopg.connect(dsn) as conn:
+        groups = conn.execute(
+            "SELECT count(DISTINCT (node_name, sample_time / 3600)) FROM monitor_samples_ring"
+            " WHERE node_flag AND sample_time >= %s AND sample_time < %s",
+            (end - DAY, end),
+        ).fetchone()[0]
+    assert hashed[0]["Actual Rows"] == groups
