@@ -10,8 +10,9 @@ import time
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 
-from exporter.rollups import HourlyRollups
+from exporter.rollups import PLAN_SETTINGS, HourlyRollups
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
@@ -31,7 +32,7 @@ def fleet(pg_server):
     pg_server.drop_database(name)
 
 
-def by_series_hour(view, metric: str) -> dict[tuple[str, int], tuple[int, float, float, float]]:
+def by_series_hour(view, metric: str) -> dict[tuple[str, int], tuple[int, ...]]:
     out = {}
     for (node, _), rows in view.series():
         for r in rows:
@@ -41,12 +42,14 @@ def by_series_hour(view, metric: str) -> dict[tuple[str, int], tuple[int, float,
                 float(view.stat("mean", metric)[r]),
                 float(view.stat("min", metric)[r]),
                 float(view.stat("max", metric)[r]),
+                float(view.stat("sd", metric)[r]),
             )
     return out
 
 
 def raw_hours(dsn: str, start: int, now: int, metric: str) -> dict:
-    """(count, mean, min, max) of `metric` per node and hour, from the raw node rows."""
+    """(count, mean, min, max, sample sd) of `metric` per node and hour, from the raw node
+    rows."""
     with Store(dsn) as store, store.read() as cur:
         cur.execute(
             f"SELECT node_name, sample_time, {metric} FROM monitor_samples_ring"
@@ -64,7 +67,8 @@ def raw_hours(dsn: str, start: int, now: int, metric: str) -> dict:
     for key, values in groups.items():
         v = np.array(values, dtype=np.float64)
         nan = float("nan")
-        out[key] = (len(v), v.mean(), v.min(), v.max()) if len(v) else (0, nan, nan, nan)
+        sd = v.std(ddof=1) if len(v) > 1 else nan
+        out[key] = (len(v), v.mean(), v.min(), v.max(), sd) if len(v) else (0, nan, nan, nan, nan)
     return out
 
 
@@ -77,12 +81,17 @@ def test_newest_first_hours_equal_raw_aggregation(fleet, metric):
         view = rollups.view("node", start, end)
     got, want = by_series_hour(view, metric), raw_hours(dsn, start, end, metric)
     assert set(got) == set(want)
-    for key, (n, mean, lo, hi) in want.items():
+    for key, (n, mean, lo, hi, sd) in want.items():
         g = got[key]
         assert g[0] == n, key
         if n:
+            # stored as float32: a relative rounding of 6e-8, so 1e-6 relative is rounding only
             assert g[1] == pytest.approx(mean, rel=1e-6, abs=1e-4), key
             assert (g[2], g[3]) == (pytest.approx(lo, rel=1e-6), pytest.approx(hi, rel=1e-6))
+        if n > 1:
+            assert g[4] == pytest.approx(sd, rel=1e-5, abs=1e-6), key
+        else:  # one valid value has no sample standard deviation
+            assert np.isnan(g[4]), key
 
 
 def test_read_order_does_not_change_a_view(fleet):
@@ -131,3 +140,35 @@ def test_a_short_view_is_served_while_a_long_one_reads(fleet, monkeypatch):
         ).fetchone()[0]
     expected = set(range(end - DAY, end, HOUR)) | ({end} if fresh else set())
     assert set(np.unique(short.hours)) == expected
+
+
+def test_a_day_is_aggregated_in_one_hashed_pass(fleet):
+    """The rollup query cleans each value once and hashes the hourly groups in memory: no
+    sort (which spilled to disk at the default work_mem) and no second batch."""
+    dsn, end = fleet
+    with Store(dsn) as store:
+        rollups = HourlyRollups(store)
+        rollups._probe()
+        with store.read() as cur:
+            cur.execute(PLAN_SETTINGS)
+            cur.execute(
+                sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + rollups._query("node"),
+                {"start": end - DAY - 1, "now": end - 1},
+            )
+            plan = next(iter(cur.fetchone().values()))[0]["Plan"]
+    nodes, todo = [], [plan]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo.extend(node.get("Plans", []))
+    types = [n["Node Type"] for n in nodes]
+    assert "Sort" not in types
+    hashed = [n for n in nodes if n.get("Strategy") == "Hashed"]
+    assert len(hashed) == 1 and hashed[0]["HashAgg Batches"] == 1
+    with psycopg.connect(dsn) as conn:
+        groups = conn.execute(
+            "SELECT count(DISTINCT (node_name, sample_time / 3600)) FROM monitor_samples_ring"
+            " WHERE node_flag AND sample_time >= %s AND sample_time < %s",
+            (end - DAY, end),
+        ).fetchone()[0]
+    assert hashed[0]["Actual Rows"] == groups
