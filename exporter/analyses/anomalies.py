@@ -269,20 +269,31 @@ class _Memo:
     a complete hour, the history start moves: all change the inputs, so all refit)."""
 
     key: tuple[Any, ...] | None = None
-    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    digest: bytes = b""  # of the inputs: the grids themselves are not kept between runs
     fit: _Fit | None = None
     range: _Range | None = None
     seasonal: _Seasonal | None = None
     hits: int = 0
     misses: int = 0
 
-    def lookup(self, key: tuple[Any, ...], inputs: dict[str, np.ndarray]) -> bool:
-        same = key == self.key and all(
-            np.array_equal(a, self.inputs[k], equal_nan=True) for k, a in inputs.items()
-        )
+    def lookup(self, key: tuple[Any, ...], digest: bytes) -> bool:
+        same = key == self.key and digest == self.digest
         self.hits += same
         self.misses += not same
         return same
+
+
+def _digest(inputs: dict[str, np.ndarray]) -> bytes:
+    """A hash of the arrays' names, shapes, dtypes and bytes. Stricter than comparing values
+    (another NaN payload, or -0.0 for 0.0, is a change): at worst a refit, never a wrong
+    reuse; it lets the memo drop the month of grids it would otherwise keep to compare."""
+    h = hashlib.blake2b(digest_size=32)
+    for name in sorted(inputs):
+        a = inputs[name]
+        h.update(f"{name}:{a.shape}:{a.dtype.str};".encode())
+        for row in a:  # one series at a time: no contiguous copy of the whole grid
+            h.update(np.ascontiguousarray(row).data)
+    return h.digest()
 
 
 @dataclass
@@ -357,8 +368,8 @@ def _fit_kind(
     # the range reads hours a quiet gap back; without a gap it reads the hour in progress
     settled = math.ceil(cfg.range_quiet_hours) >= 1 and window_first < n_hours
     memo_key = (first, n_hours, window_first, metrics, tuple(keys), cfg)
-    inputs = _complete_inputs(grids, counts) if memo is not None and settled else {}
-    if memo is not None and settled and memo.lookup(memo_key, inputs):
+    digest = _digest(_complete_inputs(grids, counts)) if memo is not None and settled else b""
+    if memo is not None and settled and memo.lookup(memo_key, digest):
         assert memo.fit is not None and memo.range is not None
         hit = _copy_fit(memo.fit)
         model = _Model(kind, keys, metrics, first, hit, _intervals(counts), unjudged=unjudged)
@@ -381,7 +392,7 @@ def _fit_kind(
     before = max(0, window_first - math.ceil(cfg.range_quiet_hours) - 1)
     seasonal = _seasonal(grids["mean"], cfg, before, n_hours - 1)
     if memo is not None and settled:
-        memo.key, memo.inputs = memo_key, inputs
+        memo.key, memo.digest = memo_key, digest
         memo.fit, memo.range, memo.seasonal = _copy_fit(fit), unmasked, seasonal
     model = _Model(kind, keys, metrics, first, fit, _intervals(counts), unjudged=unjudged)
     model.shifts = _level_shifts(model, grids, floors, cfg, now)
@@ -622,6 +633,7 @@ ROUNDING = 1e-6
 
 
 def _widened(lo: np.ndarray, hi: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = lo.astype(np.float64), hi.astype(np.float64)  # the stored edges are float32
     return lo - pad - ROUNDING * np.abs(lo), hi + pad + ROUNDING * np.abs(hi)
 
 
@@ -651,11 +663,17 @@ def _range(
     noise[~(noise > 0)] = np.nan
     mean_noise[~(mean_noise > 0)] = np.nan
     rank = int(cfg.range_day_rank)
+
+    def extreme(name: str, op: Any) -> np.ndarray:
+        # the grids hold the rollups' float32 statistics, and an extreme is one of them:
+        # float32 keeps every edge exactly, in half the memory (the memo keeps these)
+        return _ranked_extreme(grids[name].astype(np.float32), hours, gap, op, rank)
+
     out = _Range(
-        lo=_ranked_extreme(grids["min"], hours, gap, np.fmin, rank),
-        hi=_ranked_extreme(grids["max"], hours, gap, np.fmax, rank),
-        mean_lo=_ranked_extreme(grids["mean"], hours, gap, np.fmin, rank),
-        mean_hi=_ranked_extreme(grids["mean"], hours, gap, np.fmax, rank),
+        lo=extreme("min", np.fmin),
+        hi=extreme("max", np.fmax),
+        mean_lo=extreme("mean", np.fmin),
+        mean_hi=extreme("mean", np.fmax),
         median=np.where(enough, median, np.nan),
         noise=np.where(enough, noise, np.nan),
         mean_noise=np.where(enough, mean_noise, np.nan),
@@ -683,7 +701,7 @@ def _ranked_extreme(a: np.ndarray, hours: int, gap: int, op: Any, rank: int) -> 
     if rank <= 1 or hours < 48:
         return _past_extreme(a, hours, gap, op)
     day = _past_extreme(a, 24, gap, op)
-    stack = np.full((hours // 24, *a.shape), np.nan)
+    stack = np.full((hours // 24, *a.shape), np.nan, a.dtype)
     for k in range(hours // 24):
         stack[k, :, 24 * k :] = day[:, : a.shape[1] - 24 * k]
     sign = -1.0 if op is np.fmax else 1.0
