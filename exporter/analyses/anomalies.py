@@ -270,6 +270,7 @@ class _Memo:
 
     key: tuple[Any, ...] | None = None
     digest: bytes = b""  # of the inputs: the grids themselves are not kept between runs
+    tail: int = 0  # the first hour of the fit's window fields and of the range kept
     fit: _Fit | None = None
     range: _Range | None = None
     seasonal: _Seasonal | None = None
@@ -330,14 +331,66 @@ def _round_fit(fit: _Fit) -> None:
             a[...] = a.astype(np.float32)
 
 
-def _stored_fit(fit: _Fit) -> _Fit:
-    """A copy of a rounded fit for the memo, float32 (exact: `_round_fit`)."""
-    return _Fit(*(_cast(getattr(fit, n), np.float64, np.float32) for n in _FIT_FIELDS))
+# Fields of the fit read only at the hours a run evaluates (the candidates' bounds); the
+# others are read over the whole history by the level-shift walk, so the memo keeps them.
+_WINDOW_FIELDS = ("lo", "hi", "hour_scale")
+_RANGE_FIELDS = ("lo", "hi", "mean_lo", "mean_hi")
 
 
-def _loaded_fit(fit: _Fit) -> _Fit:
-    """A float64 copy of the memo's fit, for a run to refit level shifts into."""
-    return _Fit(*(_cast(getattr(fit, n), np.float32, np.float64) for n in _FIT_FIELDS))
+def _tail(cfg: AnomalyConfig, window_first: int) -> int:
+    """The first hour a run evaluates: the window's, less the candidates' lookback
+    (`recent_samples` intervals of at most an hour) and the hours before the window that a
+    range departure's start is judged by (`range_quiet_hours`), with a day to spare. The
+    memo keeps the window fields and the range from there on only."""
+    back = math.ceil(cfg.recent_samples) + math.ceil(cfg.range_quiet_hours) + 24
+    return max(0, window_first - back)
+
+
+def _stored_fit(fit: _Fit, tail: int) -> _Fit:
+    """A copy of a rounded fit for the memo: float32 (exact: `_round_fit`), the window
+    fields from hour `tail` on."""
+    return _Fit(
+        *(
+            _cast(getattr(fit, n)[:, tail:] if n in _WINDOW_FIELDS else getattr(fit, n),
+                  np.float64, np.float32)
+            for n in _FIT_FIELDS
+        )
+    )  # fmt: skip
+
+
+def _loaded_fit(fit: _Fit, tail: int) -> _Fit:
+    """A float64 copy of the memo's fit, for a run to refit level shifts into (the window
+    fields NaN before `tail`, where no run reads them)."""
+    return _Fit(
+        *(
+            _padded(getattr(fit, n), tail, fit.kind.shape)
+            if n in _WINDOW_FIELDS
+            else _cast(getattr(fit, n), np.float32, np.float64)
+            for n in _FIT_FIELDS
+        )
+    )
+
+
+def _stored_range(r: _Range, tail: int) -> _Range:
+    """The range for the memo, its edges from hour `tail` on."""
+    lo, hi, mean_lo, mean_hi = (getattr(r, n)[:, tail:].copy() for n in _RANGE_FIELDS)
+    return dataclasses.replace(r, lo=lo, hi=hi, mean_lo=mean_lo, mean_hi=mean_hi)
+
+
+def _loaded_range(r: _Range, tail: int, shape: tuple[int, ...]) -> _Range:
+    lo, hi, mean_lo, mean_hi = (
+        _padded(getattr(r, n), tail, shape, np.float32) for n in _RANGE_FIELDS
+    )
+    return dataclasses.replace(r, lo=lo, hi=hi, mean_lo=mean_lo, mean_hi=mean_hi)
+
+
+def _padded(
+    a: np.ndarray, tail: int, shape: tuple[int, ...], dtype: type[np.floating[Any]] = np.float64
+) -> np.ndarray:
+    """`a` (hours from `tail` on) in an array of `shape` whose earlier hours are NaN."""
+    out = np.full(shape, np.nan, dtype)
+    out[:, tail:] = a
+    return out
 
 
 def _cast(a: np.ndarray, old: type[np.floating[Any]], new: type[np.floating[Any]]) -> np.ndarray:
@@ -393,11 +446,11 @@ def _fit_kind(
     digest = _digest(_complete_inputs(grids, counts)) if memo is not None and settled else b""
     if memo is not None and settled and memo.lookup(memo_key, digest):
         assert memo.fit is not None and memo.range is not None
-        hit = _loaded_fit(memo.fit)
+        hit = _loaded_fit(memo.fit, memo.tail)
         model = _Model(kind, keys, metrics, first, hit, _intervals(counts), unjudged=unjudged)
         model.shifts = _level_shifts(model, grids, floors, cfg, now)
         model.kinds_now = hit.kind[:, -1, :]
-        model.range = _masked_range(memo.range, hit)
+        model.range = _masked_range(_loaded_range(memo.range, memo.tail, shape), hit)
         model.grids = grids
         model.seasonal = _seasonal_now(memo.seasonal, grids["mean"])
         return model
@@ -418,7 +471,9 @@ def _fit_kind(
     seasonal = _seasonal(grids["mean"], cfg, before, n_hours - 1)
     if memo is not None and settled:
         memo.key, memo.digest = memo_key, digest
-        memo.fit, memo.range, memo.seasonal = _stored_fit(fit), unmasked, seasonal
+        memo.tail = _tail(cfg, window_first)
+        memo.fit, memo.seasonal = _stored_fit(fit, memo.tail), seasonal
+        memo.range = _stored_range(unmasked, memo.tail)
     model = _Model(kind, keys, metrics, first, fit, _intervals(counts), unjudged=unjudged)
     model.shifts = _level_shifts(model, grids, floors, cfg, now)
     model.kinds_now = fit.kind[:, -1, :]
@@ -712,12 +767,12 @@ def _range(
 
 def _masked_range(r: _Range, fit: _Fit) -> _Range:
     """The range without the hours a counter is judged by the frequency test (the fit's
-    kind, which level shifts may have refitted, so this runs after them)."""
+    kind, which level shifts may have refitted, so this runs after them). In place: the
+    memo keeps a copy of its own, so no second set of edges is built."""
     zero = fit.kind == ZERO
-    out = dataclasses.replace(r)
-    for name in ("lo", "hi", "mean_lo", "mean_hi"):
-        setattr(out, name, np.where(zero, np.nan, getattr(r, name)))
-    return out
+    for name in _RANGE_FIELDS:
+        getattr(r, name)[zero] = np.nan
+    return r
 
 
 def _ranked_extreme(a: np.ndarray, hours: int, gap: int, op: Any, rank: int) -> np.ndarray:
