@@ -428,7 +428,9 @@ def _fit_kind(
         model = _Model(kind, [], metrics, first, empty, np.empty(0), unjudged=unjudged)
         model.kinds_now = empty.kind[:, -1, :]
         return model
-    grids = {name: np.full(shape, np.nan) for name in ("mean", "sd", "min", "max")}
+    # the rollups' float32 statistics, held exactly in half the memory; each computation
+    # takes float64 copies of what it reads (a batch of series, the range's past hours)
+    grids = {name: np.full(shape, np.nan, np.float32) for name in ("mean", "sd", "min", "max")}
     counts = np.zeros(shape[:2])
     for s, (_, rows) in enumerate(series):
         h = (view.hours[rows] - first) // HOUR
@@ -458,7 +460,7 @@ def _fit_kind(
         memo.key, memo.digest, memo.fit, memo.range, memo.seasonal = None, b"", None, None, None
     fit: _Fit | None = None
     for i in range(0, len(series), BATCH):  # written batch by batch into one set of arrays
-        part = _fit({k: g[i : i + BATCH] for k, g in grids.items()}, floors, cfg)
+        part = _fit({k: g[i : i + BATCH].astype(np.float64) for k, g in grids.items()}, floors, cfg)
         if fit is None:
             fit = _Fit(*(np.empty(shape, getattr(part, n).dtype) for n in _FIT_FIELDS))
         for n in _FIT_FIELDS:
@@ -732,9 +734,9 @@ def _range(
     past = slice(max(0, window_first - hours), window_first)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        means = grids["mean"][:, past]
+        means = grids["mean"][:, past].astype(np.float64)
         median = np.nanmedian(means, axis=1)
-        noise = np.nanmedian(grids["sd"][:, past], axis=1)
+        noise = np.nanmedian(grids["sd"][:, past].astype(np.float64), axis=1)
         steps = np.abs(np.diff(means, axis=1))
         mean_noise = MAD_SCALE * np.nanmedian(steps, axis=1) / math.sqrt(2)
     enough = (~np.isnan(means)).sum(axis=1) >= 24
@@ -747,7 +749,7 @@ def _range(
     def extreme(name: str, op: Any) -> np.ndarray:
         # the grids hold the rollups' float32 statistics, and an extreme is one of them:
         # float32 keeps every edge exactly, in half the memory (the memo keeps these)
-        return _ranked_extreme(grids[name].astype(np.float32), hours, gap, op, rank)
+        return _ranked_extreme(grids[name].astype(np.float32, copy=False), hours, gap, op, rank)
 
     out = _Range(
         lo=extreme("min", np.fmin),
@@ -842,7 +844,7 @@ def _seasonal_residuals(mean: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray
     res = np.full((mean.shape[0], hours.size, mean.shape[2]), np.nan)
     base = np.full_like(res, np.nan)
     for i in range(0, mean.shape[0], BATCH):
-        g = mean[i : i + BATCH][:, np.clip(idx, 0, None), :]  # (S, H, K, M)
+        g = mean[i : i + BATCH].astype(np.float64)[:, np.clip(idx, 0, None), :]  # (S, H, K, M)
         g[:, idx < 0, :] = np.nan
         n = (~np.isnan(g)).sum(axis=2)
         b = np.where(n >= SEASONAL_MIN_DAYS, _median_sorted(np.sort(g, axis=2), n), np.nan)
@@ -881,7 +883,7 @@ def _seasonal(mean: np.ndarray, cfg: AnomalyConfig, first: int, last: int) -> _S
     # heavy tails (bursty series): the normal scale that puts the past residuals' 99th
     # percentile where a normal's would be; on normal noise both agree
     tail_scale = _hours_quantile(dev, TAIL_QUANTILE) / TAIL_Z
-    level = np.abs(_hours_quantile(mean[:, past], 0.5))
+    level = np.abs(_hours_quantile(mean[:, past].astype(np.float64), 0.5))
     scale = np.fmax(np.fmax(scale, tail_scale), cfg.scale_floor_rel * level)
     scale[~(scale > 0) | ((~np.isnan(res)).sum(axis=1) < 24)] = np.nan
     now_res, base = _seasonal_residuals(mean, np.arange(first, last + 1))
@@ -1050,7 +1052,7 @@ def _shifts_of(
     """Walk the change points of series s, metric m in time order; after each, refit the
     hours from `since + run_hours` on, with the history before `since` moved by the shift."""
     fit = model.fit
-    one = {k: g[s : s + 1, :, m : m + 1].copy() for k, g in grids.items()}
+    one = {k: g[s : s + 1, :, m : m + 1].astype(np.float64) for k, g in grids.items()}
     one_floors = {k: v[m : m + 1] for k, v in floors.items()}
     signs = _hour_signs(_slice(fit, s, m), one["mean"])[0, :, 0]
     shifts, pos = [], 0
