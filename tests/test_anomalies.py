@@ -448,3 +448,67 @@ def test_seasonal_test_without_past_hours_has_no_scale():
     mean[0, ::3, 1] = np.nan
     for q in (0.5, 0.99):  # the sort-based quantile is numpy's
         assert np.allclose(_hours_quantile(mean, q), np.nanquantile(mean, q, axis=1))
+
+
+def test_memo_keeps_float32_baselines_and_only_the_window_fields_it_reads():
+    """The memo's copy of a fit is float32 and, for the fields only a window's evaluation
+    reads, starts at the first evaluated hour; loaded back it equals the run's rounded fit
+    wherever a run reads it (NaN before), so a run with the memo equals one without."""
+    from exporter.analyses.anomalies import (
+        _FIT_FIELDS,
+        _WINDOW_FIELDS,
+        _Fit,
+        _loaded_fit,
+        _round_fit,
+        _stored_fit,
+    )
+
+    rng = np.random.default_rng(7)
+    shape, tail = (3, 700, 4), 650
+    fit = _Fit(
+        *(
+            rng.integers(0, 4, shape).astype(np.int8) if n == "kind" else rng.normal(50, 20, shape)
+            for n in _FIT_FIELDS
+        )
+    )
+    fit.base[0, 10, 1] = np.nan
+    exact = fit.scale.copy()
+    _round_fit(fit)
+    assert fit.scale.dtype == np.float64  # compared with Python floats: never in float32
+    assert np.array_equal(fit.scale, exact.astype(np.float32).astype(np.float64))
+    assert np.abs(fit.scale - exact).max() <= 2**-24 * np.abs(exact).max()  # float32 rounding
+    stored = _stored_fit(fit, tail)
+    for n in _FIT_FIELDS:
+        kept = getattr(stored, n)
+        assert kept.dtype == (np.int8 if n == "kind" else np.float32)
+        assert kept.shape[1] == (shape[1] - tail if n in _WINDOW_FIELDS else shape[1])
+    # a memo of 4 float32 fields of the history and 3 of the last 50 hours, against the
+    # 7 float64 fields of the history kept before: about a quarter of the bytes
+    kept_bytes = sum(getattr(stored, n).nbytes for n in _FIT_FIELDS if n != "kind")
+    assert kept_bytes == 4 * (4 * 700 + 3 * 50) * 12
+    loaded = _loaded_fit(stored, tail)
+    for n in _FIT_FIELDS:
+        a, b = getattr(fit, n), getattr(loaded, n)
+        assert b.dtype == a.dtype and b.shape == a.shape
+        if n in _WINDOW_FIELDS:
+            assert np.isnan(b[:, :tail]).all()
+            assert np.array_equal(b[:, tail:], a[:, tail:], equal_nan=True)
+        else:
+            assert np.array_equal(b, a, equal_nan=True)
+
+
+def test_memo_digest_tells_any_change_of_the_complete_hours():
+    """The memo keeps a digest of the grids, not the grids: equal grids hit, a change of
+    one value, of one NaN, or of the shape misses."""
+    from exporter.analyses.anomalies import _digest
+
+    rng = np.random.default_rng(3)
+    grids = {"mean": rng.normal(size=(4, 30, 2)), "counts": rng.integers(0, 60, (4, 30))}
+    same = {k: v.copy() for k, v in grids.items()}
+    assert _digest(grids) == _digest(same)
+    assert _digest({k: v[:, :-1] for k, v in grids.items()}) != _digest(grids)
+    for change in (lambda g: g.__setitem__((1, 5, 0), g[1, 5, 0] + 1e-9),
+                   lambda g: g.__setitem__((2, 7, 1), np.nan)):  # fmt: skip
+        other = {k: v.copy() for k, v in grids.items()}
+        change(other["mean"])
+        assert _digest(other) != _digest(grids)

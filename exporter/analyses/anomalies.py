@@ -269,20 +269,32 @@ class _Memo:
     a complete hour, the history start moves: all change the inputs, so all refit)."""
 
     key: tuple[Any, ...] | None = None
-    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    digest: bytes = b""  # of the inputs: the grids themselves are not kept between runs
+    tail: int = 0  # the first hour of the fit's window fields and of the range kept
     fit: _Fit | None = None
     range: _Range | None = None
     seasonal: _Seasonal | None = None
     hits: int = 0
     misses: int = 0
 
-    def lookup(self, key: tuple[Any, ...], inputs: dict[str, np.ndarray]) -> bool:
-        same = key == self.key and all(
-            np.array_equal(a, self.inputs[k], equal_nan=True) for k, a in inputs.items()
-        )
+    def lookup(self, key: tuple[Any, ...], digest: bytes) -> bool:
+        same = key == self.key and digest == self.digest
         self.hits += same
         self.misses += not same
         return same
+
+
+def _digest(inputs: dict[str, np.ndarray]) -> bytes:
+    """A hash of the arrays' names, shapes, dtypes and bytes. Stricter than comparing values
+    (another NaN payload, or -0.0 for 0.0, is a change): at worst a refit, never a wrong
+    reuse; it lets the memo drop the month of grids it would otherwise keep to compare."""
+    h = hashlib.blake2b(digest_size=32)
+    for name in sorted(inputs):
+        a = inputs[name]
+        h.update(f"{name}:{a.shape}:{a.dtype.str};".encode())
+        for row in a:  # one series at a time: no contiguous copy of the whole grid
+            h.update(np.ascontiguousarray(row).data)
+    return h.digest()
 
 
 @dataclass
@@ -308,8 +320,82 @@ def _complete_inputs(grids: dict[str, np.ndarray], counts: np.ndarray) -> dict[s
 _FIT_FIELDS = tuple(_Fit.__dataclass_fields__)
 
 
-def _copy_fit(fit: _Fit) -> _Fit:
-    return _Fit(*(getattr(fit, n).copy() for n in _FIT_FIELDS))
+def _round_fit(fit: _Fit) -> None:
+    """Round the baselines and bounds to float32, in place (they stay float64 arrays, so a
+    comparison with a Python float is not made in float32). They are fitted from the
+    rollups' float32 statistics, which carry that rounding already; rounded, they are kept
+    between runs in half the memory, and a run with the kept ones equals one without."""
+    for n in _FIT_FIELDS:
+        a = getattr(fit, n)
+        if a.dtype == np.float64:
+            a[...] = a.astype(np.float32)
+
+
+# Fields of the fit read only at the hours a run evaluates (the candidates' bounds); the
+# others are read over the whole history by the level-shift walk, so the memo keeps them.
+_WINDOW_FIELDS = ("lo", "hi", "hour_scale")
+_RANGE_FIELDS = ("lo", "hi", "mean_lo", "mean_hi")
+
+
+def _tail(cfg: AnomalyConfig, window_first: int) -> int:
+    """The first hour a run evaluates: the window's, less the candidates' lookback
+    (`recent_samples` intervals of at most an hour) and the hours before the window that a
+    range departure's start is judged by (`range_quiet_hours`), with a day to spare. The
+    memo keeps the window fields and the range from there on only."""
+    back = math.ceil(cfg.recent_samples) + math.ceil(cfg.range_quiet_hours) + 24
+    return max(0, window_first - back)
+
+
+def _stored_fit(fit: _Fit, tail: int) -> _Fit:
+    """A copy of a rounded fit for the memo: float32 (exact: `_round_fit`), the window
+    fields from hour `tail` on."""
+    return _Fit(
+        *(
+            _cast(getattr(fit, n)[:, tail:] if n in _WINDOW_FIELDS else getattr(fit, n),
+                  np.float64, np.float32)
+            for n in _FIT_FIELDS
+        )
+    )  # fmt: skip
+
+
+def _loaded_fit(fit: _Fit, tail: int) -> _Fit:
+    """A float64 copy of the memo's fit, for a run to refit level shifts into (the window
+    fields NaN before `tail`, where no run reads them)."""
+    return _Fit(
+        *(
+            _padded(getattr(fit, n), tail, fit.kind.shape)
+            if n in _WINDOW_FIELDS
+            else _cast(getattr(fit, n), np.float32, np.float64)
+            for n in _FIT_FIELDS
+        )
+    )
+
+
+def _stored_range(r: _Range, tail: int) -> _Range:
+    """The range for the memo, its edges from hour `tail` on."""
+    lo, hi, mean_lo, mean_hi = (getattr(r, n)[:, tail:].copy() for n in _RANGE_FIELDS)
+    return dataclasses.replace(r, lo=lo, hi=hi, mean_lo=mean_lo, mean_hi=mean_hi)
+
+
+def _loaded_range(r: _Range, tail: int, shape: tuple[int, ...]) -> _Range:
+    lo, hi, mean_lo, mean_hi = (
+        _padded(getattr(r, n), tail, shape, np.float32) for n in _RANGE_FIELDS
+    )
+    return dataclasses.replace(r, lo=lo, hi=hi, mean_lo=mean_lo, mean_hi=mean_hi)
+
+
+def _padded(
+    a: np.ndarray, tail: int, shape: tuple[int, ...], dtype: type[np.floating[Any]] = np.float64
+) -> np.ndarray:
+    """`a` (hours from `tail` on) in an array of `shape` whose earlier hours are NaN."""
+    out = np.full(shape, np.nan, dtype)
+    out[:, tail:] = a
+    return out
+
+
+def _cast(a: np.ndarray, old: type[np.floating[Any]], new: type[np.floating[Any]]) -> np.ndarray:
+    """A copy of `a`, as `new` if it is an `old` array (the kinds stay int8)."""
+    return a.astype(new) if a.dtype == old else a.copy()
 
 
 def _fit_kind(
@@ -342,7 +428,9 @@ def _fit_kind(
         model = _Model(kind, [], metrics, first, empty, np.empty(0), unjudged=unjudged)
         model.kinds_now = empty.kind[:, -1, :]
         return model
-    grids = {name: np.full(shape, np.nan) for name in ("mean", "sd", "min", "max")}
+    # the rollups' float32 statistics, held exactly in half the memory; each computation
+    # takes float64 copies of what it reads (a batch of series, the range's past hours)
+    grids = {name: np.full(shape, np.nan, np.float32) for name in ("mean", "sd", "min", "max")}
     counts = np.zeros(shape[:2])
     for s, (_, rows) in enumerate(series):
         h = (view.hours[rows] - first) // HOUR
@@ -357,32 +445,37 @@ def _fit_kind(
     # the range reads hours a quiet gap back; without a gap it reads the hour in progress
     settled = math.ceil(cfg.range_quiet_hours) >= 1 and window_first < n_hours
     memo_key = (first, n_hours, window_first, metrics, tuple(keys), cfg)
-    inputs = _complete_inputs(grids, counts) if memo is not None and settled else {}
-    if memo is not None and settled and memo.lookup(memo_key, inputs):
+    digest = _digest(_complete_inputs(grids, counts)) if memo is not None and settled else b""
+    if memo is not None and settled and memo.lookup(memo_key, digest):
         assert memo.fit is not None and memo.range is not None
-        hit = _copy_fit(memo.fit)
+        hit = _loaded_fit(memo.fit, memo.tail)
         model = _Model(kind, keys, metrics, first, hit, _intervals(counts), unjudged=unjudged)
         model.shifts = _level_shifts(model, grids, floors, cfg, now)
         model.kinds_now = hit.kind[:, -1, :]
-        model.range = _masked_range(memo.range, hit)
+        model.range = _masked_range(_loaded_range(memo.range, memo.tail, shape), hit)
         model.grids = grids
         model.seasonal = _seasonal_now(memo.seasonal, grids["mean"])
         return model
+    if memo is not None:  # let the stale baselines go before the new ones are built
+        memo.key, memo.digest, memo.fit, memo.range, memo.seasonal = None, b"", None, None, None
     fit: _Fit | None = None
     for i in range(0, len(series), BATCH):  # written batch by batch into one set of arrays
-        part = _fit({k: g[i : i + BATCH] for k, g in grids.items()}, floors, cfg)
+        part = _fit({k: g[i : i + BATCH].astype(np.float64) for k, g in grids.items()}, floors, cfg)
         if fit is None:
             fit = _Fit(*(np.empty(shape, getattr(part, n).dtype) for n in _FIT_FIELDS))
         for n in _FIT_FIELDS:
             getattr(fit, n)[i : i + BATCH] = getattr(part, n)
     assert fit is not None
     _zero_inflated(fit, grids, metrics, cfg, window_first, floors)
+    _round_fit(fit)
     unmasked = _range(grids, metrics, cfg, window_first)
     before = max(0, window_first - math.ceil(cfg.range_quiet_hours) - 1)
     seasonal = _seasonal(grids["mean"], cfg, before, n_hours - 1)
     if memo is not None and settled:
-        memo.key, memo.inputs = memo_key, inputs
-        memo.fit, memo.range, memo.seasonal = _copy_fit(fit), unmasked, seasonal
+        memo.key, memo.digest = memo_key, digest
+        memo.tail = _tail(cfg, window_first)
+        memo.fit, memo.seasonal = _stored_fit(fit, memo.tail), seasonal
+        memo.range = _stored_range(unmasked, memo.tail)
     model = _Model(kind, keys, metrics, first, fit, _intervals(counts), unjudged=unjudged)
     model.shifts = _level_shifts(model, grids, floors, cfg, now)
     model.kinds_now = fit.kind[:, -1, :]
@@ -622,6 +715,7 @@ ROUNDING = 1e-6
 
 
 def _widened(lo: np.ndarray, hi: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = lo.astype(np.float64), hi.astype(np.float64)  # the stored edges are float32
     return lo - pad - ROUNDING * np.abs(lo), hi + pad + ROUNDING * np.abs(hi)
 
 
@@ -640,9 +734,9 @@ def _range(
     past = slice(max(0, window_first - hours), window_first)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        means = grids["mean"][:, past]
+        means = grids["mean"][:, past].astype(np.float64)
         median = np.nanmedian(means, axis=1)
-        noise = np.nanmedian(grids["sd"][:, past], axis=1)
+        noise = np.nanmedian(grids["sd"][:, past].astype(np.float64), axis=1)
         steps = np.abs(np.diff(means, axis=1))
         mean_noise = MAD_SCALE * np.nanmedian(steps, axis=1) / math.sqrt(2)
     enough = (~np.isnan(means)).sum(axis=1) >= 24
@@ -651,11 +745,17 @@ def _range(
     noise[~(noise > 0)] = np.nan
     mean_noise[~(mean_noise > 0)] = np.nan
     rank = int(cfg.range_day_rank)
+
+    def extreme(name: str, op: Any) -> np.ndarray:
+        # the grids hold the rollups' float32 statistics, and an extreme is one of them:
+        # float32 keeps every edge exactly, in half the memory (the memo keeps these)
+        return _ranked_extreme(grids[name].astype(np.float32, copy=False), hours, gap, op, rank)
+
     out = _Range(
-        lo=_ranked_extreme(grids["min"], hours, gap, np.fmin, rank),
-        hi=_ranked_extreme(grids["max"], hours, gap, np.fmax, rank),
-        mean_lo=_ranked_extreme(grids["mean"], hours, gap, np.fmin, rank),
-        mean_hi=_ranked_extreme(grids["mean"], hours, gap, np.fmax, rank),
+        lo=extreme("min", np.fmin),
+        hi=extreme("max", np.fmax),
+        mean_lo=extreme("mean", np.fmin),
+        mean_hi=extreme("mean", np.fmax),
         median=np.where(enough, median, np.nan),
         noise=np.where(enough, noise, np.nan),
         mean_noise=np.where(enough, mean_noise, np.nan),
@@ -669,12 +769,12 @@ def _range(
 
 def _masked_range(r: _Range, fit: _Fit) -> _Range:
     """The range without the hours a counter is judged by the frequency test (the fit's
-    kind, which level shifts may have refitted, so this runs after them)."""
+    kind, which level shifts may have refitted, so this runs after them). In place: the
+    memo keeps a copy of its own, so no second set of edges is built."""
     zero = fit.kind == ZERO
-    out = dataclasses.replace(r)
-    for name in ("lo", "hi", "mean_lo", "mean_hi"):
-        setattr(out, name, np.where(zero, np.nan, getattr(r, name)))
-    return out
+    for name in _RANGE_FIELDS:
+        getattr(r, name)[zero] = np.nan
+    return r
 
 
 def _ranked_extreme(a: np.ndarray, hours: int, gap: int, op: Any, rank: int) -> np.ndarray:
@@ -683,7 +783,7 @@ def _ranked_extreme(a: np.ndarray, hours: int, gap: int, op: Any, rank: int) -> 
     if rank <= 1 or hours < 48:
         return _past_extreme(a, hours, gap, op)
     day = _past_extreme(a, 24, gap, op)
-    stack = np.full((hours // 24, *a.shape), np.nan)
+    stack = np.full((hours // 24, *a.shape), np.nan, a.dtype)
     for k in range(hours // 24):
         stack[k, :, 24 * k :] = day[:, : a.shape[1] - 24 * k]
     sign = -1.0 if op is np.fmax else 1.0
@@ -744,7 +844,7 @@ def _seasonal_residuals(mean: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray
     res = np.full((mean.shape[0], hours.size, mean.shape[2]), np.nan)
     base = np.full_like(res, np.nan)
     for i in range(0, mean.shape[0], BATCH):
-        g = mean[i : i + BATCH][:, np.clip(idx, 0, None), :]  # (S, H, K, M)
+        g = mean[i : i + BATCH].astype(np.float64)[:, np.clip(idx, 0, None), :]  # (S, H, K, M)
         g[:, idx < 0, :] = np.nan
         n = (~np.isnan(g)).sum(axis=2)
         b = np.where(n >= SEASONAL_MIN_DAYS, _median_sorted(np.sort(g, axis=2), n), np.nan)
@@ -783,7 +883,7 @@ def _seasonal(mean: np.ndarray, cfg: AnomalyConfig, first: int, last: int) -> _S
     # heavy tails (bursty series): the normal scale that puts the past residuals' 99th
     # percentile where a normal's would be; on normal noise both agree
     tail_scale = _hours_quantile(dev, TAIL_QUANTILE) / TAIL_Z
-    level = np.abs(_hours_quantile(mean[:, past], 0.5))
+    level = np.abs(_hours_quantile(mean[:, past].astype(np.float64), 0.5))
     scale = np.fmax(np.fmax(scale, tail_scale), cfg.scale_floor_rel * level)
     scale[~(scale > 0) | ((~np.isnan(res)).sum(axis=1) < 24)] = np.nan
     now_res, base = _seasonal_residuals(mean, np.arange(first, last + 1))
@@ -952,7 +1052,7 @@ def _shifts_of(
     """Walk the change points of series s, metric m in time order; after each, refit the
     hours from `since + run_hours` on, with the history before `since` moved by the shift."""
     fit = model.fit
-    one = {k: g[s : s + 1, :, m : m + 1].copy() for k, g in grids.items()}
+    one = {k: g[s : s + 1, :, m : m + 1].astype(np.float64) for k, g in grids.items()}
     one_floors = {k: v[m : m + 1] for k, v in floors.items()}
     signs = _hour_signs(_slice(fit, s, m), one["mean"])[0, :, 0]
     shifts, pos = [], 0
