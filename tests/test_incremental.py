@@ -16,7 +16,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from exporter import PerformanceAnalyzer, registry, rollups
+from exporter import PerformanceAnalyzer, collector, registry, rollups
 from exporter.analyses import anomalies as anomalies_module
 from exporter.analyses import contention, emergency
 from exporter.analyses.anomalies import AnomalyState
@@ -367,3 +367,26 @@ def test_served_analyses_declare_their_state():
     assert isinstance(registry.get("anomalies").incremental(), AnomalyState)
     assert isinstance(registry.get("availability").incremental(), SliState)
     assert isinstance(registry.get("contention").incremental(), ContentionState)
+
+
+def test_worker_renders_equal_samples_once(monkeypatch):
+    """The worker renders an analysis's text again only when its samples changed: the
+    10-second analyses mostly repeat their samples, and rendering them was most of their
+    cost."""
+    monkeypatch.setattr(
+        collector, "_worker", types.SimpleNamespace(ctx=types.SimpleNamespace(config=Config()))
+    )
+    monkeypatch.setattr(collector, "_worker_texts", {})
+    analysis = registry.get("emergency")
+
+    def result(level: int, value: float) -> dict[str, Any]:
+        check = {"node_name": "a", "check": "cpu", "level": level, "value": value, "samples": 5}
+        return {"checks": [check], "forgotten": []}
+
+    first = collector._worker_render(analysis, result(0, 12.0))
+    again = collector._worker_render(analysis, result(0, 14.0))  # the value is not served
+    changed = collector._worker_render(analysis, result(2, 97.0))
+    assert first is not None and again is not None and changed is not None
+    assert again[1] is first[1]  # the same text, not rendered again
+    assert changed[1] != first[1]
+    assert any(b'check="cpu"' in text and b"} 2" in text for text in changed[1].values())
