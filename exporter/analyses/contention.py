@@ -244,14 +244,46 @@ def _sum(groups: np.ndarray, values: np.ndarray, where: np.ndarray, n: int) -> l
 
 def _avg(groups: np.ndarray, values: np.ndarray, where: np.ndarray, n: int) -> list[Any]:
     """Per group: the mean of the non-NULL `values` where `where` holds (SQL's avg)."""
+    means = _means(groups, values, where, n)
+    return [None if np.isnan(m) else m for m in means.tolist()]
+
+
+def _means(groups: np.ndarray, values: np.ndarray, where: np.ndarray, n: int) -> np.ndarray:
+    """`_avg` as an array, NaN for NULL."""
     use = where & ~np.isnan(values)
     sums = np.bincount(groups[use], weights=values[use], minlength=n)
     counts = np.bincount(groups[use], minlength=n)
-    return [s / c if c else None for s, c in zip(sums.tolist(), counts.tolist(), strict=True)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def _count(groups: np.ndarray, where: np.ndarray, n: int) -> list[int]:
     return np.bincount(groups[where], minlength=n).tolist()
+
+
+def _starts(key: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of a sorted `key` starts."""
+    return np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else key
+
+
+def _runs(key: np.ndarray) -> np.ndarray:
+    """The run of equal values of a sorted `key` each element is in, from 0."""
+    if not len(key):
+        return np.zeros(0, np.int64)
+    return np.cumsum(np.concatenate([[0], key[1:] != key[:-1]]))
+
+
+def _order(major: np.ndarray, minor: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The rows' order by (major, minor, t): one sort of one integer key when the three fit
+    in 63 bits (a third of the cost of sorting by three keys), else by three."""
+    if not len(t):
+        return np.zeros(0, np.int64)
+    span = int(t.max() - t.min()) + 1
+    bits_t, bits_minor = span.bit_length(), int(minor.max()).bit_length()
+    if bits_t + bits_minor + int(major.max()).bit_length() > 63:
+        return np.lexsort((t, minor, major))
+    key = (major.astype(np.int64) << (bits_t + bits_minor)) | (minor.astype(np.int64) << bits_t)
+    return np.argsort(key | (t - t.min()))  # unique keys: the rows are de-duplicated
 
 
 def _aggregate(
@@ -261,8 +293,8 @@ def _aggregate(
     pressure and before, matched and unmatched rows (module doc)."""
     node_rank, container_rank = _rank(state.nodes), _rank(state.containers)
     node_names = sorted(state.nodes)
-    with_node_rows = np.concatenate([container_rank, [-1]])  # a node row's -1 stays -1
-    order = np.lexsort((rows["t"], with_node_rows[rows["container"]], node_rank[rows["node"]]))
+    with_node_rows = np.concatenate([container_rank, [-1]]) + 1  # node rows first, as 0
+    order = _order(node_rank[rows["node"]], with_node_rows[rows["container"]], rows["t"])
     is_node = rows["container"][order] < 0
     n_at = order[is_node]
     c_at = order[~is_node]
@@ -275,7 +307,7 @@ def _aggregate(
         cpu_p = (cpu > cfg.cpu_pct) | (iowait > cfg.iowait_pct)
         mem_p = avail < total * cfg.mem_available_pct / 100.0
     used = total - avail
-    present, node = np.unique(node, return_inverse=True)
+    node, present = _runs(node), node[_starts(node)]  # sorted: runs, not a sort
     k = len(present)
     if not k:  # no node row: no node to report
         return [], []
@@ -313,7 +345,7 @@ def _aggregate(
     c_node = np.searchsorted(present, c_rank)
     c_node[c_node >= k] = 0
     known = present[c_node] == c_rank
-    base = int(min(t.min(initial=0), c_t.min(initial=0))) - 1
+    base = int(min(t.min(), c_t.min() if len(c_t) else t.min())) - 1
     key = node.astype(np.int64) << 40 | (t - base)
     c_key = c_node.astype(np.int64) << 40 | (c_t - base)
     prev = np.searchsorted(key, c_key, "right") - 1
@@ -329,16 +361,18 @@ def _aggregate(
     # pairs (node, container), and groups of the rows one node row matched
     c_cont = rows["container"][c_at]
     pair_key = c_rank.astype(np.int64) << 32 | container_rank[c_cont]
-    pairs, pair = np.unique(pair_key, return_inverse=True)
+    pair, pairs = _runs(pair_key), pair_key[_starts(pair_key)]  # sorted by pair, then time
     p = len(pairs)
     c_cpu, c_rss = rows["a"][c_at], rows["b"][c_at]
-    g_keys, group = np.unique(pair[ok].astype(np.int64) << 40 | near[ok], return_inverse=True)
+    # within a pair the nearest node row only moves forward: groups are runs too
+    g_keys = pair[ok].astype(np.int64) << 40 | near[ok]
+    group, g_keys = _runs(g_keys), g_keys[_starts(g_keys)]
     g = len(g_keys)
     g_pair = (g_keys >> 40).astype(np.int64)
     g_row = (g_keys & ((1 << 40) - 1)).astype(np.int64)
     everywhere = np.ones(int(ok.sum()), bool)
-    g_cpu = np.array(_avg(group, c_cpu[ok], everywhere, g), dtype=np.float64)
-    g_rss = np.array(_avg(group, c_rss[ok], everywhere, g), dtype=np.float64)
+    g_cpu = _means(group, c_cpu[ok], everywhere, g)
+    g_rss = _means(group, c_rss[ok], everywhere, g)
     f_inw, f_cpu_p, f_mem_p = inw[g_row], cpu_p[g_row], mem_p[g_row]
     f_cpu_ok, f_used_ok = ~np.isnan(cpu[g_row]), ~np.isnan(used[g_row])
     matched = _count(pair, ok, p)
