@@ -172,7 +172,9 @@ class ContentionState:
             )
             return new["t"], np.arange(first, first + len(got), dtype=np.int64)
 
-        self.kept.refresh(ctx, str(ctx.store.table), start, now, read)
+        self.kept.refresh(
+            ctx, (str(ctx.store.table), str(ctx.store.shard_filter)), start, now, read
+        )
         live = self.kept.values(start)
         if len(self.columns.get("t", ())) > 2 * len(live) + SLACK:
             self._compact()
