@@ -7,12 +7,26 @@ import json
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 
 from exporter import PerformanceAnalyzer
-from exporter.analyses.contention import to_samples, victims_and_grower
+from exporter.analyses import contention
+from exporter.analyses.common import (
+    CONTAINER_ROW,
+    NODE_ROW,
+    clean,
+    window_rows,
+)
+from exporter.analyses.contention import (
+    ContentionState,
+    resource_contention_analysis,
+    to_samples,
+    victims_and_grower,
+)
 from exporter.analyses.unit import ResultView
 from exporter.config import Config
 from exporter.schema import init_table
+from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
 from .conftest import FLEET_END
@@ -255,3 +269,158 @@ def test_victim_rule_error_rates_under_autocorrelated_noise():
         rates[loss] = float(np.mean(called))
     assert rates[0.0] < 0.02  # false victims
     assert rates[0.4] > 0.95  # real victims found
+
+
+# --------------------------------------------------------------------------- against SQL
+
+NODE_COLUMNS = ("cpu_total_pct", "cpu_iowait_pct", "mem_available_mb", "mem_total_mb")
+
+_ORACLE_FLAGGED = sql.SQL(
+    "SELECT node_name, sample_time, sample_time > %(wstart)s AS inw, cpu,"
+    " total, total - avail AS used,"
+    " coalesce(cpu > %(cpu_pct)s, false) OR coalesce(iowait > %(iowait_pct)s, false) AS cpu_p,"
+    " coalesce(avail < total * %(mem_pct)s / 100.0, false) AS mem_p"
+    " FROM (SELECT node_name, sample_time, {cpu} AS cpu, {iowait} AS iowait,"
+    " {avail} AS avail, {total} AS total FROM {rows} r WHERE {node}) n"
+)
+
+_ORACLE_NODE_SQL = sql.SQL(
+    "WITH f AS ({flagged}) SELECT node_name,"
+    " count(*) FILTER (WHERE inw) AS samples,"
+    " count(*) FILTER (WHERE inw AND cpu_p) AS cpu_pressure,"
+    " count(*) FILTER (WHERE inw AND mem_p) AS mem_pressure,"
+    " sum(cpu) FILTER (WHERE inw AND cpu_p) AS cpu_use_p,"
+    " sum(cpu) FILTER (WHERE NOT cpu_p) AS cpu_use_b,"
+    " count(cpu) FILTER (WHERE inw AND cpu_p) AS cpu_n_p,"
+    " sum(used) FILTER (WHERE inw AND mem_p) AS mem_use_p,"
+    " sum(used) FILTER (WHERE NOT mem_p) AS mem_use_b,"
+    " count(used) FILTER (WHERE inw AND mem_p) AS mem_n_p,"
+    " avg(total) FILTER (WHERE inw) AS mem_total"
+    " FROM f GROUP BY node_name"
+)
+
+# Each container row goes to the nearest node row of its node (ties: the earlier), if that
+# row lies within half the node's median interval. The previous and next node times come
+# from running max/min over the node's rows and container rows in time order (a sort, not a
+# join of every container row with every node row). Rows matched to one node row are
+# averaged, so a container sampled more often than its node is not counted twice.
+_ORACLE_MATCHED = sql.SQL(
+    "half AS (SELECT node_name, percentile_cont(0.5) WITHIN GROUP (ORDER BY dt) / 2.0 AS half"
+    " FROM (SELECT node_name, sample_time - lag(sample_time) OVER"
+    " (PARTITION BY node_name ORDER BY sample_time) AS dt FROM f) d"
+    " WHERE dt > 0 GROUP BY node_name),"
+    " u AS (SELECT node_name, NULL::text AS container_name, sample_time, NULL::float8 AS cpu,"
+    " NULL::float8 AS rss, false AS is_c, sample_time AS nt FROM f"
+    " UNION ALL SELECT node_name, container_name, sample_time, {ccpu}, {rss}, true, NULL"
+    " FROM {rows} r WHERE {container}),"
+    " w AS (SELECT node_name, container_name, sample_time, cpu, rss, is_c,"
+    " max(nt) OVER (PARTITION BY node_name ORDER BY sample_time, is_c"
+    " ROWS UNBOUNDED PRECEDING) AS prev_t,"
+    " min(nt) OVER (PARTITION BY node_name ORDER BY sample_time DESC, is_c"
+    " ROWS UNBOUNDED PRECEDING) AS next_t"
+    " FROM u),"
+    " near AS (SELECT w.*, CASE WHEN next_t IS NULL"
+    " OR (prev_t IS NOT NULL AND sample_time - prev_t <= next_t - sample_time)"
+    " THEN prev_t ELSE next_t END AS nt FROM w WHERE is_c),"
+    " m AS (SELECT near.node_name, container_name, near.nt,"
+    " coalesce(abs(near.sample_time - near.nt) <= coalesce(half.half, 0), false) AS ok,"
+    " avg(cpu) AS cpu, avg(rss) AS rss, count(*) AS n"
+    " FROM near LEFT JOIN half ON half.node_name = near.node_name"
+    " GROUP BY near.node_name, container_name, near.nt, ok)"
+)
+
+# Container use over the node samples it matched (parameters as _ORACLE_FLAGGED).
+_ORACLE_CONTAINER_SQL = sql.SQL(
+    "WITH f AS ({flagged}), {matched} SELECT m.node_name, m.container_name,"
+    " sum(m.n) FILTER (WHERE m.ok) AS matched, sum(m.n) FILTER (WHERE NOT m.ok) AS unmatched,"
+    " sum(m.cpu) FILTER (WHERE f.inw AND f.cpu_p AND f.cpu IS NOT NULL) AS cpu_use_p,"
+    " sum(m.cpu) FILTER (WHERE NOT f.cpu_p AND f.cpu IS NOT NULL) AS cpu_use_b,"
+    " avg(m.cpu) FILTER (WHERE f.inw AND f.cpu_p) AS cpu_mean_p,"
+    " avg(m.cpu) FILTER (WHERE NOT f.cpu_p) AS cpu_mean_b,"
+    " sum(m.rss) FILTER (WHERE f.inw AND f.mem_p AND f.used IS NOT NULL) AS mem_use_p,"
+    " sum(m.rss) FILTER (WHERE NOT f.mem_p AND f.used IS NOT NULL) AS mem_use_b,"
+    " avg(m.rss) FILTER (WHERE f.inw AND f.mem_p) AS mem_mean_p,"
+    " avg(m.rss) FILTER (WHERE NOT f.mem_p) AS mem_mean_b"
+    " FROM m LEFT JOIN f ON f.node_name = m.node_name AND f.sample_time = m.nt AND m.ok"
+    " GROUP BY m.node_name, m.container_name"
+)
+
+
+def _oracle_sql(ctx, template: sql.SQL) -> sql.Composed:
+    flagged = _ORACLE_FLAGGED.format(
+        cpu=clean("cpu_total_pct"),
+        iowait=clean("cpu_iowait_pct"),
+        avail=clean("mem_available_mb"),
+        total=clean("mem_total_mb"),
+        rows=window_rows(ctx.store, NODE_COLUMNS),
+        node=NODE_ROW,
+    )
+    matched = _ORACLE_MATCHED.format(
+        ccpu=clean("cpu_total_pct"),
+        rss=clean("c_rss_mb"),
+        rows=window_rows(ctx.store, ("cpu_total_pct", "c_rss_mb")),
+        container=CONTAINER_ROW,
+    )
+    return template.format(flagged=flagged, matched=matched)
+
+
+def _oracle(ctx, now: int) -> list[dict]:
+    """The analysis's result with its aggregates computed by the SQL above."""
+    cfg = ctx.config.contention
+    wstart = now - 3600
+    params = {
+        "start": wstart - int(cfg.baseline_hours * 3600),
+        "now": now,
+        "wstart": wstart,
+        "cpu_pct": cfg.cpu_pct,
+        "iowait_pct": cfg.iowait_pct,
+        "mem_pct": cfg.mem_available_pct,
+    }
+    with ctx.store.read() as cur:
+        cur.execute(_oracle_sql(ctx, _ORACLE_NODE_SQL), params)
+        nodes = cur.fetchall()
+        cur.execute(_oracle_sql(ctx, _ORACLE_CONTAINER_SQL), params)
+        containers = cur.fetchall()
+    window = {"start": wstart, "end": now, "baseline_start": params["start"]}
+    return [
+        contention._entry(
+            n,
+            [c for c in containers if c["node_name"] == n["node_name"]],
+            resource,
+            cfg.victim_drop,
+            window,
+        )
+        for n in sorted(nodes, key=lambda r: r["node_name"])
+        if n["samples"]
+        for resource in ("cpu", "memory")
+    ]
+
+
+@pytest.mark.slow
+def test_the_kept_rows_give_what_sql_over_the_table_gives(fresh_dsn):
+    """Realistic samplers (15 s to 5 min, jitter, late stamps, missed samples, container
+    offsets, NULL columns) plus duplicates and invalid values: at several instants, from
+    scratch and from kept rows, the same entries as the SQL definition."""
+    end = 1_790_000_040
+    with Store(fresh_dsn) as store:
+        load_fleet(store, FleetSpec(nodes=5, containers=2, days=0.5, end=end, realistic=True))
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute(  # duplicates: a copy of some rows with CPU dropped, and invalid values
+            "INSERT INTO monitor_samples_ring (sample_time, node_name, container_name,"
+            " node_flag, mem_available_mb, mem_total_mb, c_rss_mb)"
+            " SELECT sample_time, node_name, container_name, node_flag, mem_available_mb,"
+            " mem_total_mb, c_rss_mb FROM monitor_samples_ring WHERE sample_time % 7 = 0"
+        )
+        conn.execute(
+            "UPDATE monitor_samples_ring SET cpu_total_pct = 'NaN'"
+            " WHERE sample_time % 11 = 0 AND cpu_total_pct IS NOT NULL"
+        )
+    state = ContentionState()
+    with PerformanceAnalyzer(fresh_dsn) as a:
+        for now in (end - 5 * 3600 + 17, end - 3600, end - 3600 + 60, end - 1800, end):
+            expected = _oracle(a.ctx, now)
+            assert any(e["matched_rows"] for e in expected)
+            scratch = a.resource_contention_analysis(1, now=now)
+            kept = resource_contention_analysis(a.ctx, hours=1, now=now, state=state)
+            assert scratch["nodes"] == expected
+            assert kept["nodes"] == expected

@@ -16,10 +16,11 @@ import numpy as np
 import psycopg
 import pytest
 
-from exporter import PerformanceAnalyzer, registry, rollups
+from exporter import PerformanceAnalyzer, collector, registry, rollups
 from exporter.analyses import anomalies as anomalies_module
-from exporter.analyses import emergency
+from exporter.analyses import contention, emergency
 from exporter.analyses.anomalies import AnomalyState
+from exporter.analyses.contention import ContentionState
 from exporter.analyses.sli import SliState
 from exporter.config import Config
 from exporter.simulate import FleetSpec, load_fleet
@@ -291,7 +292,101 @@ def test_node_facts_learned_once_an_hour(dsn, fleet, monkeypatch):
         assert young.interval == 80
 
 
+def container_rows(dsn: str, node: str, container: str, times: list[int]) -> None:
+    """Container rows stamped `times`, written now, using most of the node's CPU."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for t in times:
+            conn.execute(
+                "INSERT INTO monitor_samples_ring (sample_time, node_name, container_name,"
+                " node_flag, cpu_total_pct, c_rss_mb) VALUES (%s, %s, %s, false, 90, 5000)",
+                (t, node, container),
+            )
+
+
+@pytest.mark.slow
+def test_contention_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
+    """Contention's kept rows (its window and baseline, 7 hours) give the answer of a run
+    from scratch: a minute on, across hour boundaries, after late node and container rows
+    (a pressure episode written late), a duplicate and a removed row."""
+    analysis = registry.get("contention")
+    node = sorted(fleet.truth["nodes"])[1]
+    container = fleet.truth["nodes"][node]["containers"][0]
+    state = ContentionState()
+    with PerformanceAnalyzer(dsn) as analyzer:
+        window = registry.served_window(analysis, analyzer.ctx.config)
+
+        def check(now: int, empty: bool = False) -> dict[str, Any]:
+            incremental = registry.run(analysis, analyzer.ctx, window, now, state)
+            scratch = registry.run(analysis, analyzer.ctx, window, now)
+            same(incremental, scratch)
+            assert bool(scratch["nodes"]) is not empty  # something to compare
+            return scratch
+
+        check(DAY_START - 1800)  # mid-hour, cold
+        check(DAY_START - 1740)  # a minute later: only the new minute is read
+        assert state.reread == 0 and state.kept.counted == 0
+        check(DAY_START + 60)  # right after an hour boundary
+        # late rows under pressure: node and container, the hour just completed and the
+        # hour in progress, and one in the baseline six hours back
+        times = [DAY_START - 200, DAY_START + 100, DAY_START - 5 * HOUR - 100]
+        late_rows(dsn, node, times)
+        container_rows(dsn, node, container, [t + 2 for t in times])
+        after = check(DAY_START + 240)
+        assert state.reread == 2  # the two complete hours; the hour in progress is read anyway
+        cpu = next(n for n in after["nodes"] if n["node_name"] == node and n["resource"] == "cpu")
+        assert cpu["pressure_samples"] >= 2  # the late rows are under pressure and counted
+        with psycopg.connect(dsn, autocommit=True) as conn:  # a duplicate, a removed row
+            conn.execute(
+                "INSERT INTO monitor_samples_ring SELECT * FROM monitor_samples_ring"
+                " WHERE node_name = %s AND sample_time = %s",
+                (node, DAY_START - 200),
+            )
+            conn.execute(
+                "DELETE FROM monitor_samples_ring WHERE node_name = %s AND NOT node_flag"
+                " AND sample_time BETWEEN %s AND %s",
+                (node, DAY_START - 3 * HOUR + 1, DAY_START - 3 * HOUR + 600),
+            )
+        check(DAY_START + 300)
+        assert state.reread == 4
+        check(DAY_START + HOUR)  # the window starts on an hour
+        check(DAY_START + HOUR + 30)  # the next boundary: the oldest hour leaves
+        check(DAY_START + 2 * HOUR + 3 * 60)  # past the fleet's end
+        # later: the newest rows in the baseline only, and the columns of the rows that
+        # left are dropped
+        monkeypatch.setattr(contention, "SLACK", 0)
+        with psycopg.connect(dsn) as conn:
+            end = conn.execute("SELECT max(sample_time) FROM monitor_samples_ring").fetchone()
+        check(int(end[0]) + 30)
+        rows = len(state.columns["t"])
+        check(int(end[0]) + 6 * HOUR, empty=True)
+        assert 0 < len(state.columns["t"]) < rows / 2
+
+
 def test_served_analyses_declare_their_state():
     """The exporter gives an analysis with a state factory a state of its own."""
     assert isinstance(registry.get("anomalies").incremental(), AnomalyState)
     assert isinstance(registry.get("availability").incremental(), SliState)
+    assert isinstance(registry.get("contention").incremental(), ContentionState)
+
+
+def test_worker_renders_equal_samples_once(monkeypatch):
+    """The worker renders an analysis's text again only when its samples changed: the
+    10-second analyses mostly repeat their samples, and rendering them was most of their
+    cost."""
+    monkeypatch.setattr(
+        collector, "_worker", types.SimpleNamespace(ctx=types.SimpleNamespace(config=Config()))
+    )
+    monkeypatch.setattr(collector, "_worker_texts", {})
+    analysis = registry.get("emergency")
+
+    def result(level: int, value: float) -> dict[str, Any]:
+        check = {"node_name": "a", "check": "cpu", "level": level, "value": value, "samples": 5}
+        return {"checks": [check], "forgotten": []}
+
+    first = collector._worker_render(analysis, result(0, 12.0))
+    again = collector._worker_render(analysis, result(0, 14.0))  # the value is not served
+    changed = collector._worker_render(analysis, result(2, 97.0))
+    assert first is not None and again is not None and changed is not None
+    assert again[1] is first[1]  # the same text, not rendered again
+    assert changed[1] != first[1]
+    assert any(b'check="cpu"' in text and b"} 2" in text for text in changed[1].values())

@@ -1,7 +1,8 @@
 """Resource contention: which container dominates a node's CPU or memory while the node is
 under pressure, which one grew into it, and which ones were squeezed.
 
-Method (PostgreSQL aggregates over de-duplicated rows):
+Method (over the window's de-duplicated rows, read once and computed on in numpy, so that
+the exporter can keep them between runs and read only what changed: `ContentionState`):
 
 - Pressure, per node sample of the window: CPU pressure when node CPU > `cpu_pct` or I/O
   wait > `iowait_pct` (stalled CPU counts as contended CPU); memory pressure when free
@@ -30,10 +31,14 @@ Method (PostgreSQL aggregates over de-duplicated rows):
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from psycopg import sql
+import numpy as np
+from psycopg import Cursor, sql
+from psycopg.rows import tuple_row
 
+from ..config import ContentionConfig
 from ..metricdef import gauge
 from ..render import Text, pct
 from ..samples import Sample, sample
@@ -47,6 +52,7 @@ from .common import (
     window_rows,
     window_seconds,
 )
+from .hourly import HourRows
 from .unit import Analysis, ResultView, Served, Window
 
 RESOURCES = ("cpu", "memory")
@@ -87,120 +93,135 @@ class ContentionResult(TypedDict):
     nodes: list[Contention]
 
 
-_NODE_COLUMNS = ("cpu_total_pct", "cpu_iowait_pct", "mem_available_mb", "mem_total_mb")
-
-# Node samples with their use and pressure flags (parameters: start, now, wstart, limits).
-_FLAGGED = sql.SQL(
-    "SELECT node_name, sample_time, sample_time > %(wstart)s AS inw, cpu,"
-    " total, total - avail AS used,"
-    " coalesce(cpu > %(cpu_pct)s, false) OR coalesce(iowait > %(iowait_pct)s, false) AS cpu_p,"
-    " coalesce(avail < total * %(mem_pct)s / 100.0, false) AS mem_p"
-    " FROM (SELECT node_name, sample_time, {cpu} AS cpu, {iowait} AS iowait,"
-    " {avail} AS avail, {total} AS total FROM {rows} r WHERE {node}) n"
-)
-
-_NODE_SQL = sql.SQL(
-    "WITH f AS ({flagged}) SELECT node_name,"
-    " count(*) FILTER (WHERE inw) AS samples,"
-    " count(*) FILTER (WHERE inw AND cpu_p) AS cpu_pressure,"
-    " count(*) FILTER (WHERE inw AND mem_p) AS mem_pressure,"
-    " sum(cpu) FILTER (WHERE inw AND cpu_p) AS cpu_use_p,"
-    " sum(cpu) FILTER (WHERE NOT cpu_p) AS cpu_use_b,"
-    " count(cpu) FILTER (WHERE inw AND cpu_p) AS cpu_n_p,"
-    " sum(used) FILTER (WHERE inw AND mem_p) AS mem_use_p,"
-    " sum(used) FILTER (WHERE NOT mem_p) AS mem_use_b,"
-    " count(used) FILTER (WHERE inw AND mem_p) AS mem_n_p,"
-    " avg(total) FILTER (WHERE inw) AS mem_total"
-    " FROM f GROUP BY node_name"
-)
-
-# Each container row goes to the nearest node row of its node (ties: the earlier), if that
-# row lies within half the node's median interval. The previous and next node times come
-# from running max/min over the node's rows and container rows in time order (a sort, not a
-# join of every container row with every node row). Rows matched to one node row are
-# averaged, so a container sampled more often than its node is not counted twice.
-_MATCHED = sql.SQL(
-    "half AS (SELECT node_name, percentile_cont(0.5) WITHIN GROUP (ORDER BY dt) / 2.0 AS half"
-    " FROM (SELECT node_name, sample_time - lag(sample_time) OVER"
-    " (PARTITION BY node_name ORDER BY sample_time) AS dt FROM f) d"
-    " WHERE dt > 0 GROUP BY node_name),"
-    " u AS (SELECT node_name, NULL::text AS container_name, sample_time, NULL::float8 AS cpu,"
-    " NULL::float8 AS rss, false AS is_c, sample_time AS nt FROM f"
-    " UNION ALL SELECT node_name, container_name, sample_time, {ccpu}, {rss}, true, NULL"
-    " FROM {rows} r WHERE {container}),"
-    " w AS (SELECT node_name, container_name, sample_time, cpu, rss, is_c,"
-    " max(nt) OVER (PARTITION BY node_name ORDER BY sample_time, is_c"
-    " ROWS UNBOUNDED PRECEDING) AS prev_t,"
-    " min(nt) OVER (PARTITION BY node_name ORDER BY sample_time DESC, is_c"
-    " ROWS UNBOUNDED PRECEDING) AS next_t"
-    " FROM u),"
-    " near AS (SELECT w.*, CASE WHEN next_t IS NULL"
-    " OR (prev_t IS NOT NULL AND sample_time - prev_t <= next_t - sample_time)"
-    " THEN prev_t ELSE next_t END AS nt FROM w WHERE is_c),"
-    " m AS (SELECT near.node_name, container_name, near.nt,"
-    " coalesce(abs(near.sample_time - near.nt) <= coalesce(half.half, 0), false) AS ok,"
-    " avg(cpu) AS cpu, avg(rss) AS rss, count(*) AS n"
-    " FROM near LEFT JOIN half ON half.node_name = near.node_name"
-    " GROUP BY near.node_name, container_name, near.nt, ok)"
-)
-
-# Container use over the node samples it matched (parameters as _FLAGGED).
-_CONTAINER_SQL = sql.SQL(
-    "WITH f AS ({flagged}), {matched} SELECT m.node_name, m.container_name,"
-    " sum(m.n) FILTER (WHERE m.ok) AS matched, sum(m.n) FILTER (WHERE NOT m.ok) AS unmatched,"
-    " sum(m.cpu) FILTER (WHERE f.inw AND f.cpu_p AND f.cpu IS NOT NULL) AS cpu_use_p,"
-    " sum(m.cpu) FILTER (WHERE NOT f.cpu_p AND f.cpu IS NOT NULL) AS cpu_use_b,"
-    " avg(m.cpu) FILTER (WHERE f.inw AND f.cpu_p) AS cpu_mean_p,"
-    " avg(m.cpu) FILTER (WHERE NOT f.cpu_p) AS cpu_mean_b,"
-    " sum(m.rss) FILTER (WHERE f.inw AND f.mem_p AND f.used IS NOT NULL) AS mem_use_p,"
-    " sum(m.rss) FILTER (WHERE NOT f.mem_p AND f.used IS NOT NULL) AS mem_use_b,"
-    " avg(m.rss) FILTER (WHERE f.inw AND f.mem_p) AS mem_mean_p,"
-    " avg(m.rss) FILTER (WHERE NOT f.mem_p) AS mem_mean_b"
-    " FROM m LEFT JOIN f ON f.node_name = m.node_name AND f.sample_time = m.nt AND m.ok"
-    " GROUP BY m.node_name, m.container_name"
+# The rows of (start, now] contention reads: node rows with the node columns, container
+# rows with theirs, each de-duplicated as every analysis reads rows, invalid values NULL.
+# Columns a..d: node rows cpu, iowait, available, total; container rows cpu, rss.
+_ROWS = sql.SQL(
+    "SELECT node_name, NULL::text AS container_name, sample_time,"
+    " {cpu} AS a, {iowait} AS b, {avail} AS c, {total} AS d FROM {nrows} r WHERE {node}"
+    " UNION ALL SELECT node_name, container_name, sample_time, {ccpu}, {rss},"
+    " NULL::float8, NULL::float8 FROM {crows} r WHERE {container}"
 )
 
 
-def _sql(ctx: Context, template: sql.SQL) -> sql.Composed:
-    flagged = _FLAGGED.format(
+def _rows_sql(ctx: Context) -> sql.Composed:
+    return _ROWS.format(
         cpu=clean("cpu_total_pct"),
         iowait=clean("cpu_iowait_pct"),
         avail=clean("mem_available_mb"),
         total=clean("mem_total_mb"),
-        rows=window_rows(ctx.store, _NODE_COLUMNS),
+        nrows=window_rows(ctx.store, _NODE_COLUMNS),
         node=NODE_ROW,
-    )
-    matched = _MATCHED.format(
         ccpu=clean("cpu_total_pct"),
         rss=clean("c_rss_mb"),
-        rows=window_rows(ctx.store, ("cpu_total_pct", "c_rss_mb")),
+        crows=window_rows(ctx.store, ("cpu_total_pct", "c_rss_mb")),
         container=CONTAINER_ROW,
     )
-    return template.format(flagged=flagged, matched=matched)
 
 
-def resource_contention_analysis(ctx: Context, *, hours: float, now: int) -> ContentionResult:
-    """Contention per node and resource over the last `hours` before `now`."""
+_NODE_COLUMNS = ("cpu_total_pct", "cpu_iowait_pct", "mem_available_mb", "mem_total_mb")
+CHUNK = 20_000  # rows turned into columns at a time
+SLACK = 10_000  # rows no hour keeps any more, beyond as many as are kept, before compacting
+_FLOATS = ("a", "b", "c", "d")
+
+
+@dataclass
+class ContentionState:
+    """The exporter's state between contention runs: the rows of the window and its
+    baseline kept per hour (`HourRows` finds late and removed rows and reads only what
+    changed), their columns in arrays indexed by the kept values. A run computes from the
+    kept rows exactly what it computes from rows read from scratch: the rows are put in
+    one order by name and time first, so even the sums add in the same order."""
+
+    kept: HourRows = field(default_factory=HourRows)
+    nodes: dict[str, int] = field(default_factory=dict)  # name -> id, never reused
+    containers: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # by kept value
+    query: tuple[Any, sql.Composed | None] = (None, None)
+
+    @property
+    def reread(self) -> int:
+        return self.kept.reread
+
+    def rows(self, ctx: Context, start: int, now: int) -> dict[str, np.ndarray]:
+        """Columns of the rows of (start, now]: node, container (-1: a node row), t, a..d."""
+        if self.query[0] is not ctx.store:  # composed once: it is most of a small run
+            self.query = (ctx.store, _rows_sql(ctx))
+        query = self.query[1]
+        assert query is not None
+
+        def read(cur: Cursor[dict[str, Any]], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+            # tuples, a chunk at a time, from a server-side cursor: a cold read is the 7 hours
+            # of every node, which as dicts all at once were 190 MB of the process's memory
+            with cur.connection.cursor("contention_rows", row_factory=tuple_row) as rows:
+                rows.execute(query, {"start": lo, "now": hi})
+                parts = []
+                while chunk := rows.fetchmany(CHUNK):
+                    parts.append(self._columns(chunk))
+            new = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+            if not new:
+                new = self._columns([])
+            first = len(self.columns.get("t", ()))
+            self.columns = (
+                {k: np.concatenate([self.columns[k], v]) for k, v in new.items()}
+                if self.columns
+                else new
+            )
+            return new["t"], np.arange(first, first + len(new["t"]), dtype=np.int64)
+
+        self.kept.refresh(
+            ctx, (str(ctx.store.table), str(ctx.store.shard_filter)), start, now, read
+        )
+        live = self.kept.values(start)
+        if len(self.columns.get("t", ())) > 2 * len(live) + SLACK:
+            self._compact()
+            live = self.kept.values(start)
+        return {k: v[live] for k, v in self.columns.items()} if self.columns else {}
+
+    def _columns(self, chunk: list[tuple[Any, ...]]) -> dict[str, np.ndarray]:
+        """Rows of `_ROWS` as columns, names as ids."""
+        nodes, containers = self.nodes, self.containers
+        return {
+            "node": np.array([nodes.setdefault(r[0], len(nodes)) for r in chunk], np.int32),
+            "container": np.array(
+                [
+                    -1 if r[1] is None else containers.setdefault(r[1], len(containers))
+                    for r in chunk
+                ],
+                np.int32,
+            ),
+            "t": np.array([r[2] for r in chunk], np.int64),
+            **{k: np.array([r[3 + i] for r in chunk], np.float64) for i, k in enumerate(_FLOATS)},
+        }
+
+    def _compact(self) -> None:
+        """Drop the columns of rows no hour keeps (rows gone from the window, hours read
+        again)."""
+        values = [h.value for h in self.kept.hours.values()]
+        live = np.concatenate(values) if values else np.zeros(0, np.int64)
+        moved = np.full(len(self.columns["t"]), -1, np.int64)
+        moved[live] = np.arange(len(live))
+        self.columns = {k: v[live] for k, v in self.columns.items()}
+        for h in self.kept.hours.values():
+            h.value = moved[h.value]
+
+
+def resource_contention_analysis(
+    ctx: Context, *, hours: float, now: int, state: ContentionState | None = None
+) -> ContentionResult:
+    """Contention per node and resource over the last `hours` before `now`; `state`: the
+    rows kept from the previous run (`ContentionState`), the same answer for less work."""
     cfg = ctx.config.contention
     seconds = window_seconds(hours, HOUR, "hours")
     wstart = now - seconds
-    params = {
-        "start": wstart - int(cfg.baseline_hours * HOUR),
-        "now": now,
-        "wstart": wstart,
-        "cpu_pct": cfg.cpu_pct,
-        "iowait_pct": cfg.iowait_pct,
-        "mem_pct": cfg.mem_available_pct,
-    }
-    with ctx.store.read() as cur:
-        cur.execute(_sql(ctx, _NODE_SQL), params)
-        nodes = cur.fetchall()
-        cur.execute(_sql(ctx, _CONTAINER_SQL), params)
-        containers = cur.fetchall()
+    start = wstart - int(cfg.baseline_hours * HOUR)
+    state = state if state is not None else ContentionState()
+    rows = state.rows(ctx, start, now)
+    nodes, containers = _aggregate(rows, state, wstart, cfg) if rows else ([], [])
     by_node: dict[str, list[dict[str, Any]]] = {}
     for c in containers:
         by_node.setdefault(c["node_name"], []).append(c)
-    window = {"start": wstart, "end": now, "baseline_start": int(params["start"])}
+    window = {"start": wstart, "end": now, "baseline_start": start}
     out = [
         _entry(n, by_node.get(n["node_name"], []), resource, cfg.victim_drop, window)
         for n in sorted(nodes, key=lambda r: r["node_name"])
@@ -217,6 +238,182 @@ def resource_contention_analysis(ctx: Context, *, hours: float, now: int) -> Con
         },
         "nodes": out,
     }
+
+
+def _rank(names: dict[str, int]) -> np.ndarray:
+    """id -> position of its name in sorted order."""
+    rank = np.zeros(len(names), np.int64)
+    for i, name in enumerate(sorted(names)):
+        rank[names[name]] = i
+    return rank
+
+
+def _sum(groups: np.ndarray, values: np.ndarray, where: np.ndarray, n: int) -> list[Any]:
+    """Per group: the sum of the non-NULL `values` where `where` holds; None without one
+    (SQL's sum)."""
+    use = where & ~np.isnan(values)
+    sums = np.bincount(groups[use], weights=values[use], minlength=n)
+    counts = np.bincount(groups[use], minlength=n)
+    return [float(s) if c else None for s, c in zip(sums.tolist(), counts.tolist(), strict=True)]
+
+
+def _avg(groups: np.ndarray, values: np.ndarray, where: np.ndarray, n: int) -> list[Any]:
+    """Per group: the mean of the non-NULL `values` where `where` holds (SQL's avg)."""
+    means = _means(groups, values, where, n)
+    return [None if np.isnan(m) else m for m in means.tolist()]
+
+
+def _means(groups: np.ndarray, values: np.ndarray, where: np.ndarray, n: int) -> np.ndarray:
+    """`_avg` as an array, NaN for NULL."""
+    use = where & ~np.isnan(values)
+    sums = np.bincount(groups[use], weights=values[use], minlength=n)
+    counts = np.bincount(groups[use], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _count(groups: np.ndarray, where: np.ndarray, n: int) -> list[int]:
+    return np.bincount(groups[where], minlength=n).tolist()
+
+
+def _starts(key: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of a sorted `key` starts."""
+    return np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else key
+
+
+def _runs(key: np.ndarray) -> np.ndarray:
+    """The run of equal values of a sorted `key` each element is in, from 0."""
+    if not len(key):
+        return np.zeros(0, np.int64)
+    return np.cumsum(np.concatenate([[0], key[1:] != key[:-1]]))
+
+
+def _order(major: np.ndarray, minor: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The rows' order by (major, minor, t): one sort of one integer key when the three fit
+    in 63 bits (a third of the cost of sorting by three keys), else by three."""
+    if not len(t):
+        return np.zeros(0, np.int64)
+    span = int(t.max() - t.min()) + 1
+    bits_t, bits_minor = span.bit_length(), int(minor.max()).bit_length()
+    if bits_t + bits_minor + int(major.max()).bit_length() > 63:
+        return np.lexsort((t, minor, major))
+    key = (major.astype(np.int64) << (bits_t + bits_minor)) | (minor.astype(np.int64) << bits_t)
+    return np.argsort(key | (t - t.min()))  # unique keys: the rows are de-duplicated
+
+
+def _aggregate(
+    rows: dict[str, np.ndarray], state: ContentionState, wstart: int, cfg: ContentionConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per node and per (node, container): the pressure counts, the sums of use under
+    pressure and before, matched and unmatched rows (module doc)."""
+    node_rank, container_rank = _rank(state.nodes), _rank(state.containers)
+    node_names = sorted(state.nodes)
+    with_node_rows = np.concatenate([container_rank, [-1]]) + 1  # node rows first, as 0
+    order = _order(node_rank[rows["node"]], with_node_rows[rows["container"]], rows["t"])
+    is_node = rows["container"][order] < 0
+    n_at = order[is_node]
+    c_at = order[~is_node]
+    # node rows, by node and time
+    node = node_rank[rows["node"][n_at]]
+    t = rows["t"][n_at]
+    cpu, iowait, avail, total = (rows[k][n_at] for k in _FLOATS)
+    inw = t > wstart
+    with np.errstate(invalid="ignore"):
+        cpu_p = (cpu > cfg.cpu_pct) | (iowait > cfg.iowait_pct)
+        mem_p = avail < total * cfg.mem_available_pct / 100.0
+    used = total - avail
+    node, present = _runs(node), node[_starts(node)]  # sorted: runs, not a sort
+    k = len(present)
+    if not k:  # no node row: no node to report
+        return [], []
+    samples = _count(node, inw, k)
+    nodes = [
+        {"node_name": node_names[r], "samples": samples[i]} for i, r in enumerate(present.tolist())
+    ]
+    columns = {
+        "cpu_pressure": _count(node, inw & cpu_p, k),
+        "mem_pressure": _count(node, inw & mem_p, k),
+        "cpu_use_p": _sum(node, cpu, inw & cpu_p, k),
+        "cpu_use_b": _sum(node, cpu, ~cpu_p, k),
+        "cpu_n_p": _count(node, inw & cpu_p & ~np.isnan(cpu), k),
+        "mem_use_p": _sum(node, used, inw & mem_p, k),
+        "mem_use_b": _sum(node, used, ~mem_p, k),
+        "mem_n_p": _count(node, inw & mem_p & ~np.isnan(used), k),
+        "mem_total": _avg(node, total, inw, k),
+    }
+    for name, values in columns.items():
+        for entry, v in zip(nodes, values, strict=True):
+            entry[name] = v
+    # half the median spacing of each node's rows
+    step = np.diff(t)
+    same = node[1:] == node[:-1]
+    half = np.zeros(k)
+    spacing = step[same & (step > 0)]
+    owner = node[1:][same & (step > 0)]
+    bounds = np.searchsorted(owner, np.arange(k + 1))
+    for i in range(k):
+        if bounds[i + 1] > bounds[i]:
+            half[i] = float(np.median(spacing[bounds[i] : bounds[i + 1]])) / 2.0
+    # each container row to its node's nearest node row (ties: the earlier)
+    c_rank = node_rank[rows["node"][c_at]]
+    c_t = rows["t"][c_at]
+    c_node = np.searchsorted(present, c_rank)
+    c_node[c_node >= k] = 0
+    known = present[c_node] == c_rank
+    base = int(min(t.min(), c_t.min() if len(c_t) else t.min())) - 1
+    key = node.astype(np.int64) << 40 | (t - base)
+    c_key = c_node.astype(np.int64) << 40 | (c_t - base)
+    prev = np.searchsorted(key, c_key, "right") - 1
+    after = np.searchsorted(key, c_key, "left")
+    prev_at, after_at = np.clip(prev, 0, None), np.clip(after, 0, len(t) - 1)
+    has_prev = known & (prev >= 0) & (node[prev_at] == c_node)
+    has_next = known & (after < len(t)) & (node[after_at] == c_node)
+    d_prev, d_next = c_t - t[prev_at], t[after_at] - c_t
+    pick_prev = has_prev & (~has_next | (d_prev <= d_next))
+    near = np.where(pick_prev, prev, after)
+    dist = np.where(pick_prev, d_prev, d_next)
+    ok = (pick_prev | has_next) & (dist <= half[c_node])
+    # pairs (node, container), and groups of the rows one node row matched
+    c_cont = rows["container"][c_at]
+    pair_key = c_rank.astype(np.int64) << 32 | container_rank[c_cont]
+    pair, pairs = _runs(pair_key), pair_key[_starts(pair_key)]  # sorted by pair, then time
+    p = len(pairs)
+    c_cpu, c_rss = rows["a"][c_at], rows["b"][c_at]
+    # within a pair the nearest node row only moves forward: groups are runs too
+    g_keys = pair[ok].astype(np.int64) << 40 | near[ok]
+    group, g_keys = _runs(g_keys), g_keys[_starts(g_keys)]
+    g = len(g_keys)
+    g_pair = (g_keys >> 40).astype(np.int64)
+    g_row = (g_keys & ((1 << 40) - 1)).astype(np.int64)
+    everywhere = np.ones(int(ok.sum()), bool)
+    g_cpu = _means(group, c_cpu[ok], everywhere, g)
+    g_rss = _means(group, c_rss[ok], everywhere, g)
+    f_inw, f_cpu_p, f_mem_p = inw[g_row], cpu_p[g_row], mem_p[g_row]
+    f_cpu_ok, f_used_ok = ~np.isnan(cpu[g_row]), ~np.isnan(used[g_row])
+    matched = _count(pair, ok, p)
+    unmatched = _count(pair, ~ok, p)
+    per_pair = {
+        "cpu_use_p": _sum(g_pair, g_cpu, f_inw & f_cpu_p & f_cpu_ok, p),
+        "cpu_use_b": _sum(g_pair, g_cpu, ~f_cpu_p & f_cpu_ok, p),
+        "cpu_mean_p": _avg(g_pair, g_cpu, f_inw & f_cpu_p, p),
+        "cpu_mean_b": _avg(g_pair, g_cpu, ~f_cpu_p, p),
+        "mem_use_p": _sum(g_pair, g_rss, f_inw & f_mem_p & f_used_ok, p),
+        "mem_use_b": _sum(g_pair, g_rss, ~f_mem_p & f_used_ok, p),
+        "mem_mean_p": _avg(g_pair, g_rss, f_inw & f_mem_p, p),
+        "mem_mean_b": _avg(g_pair, g_rss, ~f_mem_p, p),
+    }
+    container_names = sorted(state.containers)
+    containers = []
+    for i, key_ in enumerate(pairs.tolist()):
+        row: dict[str, Any] = {
+            "node_name": node_names[key_ >> 32],
+            "container_name": container_names[key_ & 0xFFFFFFFF],
+            "matched": matched[i] or None,
+            "unmatched": unmatched[i] or None,
+        }
+        row.update((name, values[i]) for name, values in per_pair.items())
+        containers.append(row)
+    return nodes, containers
 
 
 def _ratio(num: Any, den: Any) -> float | None:
@@ -375,4 +572,5 @@ ANALYSIS = Analysis[ContentionResult](
     render_text=render_text,
     window=Window("hours", lambda c: 1, served=lambda c: c.contention.window_hours),
     serve=Served(refresh_seconds=60, metrics=(SCORE, PRESSURE), to_samples=to_samples),
+    incremental=ContentionState,
 )

@@ -28,15 +28,12 @@ def current_values(ctx: Context, *, now: int) -> CurrentResult:
     """The last `exporter.current_window_seconds` of every node, and its newest node row
     (container rows do not prove the node sampler alive)."""
     window = ctx.config.exporter.current_window_seconds / 3600
+    facts = node_facts(ctx, now)  # once for both: the newest-row walks are most of a run
     return {
         "summary": _served_only(export_metrics_summary(ctx, hours=window, now=now)),
-        "spans": {
-            n: (f.first, f.last_node)
-            for n, f in node_facts(ctx, now).items()
-            if f.last_node is not None
-        },
+        "spans": {n: (f.first, f.last_node) for n, f in facts.items() if f.last_node is not None},
         # a threat is not an outage: the short-window grades ignore the emergency check
-        "sli": system_availability_check(ctx, hours=window, now=now, threats=[]),
+        "sli": system_availability_check(ctx, hours=window, now=now, threats=[], facts=facts),
     }
 
 

@@ -442,16 +442,18 @@ def system_availability_check(
     now: int,
     threats: list[Threat] | None = None,
     state: SliState | None = None,
+    facts: dict[str, NodeFacts] | None = None,
 ) -> SliResult:
     """Availability, performance and capacity ratios and a grade per node remembered (seen
     within the emergency check's `forget_after_hours`); `threats` are the emergency check's
-    at the same `now` when the caller already has them; `state`: the exporter's, kept
-    between its runs (the same answer, reading only what changed)."""
+    and `facts` every node's `node_facts`, at the same `now`, when the caller already has
+    them; `state`: the exporter's, kept between its runs (the same answer, reading only
+    what changed)."""
     cfg = ctx.config.sli
     seconds = window_seconds(hours, HOUR, "hours")
     start = now - seconds
     forget = ctx.config.emergency.forget_after_hours * HOUR
-    every = node_facts(ctx, now)
+    every = node_facts(ctx, now) if facts is None else facts
     facts = {n: f for n, f in every.items() if now - f.last <= forget}
     cpus = {} if ctx.cpu_count else cpu_count_of(ctx, now)
     nodes = sorted(facts)
