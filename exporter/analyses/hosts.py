@@ -150,12 +150,16 @@ def guard_nodes(ctx: Context, now: int) -> None:
     with guard.lock:
         if guard.key is not None and guard.key[:2] == (now // GUARD_SECONDS, limit):
             return
-        spans = all_node_spans(ctx, now, since=now - GUARD_RECENT)
-        key = (now // GUARD_SECONDS, limit, len(spans))
-        if len(spans) <= limit:
-            kept, ignored = None, 0
-        else:
-            kept, ignored = frozenset(rank_nodes(spans, now)[:limit]), len(spans) - limit
+    # read without the lock: runs never queue behind a walk (or a database that is down,
+    # which would hold every run, and a shutdown, for a connect timeout each); two runs
+    # that both find the choice due make the same one
+    spans = all_node_spans(ctx, now, since=now - GUARD_RECENT)
+    key = (now // GUARD_SECONDS, limit, len(spans))
+    if len(spans) <= limit:
+        kept, ignored = None, 0
+    else:
+        kept, ignored = frozenset(rank_nodes(spans, now)[:limit]), len(spans) - limit
+    with guard.lock:
         before = guard.ignored
         guard.set(kept, ignored, key)
     if ignored != before:
