@@ -479,7 +479,7 @@ class PerfAnalyzerCollector:
         # the HTTP server's connection counters, set by the server that serves this
         self.http_limits: HttpCounters | None = None
         self._samples = SampleCache(self.config)
-        self._parts: dict[tuple[str, str], tuple[tuple[Any, ...], bytes]] = {}
+        self._parts: dict[tuple[str, str], tuple[tuple[Any, ...], bytes, list[Sample]]] = {}
         # content type -> ((budget, analyses), what the cut was made from, its text, series
         # dropped by kind)
         self._budgeted: dict[
@@ -607,7 +607,7 @@ class PerfAnalyzerCollector:
             self._samples.seed(name, (result,), samples)
             for content_type, text in texts.items():
                 with self._flight((name, content_type)):
-                    self._parts[(name, content_type)] = ((result,), text)
+                    self._parts[(name, content_type)] = ((result,), text, samples)
 
     def _flight(self, key: Any) -> threading.Lock:
         """A lock per key: one thread builds a part or body, the others wait and reuse it."""
@@ -669,7 +669,13 @@ class PerfAnalyzerCollector:
             with self._flight((job, content_type)):
                 cached = self._parts.get((job, content_type))
                 if cached is None or not same(cached[0], key):
-                    cached = (key, render(families(samples), encoder))
+                    # a new result with the same samples (the emergency check's levels
+                    # between two 10-second runs, mostly) keeps its text
+                    if cached is not None and cached[2] == samples:
+                        text = cached[1]
+                    else:
+                        text = render(families(samples), encoder)
+                    cached = (key, text, samples)
                     self._parts[(job, content_type)] = cached
             parts.append(cached[1])
         log_nodes_dropped(0, 0)
