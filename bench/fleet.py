@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -155,9 +156,11 @@ def steady_markdown(results: list[dict[str, Any]]) -> str:
         "and container per minute), M minutes after every analysis had a result; 4 scrapers",
         "each scraping once a second, alternating plain and gzip, across the whole window",
         "(refreshes included). CPU from /proc/<pid>/stat of the exporter (and its worker",
-        "process) and of its PostgreSQL backends; the scrapes' own CPU is included. The",
-        "machine is shared with other work, so figures carry that noise; the control row",
-        "(`/-/healthy` once a second, no metrics work, newer runs only) shows how much.",
+        "process) and of its PostgreSQL backends; the scrapes' own CPU is included. Labels",
+        "name the session (none: the first, `s2`, `s3`). The `s3` runs had the machine to",
+        "themselves (load average below 1); the earlier ones shared it with other work, so",
+        "their figures carry that noise. The control row (`/-/healthy` once a second, no",
+        "metrics work) shows how much.",
     ]
     for nodes in sorted({r["nodes"] for r in results}):
         lines += [
@@ -203,6 +206,12 @@ def _steady_table(results: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _session(label: str) -> int:
+    """Labels of later sessions start with "s2", "s3", ...; the first session's have none."""
+    match = re.match(r"s(\d+)", label)
+    return int(match.group(1)) if match else 1
+
+
 def write_results() -> None:
     """bench/RESULTS.md from every result file measured so far."""
     every = [json.loads(p.read_text()) for p in RESULTS.glob("fleet-*.json")]
@@ -212,9 +221,8 @@ def write_results() -> None:
         steady.append(json.loads(path.read_text()) | {"label": label})
     # earlier sessions' runs first; within a session "before" runs first
     steady.sort(
-        key=lambda r: (r["nodes"], r["label"].startswith("s2-"), "before" not in r["label"],
-                       r["label"])
-    )  # fmt: skip
+        key=lambda r: (r["nodes"], _session(r["label"]), "before" not in r["label"], r["label"])
+    )
     text = markdown(sorted(every, key=lambda r: r["nodes"])) + steady_markdown(steady)
     (HERE / "RESULTS.md").write_text(text + ("\n" if steady else ""))
 
