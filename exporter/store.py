@@ -259,10 +259,9 @@ class NodeGuard:
         self._predicate: sql.Composable | None = None
         self._rendered: bytes | None = None  # the kept nodes' predicate as query text
 
-    def set(self, kept: frozenset[str] | None, ignored: int, key: Any) -> bool:
-        """Record a choice; True when the set of kept nodes changed."""
-        changed = kept != self.kept
-        if changed:
+    def set(self, kept: frozenset[str] | None, ignored: int, key: Any) -> None:
+        """Record a choice (the predicate is composed again only when the kept set changed)."""
+        if kept != self.kept:
             # a literal array: the exporter reads in read-only transactions (no temp
             # table), and PostgreSQL hashes a long constant array for `= ANY`
             self._predicate = (
@@ -272,7 +271,6 @@ class NodeGuard:
             )
             self._rendered = None
         self.kept, self.ignored, self.key = kept, ignored, key
-        return changed
 
     def predicate(self, shard: sql.Composable) -> sql.Composable:
         """`shard` alone, or `shard` AND the kept nodes when the guard bites."""
