@@ -152,7 +152,7 @@ def load_data(store: Store, spec: FleetSpec) -> Fleet:
 # Findings placed hours before the fleet's end: a live demo would let them slide out of
 # their windows, so they recur daily at the time of day they had when the demo started.
 DAILY_FINDINGS = ("outage_gap", "anomaly_spike")
-# Findings of the fleet's last minutes: an incident that began 20-60 minutes ago. Appending
+# Findings of the fleet's last minutes: an incident of the last 20 minutes. Appending
 # each new slot from the fleet ending now would stretch them over every minute since the
 # demo started (hours of 92 % CPU grade the node POOR and escalate its anomaly), so their
 # nodes' rows not yet settled into the exporter's hourly rollups are rewritten at every
