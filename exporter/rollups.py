@@ -16,6 +16,7 @@ and moves an hourly mean by a sixtieth of its distance from it. Bounded-window a
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ OPTIONAL_NODE_METRICS = (DISK_USED.name, INODES_USED.name)
 STATS = ("count", "mean", "sd", "min", "max")  # per metric, over the hour's valid values
 SETTLE_SECONDS = 300
 FETCH_SECONDS = 86400  # rows of at most one day per query
+_GENERATIONS = itertools.count(1)  # a new number each time some stored rows change
 # For the rollup query's transaction only: a day's hourly groups (about 5,000 at 200 nodes,
 # 17 MB of aggregate states) are hashed in memory. The planner overestimates the number of
 # groups and would sort the day's rows instead (spilling to disk at the default work_mem),
@@ -77,12 +79,35 @@ class RollupView:
                 yield self.keys[self.ids[rows[0]]], rows
 
 
+@dataclass
+class RollupParts:
+    """The stored complete hours (arrays that are replaced, never changed in place, so
+    these stay as they were) and the fresh rows from `max(first, settled)` on."""
+
+    metrics: tuple[str, ...]
+    keys: list[tuple[str, str]]
+    stored: tuple[np.ndarray, ...]  # ids, hours, samples, stats
+    fresh: tuple[np.ndarray, ...]
+    generation: int  # of the stored rows
+    first: int
+    settled: int
+
+    def view(self) -> RollupView:
+        hours = self.stored[1]
+        keep = (hours >= self.first) & (hours < self.settled)
+        columns = [
+            _select(old, keep, new) for old, new in zip(self.stored, self.fresh, strict=True)
+        ]
+        return RollupView(self.metrics, self.keys, *columns)
+
+
 class _Kind:
     """Stored complete hours of one kind of series: contiguous range [lo, hi)."""
 
     def __init__(self, metrics: tuple[str, ...]) -> None:
         self.metrics = metrics
         self.lo = self.hi = 0
+        self.generation = 0  # unique per content of the stored rows, for callers' memos
         self.ids = np.empty(0, np.int32)
         self.hours = np.empty(0, np.int64)
         self.samples = np.empty(0, np.int32)
@@ -106,12 +131,14 @@ class _Kind:
 
         self.ids, self.hours = join(self.ids, ids), join(self.hours, hours)
         self.samples, self.stats = join(self.samples, samples), join(self.stats, stats)
+        self.generation = next(_GENERATIONS)
 
     def forget_before(self, hour: int) -> None:
         keep = self.hours >= hour
         if not keep.all():
             self.ids, self.hours = self.ids[keep], self.hours[keep]
             self.samples, self.stats = self.samples[keep], self.stats[keep]
+            self.generation = next(_GENERATIONS)
         self.lo = max(self.lo, hour)
 
 
@@ -131,19 +158,24 @@ class HourlyRollups:
     def view(self, kind: str, start: int, now: int) -> RollupView:
         """Hourly rows with hour start in [floor(start), now]; the last, partial hour holds
         the samples up to `now` only."""
+        return self.parts(kind, start, now).view()
+
+    def parts(self, kind: str, start: int, now: int) -> RollupParts:
+        """What `view` returns, before the stored and the fresh rows are joined: a caller
+        that keeps what it built from the stored rows (same `generation`, `first` and
+        `settled`) need not copy them again."""
         first = start // HOUR * HOUR
         settled = min(now // HOUR * HOUR, (int(time.time()) - SETTLE_SECONDS) // HOUR * HOUR)
         self._probe()
         self._extend(kind, first, max(first, settled))
         with self._lock:
             store = self._kinds[kind]
-            keep = (store.hours >= first) & (store.hours < settled)
             stored: tuple[np.ndarray, ...] = (store.ids, store.hours, store.samples, store.stats)
+            generation = store.generation
         fresh = self._fetch(kind, max(first, settled), now)  # not stored: still changing
-        columns = [_select(old, keep, new) for old, new in zip(stored, fresh, strict=True)]
         with self._lock:
             keys = list(self._keys)
-        return RollupView(store.metrics, keys, *columns)
+        return RollupParts(store.metrics, keys, stored, fresh, generation, first, settled)
 
     def _probe(self) -> None:
         """Learn once, before anything is stored, whether the table has the optional node

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import psycopg
@@ -450,65 +451,85 @@ def test_seasonal_test_without_past_hours_has_no_scale():
         assert np.allclose(_hours_quantile(mean, q), np.nanquantile(mean, q, axis=1))
 
 
-def test_memo_keeps_float32_baselines_and_only_the_window_fields_it_reads():
-    """The memo's copy of a fit is float32 and, for the fields only a window's evaluation
-    reads, starts at the first evaluated hour; loaded back it equals the run's rounded fit
-    wherever a run reads it (NaN before), so a run with the memo equals one without."""
+def test_merged_median_is_numpys():
+    """The memo's medians over every hour (sample counts, total memory) add the hour in
+    progress to the complete hours' sorted values: the same numbers np.nanmedian gives,
+    in float32 as in float64, with missing values, empty rows and a missing new value."""
+    from exporter.analyses.anomalies import _merged_median
+
+    rng = np.random.default_rng(11)
+    for dtype in (np.float32, np.float64):
+        values = rng.normal(16000, 3, (300, 41)).astype(dtype)
+        values[rng.random(values.shape) < 0.3] = np.nan
+        values[:5] = np.nan  # rows without a complete hour
+        values[7:12] = values[7:12, :1]  # ties
+        x = rng.normal(16000, 3, 300).astype(dtype)
+        x[::4] = np.nan
+        x[7:12] = values[7:12, 0]
+        got = _merged_median(np.sort(values, axis=1), x)
+        both = np.concatenate([values, x[:, None]], axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN
+            want = np.array([np.nanmedian(row) for row in both], dtype)
+        assert got.dtype == dtype
+        assert np.array_equal(got, want, equal_nan=True)
+
+
+def test_walk_of_the_complete_hours_then_the_hour_in_progress_is_the_walk_over_all_hours():
+    """Level shifts found with the hour in progress hidden, then those it completes, are
+    the shifts (and refitted baselines) of one walk over every hour: what lets the memo
+    keep the complete hours' walk. Series 0 shifts in its last 6 hours, series 1 earlier
+    and again at the end, series 2 not at all."""
     from exporter.analyses.anomalies import (
-        _FIT_FIELDS,
-        _WINDOW_FIELDS,
-        _Fit,
-        _loaded_fit,
+        _fit,
+        _floors,
+        _last_hour_shifts,
+        _level_shifts,
+        _Model,
         _round_fit,
-        _stored_fit,
+        _sorted_shifts,
     )
+    from exporter.config import AnomalyConfig
 
-    rng = np.random.default_rng(7)
-    shape, tail = (3, 700, 4), 650
-    fit = _Fit(
-        *(
-            rng.integers(0, 4, shape).astype(np.int8) if n == "kind" else rng.normal(50, 20, shape)
-            for n in _FIT_FIELDS
-        )
-    )
-    fit.base[0, 10, 1] = np.nan
-    exact = fit.scale.copy()
-    _round_fit(fit)
-    assert fit.scale.dtype == np.float64  # compared with Python floats: never in float32
-    assert np.array_equal(fit.scale, exact.astype(np.float32).astype(np.float64))
-    assert np.abs(fit.scale - exact).max() <= 2**-24 * np.abs(exact).max()  # float32 rounding
-    stored = _stored_fit(fit, tail)
-    for n in _FIT_FIELDS:
-        kept = getattr(stored, n)
-        assert kept.dtype == (np.int8 if n == "kind" else np.float32)
-        assert kept.shape[1] == (shape[1] - tail if n in _WINDOW_FIELDS else shape[1])
-    # a memo of 4 float32 fields of the history and 3 of the last 50 hours, against the
-    # 7 float64 fields of the history kept before: about a quarter of the bytes
-    kept_bytes = sum(getattr(stored, n).nbytes for n in _FIT_FIELDS if n != "kind")
-    assert kept_bytes == 4 * (4 * 700 + 3 * 50) * 12
-    loaded = _loaded_fit(stored, tail)
-    for n in _FIT_FIELDS:
-        a, b = getattr(fit, n), getattr(loaded, n)
-        assert b.dtype == a.dtype and b.shape == a.shape
-        if n in _WINDOW_FIELDS:
-            assert np.isnan(b[:, :tail]).all()
-            assert np.array_equal(b[:, tail:], a[:, tail:], equal_nan=True)
-        else:
-            assert np.array_equal(b, a, equal_nan=True)
+    cfg = AnomalyConfig()
+    rng = np.random.default_rng(5)
+    n_hours, metrics = 10 * 24 + 1, ("cpu_total_pct",)
+    hours = np.arange(n_hours)
+    mean = 40 + 10 * np.sin(2 * np.pi * hours / 24)[None, :] + rng.normal(0, 1, (3, n_hours))
+    mean[0, -6:] += 30
+    mean[1, 180:] += 25
+    mean[1, -6:] += 40
+    mean = mean[:, :, None]
+    grids = {
+        "mean": mean.astype(np.float32),
+        "sd": np.full(mean.shape, 2, np.float32),
+        "min": (mean - 5).astype(np.float32),
+        "max": (mean + 5).astype(np.float32),
+    }
+    floors = _floors(cfg, metrics)
+    first = 1_700_000_000 // HOUR * HOUR
+    now = first + (n_hours - 1) * HOUR + 1800
 
+    def model() -> _Model:
+        fit = _fit({k: g.astype(np.float64) for k, g in grids.items()}, floors, cfg)
+        _round_fit(fit)
+        keys = [(f"n{i}", "") for i in range(3)]
+        m = _Model("node", keys, metrics, first, fit, np.full(3, 60.0))
+        m.grids = {k: g.copy() for k, g in grids.items()}
+        return m
 
-def test_memo_digest_tells_any_change_of_the_complete_hours():
-    """The memo keeps a digest of the grids, not the grids: equal grids hit, a change of
-    one value, of one NaN, or of the shape misses."""
-    from exporter.analyses.anomalies import _digest
-
-    rng = np.random.default_rng(3)
-    grids = {"mean": rng.normal(size=(4, 30, 2)), "counts": rng.integers(0, 60, (4, 30))}
-    same = {k: v.copy() for k, v in grids.items()}
-    assert _digest(grids) == _digest(same)
-    assert _digest({k: v[:, :-1] for k, v in grids.items()}) != _digest(grids)
-    for change in (lambda g: g.__setitem__((1, 5, 0), g[1, 5, 0] + 1e-9),
-                   lambda g: g.__setitem__((2, 7, 1), np.nan)):  # fmt: skip
-        other = {k: v.copy() for k, v in grids.items()}
-        change(other["mean"])
-        assert _digest(other) != _digest(grids)
+    whole = model()
+    reference = _sorted_shifts(_level_shifts(whole, whole.grids, floors, cfg, now, {}))
+    split, walked = model(), {}
+    progress = split.grids["mean"][:, -1].copy()
+    split.grids["mean"][:, -1] = np.nan
+    settled = _level_shifts(split, split.grids, floors, cfg, now, walked)
+    split.grids["mean"][:, -1] = progress
+    shifts = _sorted_shifts(settled + _last_hour_shifts(split, walked, cfg, now))
+    assert shifts == reference
+    last = first + (n_hours - 6) * HOUR
+    assert {x["series"] for x in reference if x["hour"] == last} == {0, 1}  # the hour in progress
+    assert any(x["series"] == 1 and x["hour"] < last for x in reference)
+    assert not any(x["series"] == 2 for x in reference)
+    for name in ("base", "scale", "lo", "hi", "hour_lo", "hour_hi", "kind"):
+        assert np.array_equal(getattr(split.fit, name), getattr(whole.fit, name), equal_nan=True)

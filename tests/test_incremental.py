@@ -132,11 +132,25 @@ def test_anomalies_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
         late_rows(dsn, node, [DAY_START + 1500, DAY_START + 1950])
         invalid_row(dsn, node, DAY_START + 1600)  # late too: in the hour in progress
         before = state.invalid["node"].reread
+        hits = memo.hits
         check(DAY_START + 1980)
         assert state.invalid["node"].reread == before + 1
+        assert memo.hits == hits + 1  # late rows of the hour in progress: the model is kept
         check(DAY_START + HOUR + 30)  # right after the next hour boundary
         assert invalid[-2] == invalid[-3] + 1  # the late invalid value is counted
         assert "seasonal_departure" in kinds
+        # the hour just completed is not settled yet: read fresh, kept while unchanged, and
+        # a late row in it (or its settling into the rollups) rebuilds the model
+        misses = memo.misses
+        check(DAY_START + HOUR + 90)
+        assert (memo.hits, memo.misses) == (hits + 2, misses)
+        late_rows(dsn, node, [DAY_START + HOUR - 100])
+        check(DAY_START + HOUR + 150)
+        assert memo.misses == misses + 1
+        check(DAY_START + HOUR + 400)
+        assert memo.misses == misses + 2
+        check(DAY_START + HOUR + 460)
+        assert memo.hits == hits + 3
 
 
 def edge_nodes(dsn: str, start: int, end: int) -> None:

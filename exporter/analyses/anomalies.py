@@ -60,10 +60,10 @@ import numpy as np
 from psycopg import Cursor, sql
 from psycopg.rows import tuple_row
 
-from ..config import AnomalyConfig, EmergencyConfig, Levels
+from ..config import AnomalyConfig, Config, EmergencyConfig, Levels
 from ..metricdef import gauge
 from ..render import PRIORITY_COLOUR, Text, when
-from ..rollups import RollupView, rollups_of
+from ..rollups import RollupParts, RollupView, rollups_of
 from ..samples import ANOMALY_HIGH, ANOMALY_ZERO, CONTAINER_ZERO, Sample, sample
 from .common import (
     CONTAINER_ROW,
@@ -189,15 +189,14 @@ def detect_anomalies(
     kinds: dict[str, int] = {}
     invalid: dict[str, int] = {}
     for kind in ("node", "container"):
-        view = rollups.view(kind, history_start, now)
+        parts = rollups.parts(kind, history_start, now)
         memo = None if state is None else state.kinds.setdefault(kind, _Memo())
-        model = _fit_kind(kind, view, cfg, history_start, start, now, memo)
+        model = _model_of(kind, parts, ctx.config, history_start, start, now, memo)
         if model is None:
             continue
         found: list[Anomaly] = []
         scores: list[Score] = []
         if model.keys:
-            model.impact = _impact_scales(model, view, cfg, ctx.config.emergency)
             rows = None if state is None else state.candidates.setdefault(kind, HourRows())
             candidates = _candidates(ctx, kind, model, start, now, rows)
             found, scores = _evaluate(model, candidates, cfg, start, now)
@@ -257,6 +256,12 @@ class _Model:
     impact: _Impact | None = None
     unjudged: int = 0  # series with too few hours for any baseline, left out of the grids
     seasonal: _Seasonal | None = None
+    # for the memo: hourly sample counts and mean total memory (S, H), the level shifts of
+    # the complete hours and, per walked (series, metric), the hour its walk went on from
+    counts: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    totals: np.ndarray | None = None
+    settled_shifts: list[dict[str, Any]] = field(default_factory=list)
+    walked: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def hour_index(self, t: int) -> int:
         return (t // HOUR * HOUR - self.first_hour) // HOUR
@@ -264,37 +269,26 @@ class _Model:
 
 @dataclass
 class _Memo:
-    """Baselines of one kind of series fitted from complete hours, and what they were fitted
-    from: reused while those inputs are unchanged (an hour completes, a late sample lands in
-    a complete hour, the history start moves: all change the inputs, so all refit)."""
+    """What the runs of one kind of series rebuild identically while the complete hours
+    they read are unchanged (an hour completes, a late sample lands in a complete hour, the
+    history start moves: each changes them, so each rebuilds): the model from hour `tail` on
+    with the level shifts of the complete hours, and what a run needs to add the hour in
+    progress to it. A hit reads only the rollups' fresh rows, never the stored month."""
 
     key: tuple[Any, ...] | None = None
-    digest: bytes = b""  # of the inputs: the grids themselves are not kept between runs
-    tail: int = 0  # the first hour of the fit's window fields and of the range kept
-    fit: _Fit | None = None
-    range: _Range | None = None
-    seasonal: _Seasonal | None = None
+    model: _Model | None = None  # hours from `tail` on (its first_hour is the tail's)
+    shifts: list[dict[str, Any]] = field(default_factory=list)  # of the complete hours
+    walked: dict[tuple[int, int], int] = field(default_factory=dict)  # see _shifts_of
+    sid: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # key id -> s
+    # per rollup key id and metric of the view in UNITS: complete hours with a mean (-1:
+    # no complete row), which tells whether the hour in progress can change the model
+    valid_hours: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.int64))
+    ucols: list[int] = field(default_factory=list)
+    cols: list[int] = field(default_factory=list)  # the model's metrics in the view
+    counts: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # sorted, NaN last
+    totals: np.ndarray | None = None  # complete hours' mean total memory, sorted, NaN last
     hits: int = 0
     misses: int = 0
-
-    def lookup(self, key: tuple[Any, ...], digest: bytes) -> bool:
-        same = key == self.key and digest == self.digest
-        self.hits += same
-        self.misses += not same
-        return same
-
-
-def _digest(inputs: dict[str, np.ndarray]) -> bytes:
-    """A hash of the arrays' names, shapes, dtypes and bytes. Stricter than comparing values
-    (another NaN payload, or -0.0 for 0.0, is a change): at worst a refit, never a wrong
-    reuse; it lets the memo drop the month of grids it would otherwise keep to compare."""
-    h = hashlib.blake2b(digest_size=32)
-    for name in sorted(inputs):
-        a = inputs[name]
-        h.update(f"{name}:{a.shape}:{a.dtype.str};".encode())
-        for row in a:  # one series at a time: no contiguous copy of the whole grid
-            h.update(np.ascontiguousarray(row).data)
-    return h.digest()
 
 
 @dataclass
@@ -306,96 +300,196 @@ class AnomalyState:
     candidates: dict[str, HourRows] = field(default_factory=dict)  # with their bounds
 
 
-def _complete_inputs(grids: dict[str, np.ndarray], counts: np.ndarray) -> dict[str, np.ndarray]:
-    """What the baselines of complete hours are a function of: every statistic of the
-    complete hours, and only whether the hour in progress has a value (its first valid hour
-    sets a series' age). `_fit` reads hour h only for hours after h, so the hour in
-    progress never reaches a baseline; `_range` reads hours at least a quiet gap back."""
-    out = {k: g[:, :-1] for k, g in grids.items()}
-    out["last_valid"] = ~np.isnan(grids["mean"][:, -1])
-    out["counts"] = counts[:, :-1]
-    return out
-
-
 _FIT_FIELDS = tuple(_Fit.__dataclass_fields__)
+_RANGE_FIELDS = ("lo", "hi", "mean_lo", "mean_hi")  # the range's fields per hour
 
 
 def _round_fit(fit: _Fit) -> None:
     """Round the baselines and bounds to float32, in place (they stay float64 arrays, so a
     comparison with a Python float is not made in float32). They are fitted from the
-    rollups' float32 statistics, which carry that rounding already; rounded, they are kept
-    between runs in half the memory, and a run with the kept ones equals one without."""
+    rollups' float32 statistics, which carry that rounding already, so the baselines do not
+    depend on whether a fit was computed in one batch or another."""
     for n in _FIT_FIELDS:
         a = getattr(fit, n)
         if a.dtype == np.float64:
             a[...] = a.astype(np.float32)
 
 
-# Fields of the fit read only at the hours a run evaluates (the candidates' bounds); the
-# others are read over the whole history by the level-shift walk, so the memo keeps them.
-_WINDOW_FIELDS = ("lo", "hi", "hour_scale")
-_RANGE_FIELDS = ("lo", "hi", "mean_lo", "mean_hi")
-
-
 def _tail(cfg: AnomalyConfig, window_first: int) -> int:
     """The first hour a run evaluates: the window's, less the candidates' lookback
     (`recent_samples` intervals of at most an hour) and the hours before the window that a
     range departure's start is judged by (`range_quiet_hours`), with a day to spare. The
-    memo keeps the window fields and the range from there on only."""
+    memo keeps the model from there on only."""
     back = math.ceil(cfg.recent_samples) + math.ceil(cfg.range_quiet_hours) + 24
     return max(0, window_first - back)
 
 
-def _stored_fit(fit: _Fit, tail: int) -> _Fit:
-    """A copy of a rounded fit for the memo: float32 (exact: `_round_fit`), the window
-    fields from hour `tail` on."""
-    return _Fit(
-        *(
-            _cast(getattr(fit, n)[:, tail:] if n in _WINDOW_FIELDS else getattr(fit, n),
-                  np.float64, np.float32)
-            for n in _FIT_FIELDS
-        )
+def _model_of(
+    kind: str,
+    parts: RollupParts,
+    config: Config,
+    history_start: int,
+    start: int,
+    now: int,
+    memo: _Memo | None,
+) -> _Model | None:
+    """The model of one kind of series: from the memo and the hour in progress when the
+    complete hours are those it was built from, else fitted (and kept) from the view."""
+    cfg = config.anomalies
+    if memo is not None:
+        if memo.model is not None and memo.key == _memo_key(memo, parts, config, start, now):
+            memo.hits += 1
+            return _from_memo(memo, parts, cfg, config.emergency, now)
+        memo.misses += 1
+        memo.key, memo.model = None, None  # the stale model goes before the new one is built
+    view = parts.view()
+    model = _fit_kind(kind, view, cfg, history_start, start, now)
+    if model is None or not model.keys:
+        return model
+    model.impact = _impact_scales(model, view, cfg, config.emergency)
+    n_hours = model.fit.kind.shape[1]
+    window_first = max(0, model.hour_index(start))
+    tail = _tail(cfg, window_first)
+    # the range reads hours a quiet gap back; without a gap it reads the hour in progress
+    settled = math.ceil(cfg.range_quiet_hours) >= 1 and window_first < n_hours
+    if memo is not None and settled and n_hours - tail >= math.ceil(cfg.changepoint_hours):
+        _keep(memo, model, view, tail, now)
+        memo.key = _memo_key(memo, parts, config, start, now)
+    return model
+
+
+def _memo_key(
+    memo: _Memo, parts: RollupParts, config: Config, start: int, now: int
+) -> tuple[Any, ...]:
+    """What the memo's model is a function of, in O(fresh rows): the stored rows (their
+    generation and the hours taken), the fresh rows of complete hours (a digest), and of
+    the hour in progress only the rows that could make a series judged or set the first
+    hour of a metric (their series had fewer complete hours with a mean than any baseline
+    needs): `_fit` reads an hour only for the hours after it."""
+    now_hour = now // HOUR * HOUR
+    ids, hours, samples, stats = parts.fresh
+    done = hours < now_hour
+    h = hashlib.blake2b(digest_size=32)
+    order = np.lexsort((hours[done], ids[done]))
+    for a in (ids, hours, samples, stats):
+        h.update(np.ascontiguousarray(a[done][order]).data)
+    last = ids[~done]
+    have = np.full((last.size, len(memo.ucols)), -1, np.int64)
+    known = last < memo.valid_hours.shape[0]
+    have[known] = memo.valid_hours[last[known]]
+    valid = ~np.isnan(stats[~done][:, _STAT["mean"], :][:, memo.ucols])
+    telling = (valid & (have < _fewest_hours(config.anomalies))) | (have < 0)
+    rows = telling.any(axis=1)
+    order = np.argsort(last[rows], kind="stable")
+    h.update(np.ascontiguousarray(last[rows][order]).data)
+    h.update(np.ascontiguousarray(telling[rows][order]).data)
+    hours_of = (start // HOUR, now_hour, parts.first, parts.settled, parts.generation)
+    return (*hours_of, parts.metrics, config.anomalies, config.emergency, h.digest())
+
+
+def _keep(memo: _Memo, model: _Model, view: RollupView, tail: int, now: int) -> None:
+    """Keep a fitted model from hour `tail` on (copies: the run's own arrays go), and what
+    adding the hour in progress to it needs."""
+    done = view.hours < now // HOUR * HOUR
+    memo.ucols = [i for i, m in enumerate(view.metrics) if m in UNITS]
+    memo.cols = [view.metrics.index(m) for m in model.metrics]
+    valid = ~np.isnan(view.stats[:, _STAT["mean"], :][done][:, memo.ucols])
+    n_ids = len(view.keys)
+    have = np.stack(
+        [np.bincount(view.ids[done], valid[:, k], n_ids) for k in range(valid.shape[1])], 1
+    ).astype(np.int64) if valid.shape[1] else np.zeros((n_ids, 0), np.int64)  # fmt: skip
+    have[np.bincount(view.ids[done], minlength=n_ids) == 0] = -1
+    memo.valid_hours = have
+    index = {k: i for i, k in enumerate(view.keys)}
+    memo.sid = np.full(n_ids, -1, np.int64)
+    memo.sid[[index[k] for k in model.keys]] = np.arange(len(model.keys))
+    counts = model.counts[:, :-1]
+    memo.counts = np.sort(np.where(counts > 0, counts, np.nan), axis=1)
+    memo.totals = None if model.totals is None else np.sort(model.totals[:, :-1], axis=1)
+    memo.shifts, memo.walked = model.settled_shifts, model.walked
+    r, seasonal = model.range, model.seasonal
+    assert r is not None
+    edges = {n: getattr(r, n)[:, tail:].copy() for n in _RANGE_FIELDS}
+    memo.model = dataclasses.replace(
+        model,
+        first_hour=model.first_hour + tail * HOUR,
+        fit=_Fit(*(getattr(model.fit, n)[:, tail:].copy() for n in _FIT_FIELDS)),
+        range=_Range(**edges, median=r.median, noise=r.noise, mean_noise=r.mean_noise,
+                     margin=r.margin),
+        grids={k: g[:, tail:].copy() for k, g in model.grids.items()},
+        seasonal=None if seasonal is None else dataclasses.replace(
+            seasonal, first=seasonal.first - tail),
+        shifts=[], counts=np.empty((0, 0)), totals=None, settled_shifts=[], walked={},
     )  # fmt: skip
 
 
-def _loaded_fit(fit: _Fit, tail: int) -> _Fit:
-    """A float64 copy of the memo's fit, for a run to refit level shifts into (the window
-    fields NaN before `tail`, where no run reads them)."""
-    return _Fit(
-        *(
-            _padded(getattr(fit, n), tail, fit.kind.shape)
-            if n in _WINDOW_FIELDS
-            else _cast(getattr(fit, n), np.float32, np.float64)
-            for n in _FIT_FIELDS
-        )
-    )
+def _from_memo(
+    memo: _Memo, parts: RollupParts, cfg: AnomalyConfig, emergency: EmergencyConfig, now: int
+) -> _Model:
+    """The memo's model with the hour in progress of the fresh rows: its grid column, its
+    sample counts and total memory (medians over every hour), its seasonal scores and a
+    level shift it may complete. The fit, range and complete hours' grids are shared: no
+    run changes them."""
+    kept = memo.model
+    assert kept is not None
+    ids, hours, samples, stats = parts.fresh
+    rows = np.flatnonzero(hours == now // HOUR * HOUR)
+    known = ids[rows] < memo.sid.size
+    rows = rows[known]
+    s = memo.sid[ids[rows]]
+    rows, s = rows[s >= 0], s[s >= 0]
+    grids = {}
+    for name, g in kept.grids.items():
+        g = g.copy()
+        g[:, -1] = np.nan
+        g[s, -1] = stats[rows][:, _STAT[name]][:, memo.cols]
+        grids[name] = g
+    n_series = len(kept.keys)
+    count = np.full(n_series, np.nan)
+    count[s] = samples[rows]
+    per_hour = _merged_median(memo.counts, np.where(count > 0, count, np.nan))
+    interval = np.clip(HOUR / np.maximum(np.where(np.isnan(per_hour), 1, per_hour), 1), 1, HOUR)
+    model = dataclasses.replace(kept, grids=grids, interval=interval)
+    model.kinds_now = kept.fit.kind[:, -1, :]
+    model.seasonal = _seasonal_now(kept.seasonal, grids["mean"])
+    model.shifts = _sorted_shifts(memo.shifts + _last_hour_shifts(model, memo.walked, cfg, now))
+    total = np.full(n_series, np.nan)
+    if memo.totals is not None:
+        last = np.full(n_series, np.nan, np.float32)
+        last[s] = stats[rows, _STAT["mean"], parts.metrics.index("mem_total_mb")]
+        total = _merged_median(memo.totals, last).astype(np.float64)
+    model.impact = _impact_of(model, total, cfg, emergency)
+    return model
 
 
-def _stored_range(r: _Range, tail: int) -> _Range:
-    """The range for the memo, its edges from hour `tail` on."""
-    lo, hi, mean_lo, mean_hi = (getattr(r, n)[:, tail:].copy() for n in _RANGE_FIELDS)
-    return dataclasses.replace(r, lo=lo, hi=hi, mean_lo=mean_lo, mean_hi=mean_hi)
+def _merged_median(sorted_: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per row, the median of the row's values (sorted, NaN last) and x (ignored when NaN),
+    as np.nanmedian computes it, in the arrays' dtype; NaN for a row without any value."""
+    n = (~np.isnan(sorted_)).sum(axis=1)
+    has = ~np.isnan(x)
+    total = n + has
+    with np.errstate(invalid="ignore"):
+        below = (sorted_ < x[:, None]).sum(axis=1)  # x's rank among the row's values
+
+    def at(q: np.ndarray) -> np.ndarray:
+        q = np.clip(q, 0, None)
+        own = _take(sorted_, np.where(has & (q > below), q - 1, q))
+        return np.where(has & (q == below), x, own)
+
+    lower, upper = at((total - 1) // 2), at(total // 2)
+    with np.errstate(invalid="ignore"):
+        return np.where(total > 0, (lower + upper) / 2, np.nan).astype(sorted_.dtype)
 
 
-def _loaded_range(r: _Range, tail: int, shape: tuple[int, ...]) -> _Range:
-    lo, hi, mean_lo, mean_hi = (
-        _padded(getattr(r, n), tail, shape, np.float32) for n in _RANGE_FIELDS
-    )
-    return dataclasses.replace(r, lo=lo, hi=hi, mean_lo=mean_lo, mean_hi=mean_hi)
+def _take(a: np.ndarray, q: np.ndarray) -> np.ndarray:
+    if a.shape[1] == 0:
+        return np.full(a.shape[0], np.nan, a.dtype)
+    return np.take_along_axis(a, np.clip(q, 0, a.shape[1] - 1)[:, None], axis=1)[:, 0]
 
 
-def _padded(
-    a: np.ndarray, tail: int, shape: tuple[int, ...], dtype: type[np.floating[Any]] = np.float64
-) -> np.ndarray:
-    """`a` (hours from `tail` on) in an array of `shape` whose earlier hours are NaN."""
-    out = np.full(shape, np.nan, dtype)
-    out[:, tail:] = a
-    return out
-
-
-def _cast(a: np.ndarray, old: type[np.floating[Any]], new: type[np.floating[Any]]) -> np.ndarray:
-    """A copy of `a`, as `new` if it is an `old` array (the kinds stay int8)."""
-    return a.astype(new) if a.dtype == old else a.copy()
+def _sorted_shifts(shifts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Level shifts by series, metric and time, the order the walk finds them in."""
+    return sorted(shifts, key=lambda x: (x["series"], x["metric"], x["hour"]))
 
 
 def _fit_kind(
@@ -405,7 +499,6 @@ def _fit_kind(
     history_start: int,
     start: int,
     now: int,
-    memo: _Memo | None = None,
 ) -> _Model | None:
     """Dense hourly grids of the view's series that have the hours of history a baseline
     needs, their baselines and their level shifts. The others could never be judged, so
@@ -432,6 +525,8 @@ def _fit_kind(
     # takes float64 copies of what it reads (a batch of series, the range's past hours)
     grids = {name: np.full(shape, np.nan, np.float32) for name in ("mean", "sd", "min", "max")}
     counts = np.zeros(shape[:2])
+    total = view.metrics.index("mem_total_mb") if "mem_total_mb" in view.metrics else None
+    totals = None if total is None else np.full(shape[:2], np.nan, np.float32)
     for s, (_, rows) in enumerate(series):
         h = (view.hours[rows] - first) // HOUR
         ok = (h >= 0) & (h < n_hours)
@@ -439,25 +534,11 @@ def _fit_kind(
         counts[s, h] = view.samples[rows]
         for name in grids:
             grids[name][s, h] = view.stats[rows][:, _STAT[name]][:, cols]
+        if totals is not None:
+            totals[s, h] = view.stats[rows, _STAT["mean"], total]
     floors = _floors(cfg, metrics)
     window_first = max(0, (start // HOUR * HOUR - first) // HOUR)
     keys = [key for key, _ in series]
-    # the range reads hours a quiet gap back; without a gap it reads the hour in progress
-    settled = math.ceil(cfg.range_quiet_hours) >= 1 and window_first < n_hours
-    memo_key = (first, n_hours, window_first, metrics, tuple(keys), cfg)
-    digest = _digest(_complete_inputs(grids, counts)) if memo is not None and settled else b""
-    if memo is not None and settled and memo.lookup(memo_key, digest):
-        assert memo.fit is not None and memo.range is not None
-        hit = _loaded_fit(memo.fit, memo.tail)
-        model = _Model(kind, keys, metrics, first, hit, _intervals(counts), unjudged=unjudged)
-        model.shifts = _level_shifts(model, grids, floors, cfg, now)
-        model.kinds_now = hit.kind[:, -1, :]
-        model.range = _masked_range(_loaded_range(memo.range, memo.tail, shape), hit)
-        model.grids = grids
-        model.seasonal = _seasonal_now(memo.seasonal, grids["mean"])
-        return model
-    if memo is not None:  # let the stale baselines go before the new ones are built
-        memo.key, memo.digest, memo.fit, memo.range, memo.seasonal = None, b"", None, None, None
     fit: _Fit | None = None
     for i in range(0, len(series), BATCH):  # written batch by batch into one set of arrays
         part = _fit({k: g[i : i + BATCH].astype(np.float64) for k, g in grids.items()}, floors, cfg)
@@ -471,16 +552,18 @@ def _fit_kind(
     unmasked = _range(grids, metrics, cfg, window_first)
     before = max(0, window_first - math.ceil(cfg.range_quiet_hours) - 1)
     seasonal = _seasonal(grids["mean"], cfg, before, n_hours - 1)
-    if memo is not None and settled:
-        memo.key, memo.digest = memo_key, digest
-        memo.tail = _tail(cfg, window_first)
-        memo.fit, memo.seasonal = _stored_fit(fit, memo.tail), seasonal
-        memo.range = _stored_range(unmasked, memo.tail)
     model = _Model(kind, keys, metrics, first, fit, _intervals(counts), unjudged=unjudged)
-    model.shifts = _level_shifts(model, grids, floors, cfg, now)
+    model.grids, model.counts, model.totals = grids, counts, totals
+    # the level shifts of the complete hours (the hour in progress hidden: they are what a
+    # memo keeps), then one the hour in progress may complete
+    progress = grids["mean"][:, -1].copy()
+    grids["mean"][:, -1] = np.nan
+    model.settled_shifts = _level_shifts(model, grids, floors, cfg, now, model.walked)
+    grids["mean"][:, -1] = progress
+    found = _last_hour_shifts(model, model.walked, cfg, now)
+    model.shifts = _sorted_shifts(model.settled_shifts + found)
     model.kinds_now = fit.kind[:, -1, :]
     model.range = _masked_range(unmasked, fit)
-    model.grids = grids
     model.seasonal = seasonal
     return model
 
@@ -931,10 +1014,7 @@ def _impact_scales(
     model: _Model, view: RollupView, cfg: AnomalyConfig, emergency: EmergencyConfig
 ) -> _Impact:
     """Emergency levels and practical scales of the model's metrics."""
-    n_series, n_metrics = len(model.keys), len(model.metrics)
-    factor = np.ones((n_series, n_metrics))
-    levels: dict[int, Levels] = {}
-    total = np.full(n_series, np.nan)
+    total = np.full(len(model.keys), np.nan)
     if "mem_total_mb" in view.metrics:
         index = {key: s for s, key in enumerate(model.keys)}
         means = view.stats[:, _STAT["mean"], view.metrics.index("mem_total_mb")]
@@ -942,6 +1022,15 @@ def _impact_scales(
             s = index.get(key, -1)  # the view may hold series the model left out
             if s >= 0 and rows.size and not np.isnan(means[rows]).all():
                 total[s] = float(_nanmedian(means[rows]))
+    return _impact_of(model, total, cfg, emergency)
+
+
+def _impact_of(
+    model: _Model, total: np.ndarray, cfg: AnomalyConfig, emergency: EmergencyConfig
+) -> _Impact:
+    """The same from each series' median total memory (NaN: not known)."""
+    factor = np.ones((len(model.keys), len(model.metrics)))
+    levels: dict[int, Levels] = {}
     for m, metric in enumerate(model.metrics):
         if metric not in EMERGENCY_LEVELS:
             continue
@@ -993,6 +1082,7 @@ def _level_shifts(
     floors: dict[str, np.ndarray],
     cfg: AnomalyConfig,
     now: int,
+    walked: dict[tuple[int, int], int],
 ) -> list[dict[str, Any]]:
     """Runs of `changepoint_hours` hourly means beyond their bounds, the same way: each is
     a new normal. Later hours are refitted on history moved by the shift."""
@@ -1002,7 +1092,51 @@ def _level_shifts(
     hit = _has_run(signs, run_hours)
     shifts = []
     for s, m in zip(*np.nonzero(hit), strict=True):
-        shifts.extend(_shifts_of(model, grids, floors, cfg, int(s), int(m), run_hours, now))
+        found = _shifts_of(model, grids, floors, cfg, int(s), int(m), run_hours, now, walked)
+        shifts.extend(found)
+    return shifts
+
+
+def _last_hour_shifts(
+    model: _Model, walked: dict[tuple[int, int], int], cfg: AnomalyConfig, now: int
+) -> list[dict[str, Any]]:
+    """The level shifts the hour in progress completes: a run of `changepoint_hours` of
+    equal signs ending with it, after the hour each walk of the complete hours went on
+    from. Nothing is refitted: no hour follows it. With the complete hours' walk, this is
+    the walk over every hour (the walk finds runs in time order, and the hour in progress
+    changes no fit)."""
+    run_hours = max(1, math.ceil(cfg.changepoint_hours))
+    fit, mean = model.fit, model.grids["mean"]
+    n_hours = mean.shape[1]
+    r = n_hours - run_hours
+    if r < 0:
+        return []
+    last = _hour_signs(_Fit(*(getattr(fit, n)[:, -1:] for n in _FIT_FIELDS)), mean[:, -1:])
+    shifts = []
+    for s, m in zip(*np.nonzero(last[:, 0, :]), strict=True):
+        s, m = int(s), int(m)
+        hour = model.first_hour + r * HOUR
+        if hour < walked.get((s, m), hour):
+            continue
+        one = _Fit(*(getattr(fit, n)[s : s + 1, r:, m : m + 1] for n in _FIT_FIELDS))
+        signs = _hour_signs(one, mean[s : s + 1, r:, m : m + 1])[0, :, 0]
+        if not (signs == last[s, 0, m]).all():
+            continue
+        value = mean[s, r:, m].astype(np.float64)
+        moved = value - fit.base[s, r:, m]
+        shifts.append(
+            {
+                "series": s,
+                "metric": m,
+                "hour": hour,
+                "known": min(now, model.first_hour + (n_hours - 1) * HOUR),
+                "absorbed_until": model.first_hour + n_hours * HOUR,
+                "value": float(_nanmedian(value)),
+                "baseline": float(_nanmedian(fit.base[s, r:, m])),
+                "score": float(_nanmedian(moved / fit.scale[s, r:, m])),
+                "kind": int(fit.kind[s, r, m]),
+            }
+        )
     return shifts
 
 
@@ -1048,9 +1182,11 @@ def _shifts_of(
     m: int,
     run_hours: int,
     now: int,
+    walked: dict[tuple[int, int], int],
 ) -> list[dict[str, Any]]:
     """Walk the change points of series s, metric m in time order; after each, refit the
-    hours from `since + run_hours` on, with the history before `since` moved by the shift."""
+    hours from `since + run_hours` on, with the history before `since` moved by the shift.
+    `walked` gets the hour the walk went on from after the last one."""
     fit = model.fit
     one = {k: g[s : s + 1, :, m : m + 1].astype(np.float64) for k, g in grids.items()}
     one_floors = {k: v[m : m + 1] for k, v in floors.items()}
@@ -1081,6 +1217,7 @@ def _shifts_of(
             getattr(fit, name)[s, end:, m] = getattr(refit, name)[0, end:, 0]
         signs[end:] = _hour_signs(_slice(fit, s, m), one["mean"])[0, end:, 0]
         pos = end
+    walked[(s, m)] = model.first_hour + pos * HOUR
     return shifts
 
 
