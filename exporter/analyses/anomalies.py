@@ -1111,17 +1111,14 @@ def _last_hour_shifts(
     r = n_hours - run_hours
     if r < 0:
         return []
-    last = _hour_signs(_Fit(*(getattr(fit, n)[:, -1:] for n in _FIT_FIELDS)), mean[:, -1:])
+    signs = _hour_signs(_Fit(*(getattr(fit, n)[:, r:] for n in _FIT_FIELDS)), mean[:, r:])
+    run = (signs != 0).all(axis=1) & (signs == signs[:, :1]).all(axis=1)
+    hour = model.first_hour + r * HOUR
     shifts = []
-    for s, m in zip(*np.nonzero(last[:, 0, :]), strict=True):
+    for s, m in zip(*np.nonzero(run), strict=True):
         s, m = int(s), int(m)
-        hour = model.first_hour + r * HOUR
         if hour < walked.get((s, m), hour):
-            continue
-        one = _Fit(*(getattr(fit, n)[s : s + 1, r:, m : m + 1] for n in _FIT_FIELDS))
-        signs = _hour_signs(one, mean[s : s + 1, r:, m : m + 1])[0, :, 0]
-        if not (signs == last[s, 0, m]).all():
-            continue
+            continue  # inside the run of a shift the walk found
         value = mean[s, r:, m].astype(np.float64)
         moved = value - fit.base[s, r:, m]
         shifts.append(
@@ -1421,6 +1418,7 @@ def _evaluate(
     index = {key: i for i, key in enumerate(model.keys)}
     per: dict[tuple[int, int], list[tuple[int, float]]] = {}
     out_of_range: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    beyond: set[tuple[int, int]] = set()  # with a sample beyond the range
     fit = model.fit
     for node, container, t, *values in rows:
         s = index.get((node, container))
@@ -1432,6 +1430,8 @@ def _evaluate(
             if v is None:
                 continue
             seen = lo is not None and hi is not None and lo[s, m] <= v <= hi[s, m]  # shown
+            if lo is not None and hi is not None and (v < lo[s, m] or v > hi[s, m]):
+                beyond.add((s, m))
             if (v < fit.lo[s, h, m] or v > fit.hi[s, h, m]) and not seen:
                 per.setdefault((s, m), []).append((int(t), float(v)))
             out_of_range.setdefault((s, m), []).append((int(t), float(v)))
@@ -1468,7 +1468,7 @@ def _evaluate(
     for s, m, ep in outliers:
         wild.setdefault((s, m), []).append((ep["start"], ep["end"]))
     if model.range is not None:
-        found = _departures(model, out_of_range, spans, departed, cfg, start, now, wild)
+        found = _departures(model, out_of_range, spans, departed, cfg, start, now, wild, beyond)
         anomalies.extend(found)
     for s, m, ep in outliers:  # a lone sample inside a departure is part of that episode
         # (hours before the window are flagged at their end, so a span reaches an hour back)
@@ -1501,12 +1501,14 @@ def _departures(
     start: int,
     now: int,
     wild: dict[tuple[int, int], list[tuple[int, int]]] | None = None,
+    beyond: set[tuple[int, int]] | None = None,
 ) -> list[Anomaly]:
     """Episodes of samples or hourly means beyond the range their series has shown, or of
     hourly means unusual for their hour, each reported once, when it starts: after
     `range_quiet_hours` with nothing beyond. Episodes another path reports (spikes, dips,
     level shifts) are left to it, and so is an hour moved only by `wild` lone samples (the
-    outliers); every other episode's span goes to `departed`."""
+    outliers); every other episode's span goes to `departed`. `beyond`: the series and
+    metrics with a sample beyond the range (all of `samples` when not given)."""
     r = model.range
     assert r is not None
     quiet = cfg.range_quiet_hours * HOUR
@@ -1515,46 +1517,65 @@ def _departures(
     seasonal = model.seasonal
     assert seasonal is None or seasonal.first == before.start  # fitted for this window
     out: list[Anomaly] = []
-    for s in range(len(model.keys)):
-        for m in range(len(model.metrics)):
-            if math.isnan(r.median[s, m]):
+    walk, early = _flagged(model, set(samples) if beyond is None else beyond, before, first, now)
+    for s, m in zip(*np.nonzero(walk), strict=True):
+        s, m = int(s), int(m)
+        flags: list[tuple[int, dict[str, Any] | None]] = [
+            (model.first_hour + (h + 1) * HOUR - 1, None)
+            for i, h in enumerate(before)
+            if early[i, s, m]
+        ]
+        flags += _window_flags(model, s, m, samples.get((s, m), []), cfg, start, now)
+        if seasonal is not None:
+            flags += _seasonal_flags(model, seasonal, s, m, first, now)
+        for ep in _range_episodes(sorted(flags, key=lambda f: f[0]), quiet):
+            t0 = ep[0][0]
+            if _seasonal_only(ep) and any(
+                a - HOUR <= ep[-1][0] and b >= t0 - HOUR for a, b in (wild or {}).get((s, m), [])
+            ):
                 continue
-            flags: list[tuple[int, dict[str, Any] | None]] = [
-                (model.first_hour + (h + 1) * HOUR - 1, None)
-                for h in before
-                if _hour_beyond(model, s, m, h) or (seasonal and seasonal.beyond(s, m, h))
-            ]
-            flags += _window_flags(model, s, m, samples.get((s, m), []), cfg, start, now)
-            if seasonal is not None:
-                flags += _seasonal_flags(model, seasonal, s, m, first, now)
-            for ep in _range_episodes(sorted(flags, key=lambda f: f[0]), quiet):
-                t0 = ep[0][0]
-                if _seasonal_only(ep) and any(
-                    a - HOUR <= ep[-1][0] and b >= t0 - HOUR
-                    for a, b in (wild or {}).get((s, m), [])
-                ):
-                    continue
-                departed.setdefault((s, m), []).append((t0, ep[-1][0]))
-                if ep[0][1] is None or not start < t0 <= now:
-                    continue
-                if any(a <= ep[-1][0] and b >= t0 - quiet for a, b in spans.get((s, m), [])):
-                    continue
-                out.append(_report_departure(model, s, m, ep, cfg, now))
+            departed.setdefault((s, m), []).append((t0, ep[-1][0]))
+            if ep[0][1] is None or not start < t0 <= now:
+                continue
+            if any(a <= ep[-1][0] and b >= t0 - quiet for a, b in spans.get((s, m), [])):
+                continue
+            out.append(_report_departure(model, s, m, ep, cfg, now))
     return out
 
 
-def _hour_beyond(model: _Model, s: int, m: int, h: int) -> bool:
-    """An hour before the window had a sample or its mean beyond the range."""
-    r, g = model.range, model.grids
+def _flagged(
+    model: _Model, beyond: set[tuple[int, int]], before: range, first: int, now: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(S, M) where `_departures` can find a flag, by the same comparisons for all series
+    at once: a series with a range and a sample beyond it, or an hour before the window or
+    a complete hour of it beyond the range or the seasonal threshold (the others, nearly
+    all, have nothing to walk); and (hours before the window, S, M) which of those hours
+    had a sample or their mean beyond the range, or their mean beyond the seasonal
+    threshold."""
+    r, g, seasonal = model.range, model.grids, model.seasonal
     assert r is not None
-    lo, hi = r.bounds(h)
-    mlo, mhi = r.mean_bounds(h)
-    return bool(
-        g["max"][s, h, m] > hi[s, m]
-        or g["min"][s, h, m] < lo[s, m]
-        or g["mean"][s, h, m] > mhi[s, m]
-        or g["mean"][s, h, m] < mlo[s, m]
-    )
+    out = np.zeros(r.median.shape, bool)
+    for s, m in beyond:
+        out[s, m] = True
+    early = np.zeros((len(before), *out.shape), bool)
+    last = model.hour_index(now)
+    with np.errstate(invalid="ignore"):
+        for i, h in enumerate(before):
+            lo, hi = r.bounds(h)
+            mlo, mhi = r.mean_bounds(h)
+            early[i] = (g["max"][:, h] > hi) | (g["min"][:, h] < lo)
+            early[i] |= (g["mean"][:, h] > mhi) | (g["mean"][:, h] < mlo)
+            if seasonal is not None:
+                early[i] |= np.abs(seasonal.z[:, h - seasonal.first]) > seasonal.threshold
+        out |= early.any(axis=0)
+        for h in range(first, last + 1):
+            if model.first_hour + (h + 1) * HOUR - 1 > now:
+                continue  # the hour in progress: judged at its end
+            mlo, mhi = r.mean_bounds(h)
+            out |= (g["mean"][:, h] > mhi) | (g["mean"][:, h] < mlo)
+            if seasonal is not None:
+                out |= np.abs(seasonal.z[:, h - seasonal.first]) > seasonal.threshold
+    return out & ~np.isnan(r.median), early
 
 
 def _window_flags(
