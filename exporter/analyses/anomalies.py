@@ -1415,26 +1415,7 @@ def _evaluate(
     model: _Model, rows: list[tuple[Any, ...]], cfg: AnomalyConfig, start: int, now: int
 ) -> tuple[list[Anomaly], list[Score]]:
     """Episodes of persistent candidates, level shifts and current scores."""
-    index = {key: i for i, key in enumerate(model.keys)}
-    per: dict[tuple[int, int], list[tuple[int, float]]] = {}
-    out_of_range: dict[tuple[int, int], list[tuple[int, float]]] = {}
-    beyond: set[tuple[int, int]] = set()  # with a sample beyond the range
-    fit = model.fit
-    for node, container, t, *values in rows:
-        s = index.get((node, container))
-        if s is None:
-            continue
-        h = model.hour_index(int(t))
-        lo, hi = model.range.bounds(h) if model.range is not None else (None, None)
-        for m, v in enumerate(values):
-            if v is None:
-                continue
-            seen = lo is not None and hi is not None and lo[s, m] <= v <= hi[s, m]  # shown
-            if lo is not None and hi is not None and (v < lo[s, m] or v > hi[s, m]):
-                beyond.add((s, m))
-            if (v < fit.lo[s, h, m] or v > fit.hi[s, h, m]) and not seen:
-                per.setdefault((s, m), []).append((int(t), float(v)))
-            out_of_range.setdefault((s, m), []).append((int(t), float(v)))
+    per, out_of_range, beyond = _sorted_candidates(model, rows)
     anomalies: list[Anomaly] = []
     current: dict[tuple[int, int], float] = {}
     spans: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -1490,6 +1471,51 @@ def _evaluate(
                 }
             )
     return anomalies, scores
+
+
+def _sorted_candidates(
+    model: _Model, rows: list[tuple[Any, ...]]
+) -> tuple[
+    dict[tuple[int, int], list[tuple[int, float]]],
+    dict[tuple[int, int], list[tuple[int, float]]],
+    set[tuple[int, int]],
+]:
+    """Per series and metric, in the rows' order: the candidates beyond the fit's bounds
+    and not inside the range (shown before), every value the query returned, and whether
+    one was beyond the range. Compared in numpy for all rows at once (float64, as each
+    value against its bounds one by one), then listed for the values present only."""
+    index = {key: i for i, key in enumerate(model.keys)}
+    per: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    out_of_range: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    beyond: set[tuple[int, int]] = set()
+    n_metrics = len(model.metrics)
+    sid = np.fromiter((index.get((r[0], r[1]), -1) for r in rows), np.int64, len(rows))
+    known = np.flatnonzero(sid >= 0)
+    if known.size == 0:
+        return per, out_of_range, beyond
+    sid = sid[known]
+    t = np.fromiter((rows[i][2] for i in known), np.int64, known.size)
+    values = np.array([rows[i][3:] for i in known], np.float64).reshape(known.size, n_metrics)
+    h = (t // HOUR * HOUR - model.first_hour) // HOUR
+    present = ~np.isnan(values)  # NULL: within every bound
+    fit = model.fit
+    with np.errstate(invalid="ignore"):
+        candidate = (values < fit.lo[sid, h]) | (values > fit.hi[sid, h])
+        if model.range is not None:
+            first = int(h.min())
+            lo, hi = model.range.bounds(slice(first, int(h.max()) + 1))
+            lo, hi = lo[sid, h - first], hi[sid, h - first]
+            candidate &= ~((lo <= values) & (values <= hi))
+            out = present & ((values < lo) | (values > hi))
+            beyond = {(int(sid[i]), int(m)) for i, m in zip(*np.nonzero(out), strict=True)}
+    candidate &= present
+    for i, m in zip(*np.nonzero(present), strict=True):
+        s, m = int(sid[i]), int(m)
+        sample = (int(t[i]), float(values[i, m]))
+        if candidate[i, m]:
+            per.setdefault((s, m), []).append(sample)
+        out_of_range.setdefault((s, m), []).append(sample)
+    return per, out_of_range, beyond
 
 
 def _departures(
