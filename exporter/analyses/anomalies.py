@@ -1508,13 +1508,19 @@ def _sorted_candidates(
             candidate &= ~((lo <= values) & (values <= hi))
             out = present & ((values < lo) | (values > hi))
             beyond = {(int(sid[i]), int(m)) for i, m in zip(*np.nonzero(out), strict=True)}
-    candidate &= present
-    for i, m in zip(*np.nonzero(present), strict=True):
-        s, m = int(sid[i]), int(m)
-        sample = (int(t[i]), float(values[i, m]))
-        if candidate[i, m]:
-            per.setdefault((s, m), []).append(sample)
-        out_of_range.setdefault((s, m), []).append(sample)
+    i, m = np.nonzero(present)  # row by row, as the rows came
+    listed = zip(
+        sid[i].tolist(),
+        m.tolist(),
+        t[i].tolist(),
+        values[i, m].tolist(),
+        candidate[i, m].tolist(),
+        strict=True,
+    )
+    for s, k, at, v, unusual in listed:
+        if unusual:
+            per.setdefault((s, k), []).append((at, v))
+        out_of_range.setdefault((s, k), []).append((at, v))
     return per, out_of_range, beyond
 
 
@@ -1623,12 +1629,12 @@ def _window_flags(
     flags = []
     interval = float(model.interval[s])  # each sample stands for its interval
     reach, persist = (cfg.recent_samples - 0.5) * interval, cfg.range_persist_minutes * 60
-    beyond = [t for t, v in samples if _beyond(r.bounds(model.hour_index(t)), s, m, v)]
-    for t, v in samples:
+    at = [(t, v, r.bounds(model.hour_index(t))) for t, v in samples]
+    beyond = [t for t, v, bounds in at if _beyond(bounds, s, m, v)]
+    for t, v, (lo, hi) in at:
         if t < first_t:
             continue
         h = model.hour_index(t)
-        lo, hi = r.bounds(h)
         support = bisect.bisect_right(beyond, t) - bisect.bisect_right(beyond, t - reach)
         if (v > hi[s, m] or v < lo[s, m]) and support * interval >= persist:
             edge = float(r.hi[s, h, m] if v > hi[s, m] else r.lo[s, h, m])
