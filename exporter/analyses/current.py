@@ -4,15 +4,29 @@ Served by the exporter only; `report summary` prints the same averages for a per
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from typing import TypedDict
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from psycopg import sql
 
 from ..metricdef import CONTAINER, NODE, gauge
 from ..samples import CONTAINER_VALUE, Sample, sample
-from .common import Context
+from .common import (
+    CONTAINER_ROW,
+    HOUR,
+    NODE_ROW,
+    Context,
+    clean,
+    metric_columns,
+    round_float,
+    window_rows,
+    window_seconds,
+)
 from .emergency import node_facts
-from .sli import SliResult, ratios, system_availability_check
-from .summary import MetricStats, SummaryResult, export_metrics_summary
+from .sli import SliResult, SliState, ratios, system_availability_check
+from .summary import ContainerSummary, MetricStats, NodeSummary, SummaryResult
 from .unit import Analysis, ResultView, Served
 
 MIB = 2**20
@@ -24,38 +38,114 @@ class CurrentResult(TypedDict):
     sli: SliResult
 
 
-def current_values(ctx: Context, *, now: int) -> CurrentResult:
+@dataclass
+class CurrentState:
+    """The exporter's state between runs: the SLI's kept rows and the composed query."""
+
+    sli: SliState = field(default_factory=SliState)
+    query: tuple[Any, sql.Composed] = (None, sql.Composed([]))
+
+
+def current_values(ctx: Context, *, now: int, state: CurrentState | None = None) -> CurrentResult:
     """The last `exporter.current_window_seconds` of every node, and its newest node row
     (container rows do not prove the node sampler alive)."""
     window = ctx.config.exporter.current_window_seconds / 3600
-    facts = node_facts(ctx, now)  # once for both: the newest-row walks are most of a run
+    facts = node_facts(ctx, now)  # once for both
     return {
-        "summary": _served_only(export_metrics_summary(ctx, hours=window, now=now)),
+        "summary": _averages_now(ctx, window, now, state),
         "spans": {n: (f.first, f.last_node) for n, f in facts.items() if f.last_node is not None},
         # a threat is not an outage: the short-window grades ignore the emergency check
-        "sli": system_availability_check(ctx, hours=window, now=now, threats=[], facts=facts),
+        "sli": system_availability_check(
+            ctx,
+            hours=window,
+            now=now,
+            threats=[],
+            facts=facts,
+            state=None if state is None else state.sli,
+        ),
     }
 
 
-def _served_only(summary: SummaryResult) -> SummaryResult:
-    """The summary with only the averages `to_samples` serves, and none that is unknown:
-    the result is held between runs for every node of the table, and a node's full
-    statistics (every column, four figures each) were most of the exporter's memory when
-    a table holds many nodes."""
+# The served averages of every node and container over the window, in one statement: the
+# node rows' and the container rows' (each deduplicated as `window_rows` does, by the
+# valid values of its own columns, as the summary does).
+def _averages_query(ctx: Context) -> sql.Composed:
+    node = tuple(column for _, _, _, column, _ in NODE_VALUES)
+    container = tuple(column for _, _, _, column, _ in CONTAINER_VALUES)
+    every = (*node, *dict.fromkeys(c for c in container if c not in node))
+
+    def part(columns: tuple[str, ...], is_node: bool) -> sql.Composed:
+        return sql.SQL(
+            "SELECT node_name, {container} AS container_name, count(*) AS samples, {avgs}"
+            " FROM {rows} w WHERE {which} GROUP BY node_name{group}"
+        ).format(
+            container=sql.SQL("NULL::text" if is_node else "container_name"),
+            avgs=sql.SQL(", ").join(
+                sql.SQL("avg({}) AS {}").format(clean(c), sql.Identifier(c))
+                if c in columns
+                else sql.SQL("NULL::float8 AS {}").format(sql.Identifier(c))
+                for c in every
+            ),
+            rows=window_rows(ctx.store, metric_columns(is_node)),
+            which=NODE_ROW if is_node else CONTAINER_ROW,
+            group=sql.SQL("" if is_node else ", container_name"),
+        )
+
+    return sql.SQL("{} UNION ALL {}").format(part(node, True), part(container, False))
+
+
+def _averages_now(
+    ctx: Context, hours: float, now: int, state: CurrentState | None
+) -> SummaryResult:
+    """The summary of the served averages only, none unknown: the result is held between
+    runs for every node of the table, and a node's full statistics were most of the
+    exporter's memory (and of a run's time) when a table holds many nodes."""
+    start = now - window_seconds(hours, HOUR, "hours")
+    key = (ctx.store, ctx.store.table)
+    if state is not None and state.query[0] == key:
+        query = state.query[1]
+    else:
+        query = _averages_query(ctx)  # composing it costs as much as running it
+        if state is not None:
+            state.query = (key, query)
     node_columns = tuple(column for _, _, _, column, _ in NODE_VALUES)
     container_columns = tuple(column for _, _, _, column, _ in CONTAINER_VALUES)
-    for n in summary["nodes"]:
-        n["metrics"] = _averages(n["metrics"], node_columns)
-        for c in n["containers"]:
-            c["metrics"] = _averages(c["metrics"], container_columns)
-    return summary
+    with ctx.store.read() as cur:
+        cur.execute(query, {"start": start, "now": now})
+        rows = cur.fetchall()
+    nodes: dict[str, NodeSummary] = {}
+    for r in sorted(rows, key=lambda r: (r["node_name"], r["container_name"] or "")):
+        if r["container_name"] is None:
+            nodes[r["node_name"]] = {
+                "node_name": r["node_name"],
+                "samples": r["samples"],
+                "metrics": _averages(r, node_columns),
+                "containers": [],
+            }
+    for r in sorted(rows, key=lambda r: (r["node_name"], r["container_name"] or "")):
+        if r["container_name"] is not None:
+            entry = nodes.setdefault(
+                r["node_name"],
+                {"node_name": r["node_name"], "samples": 0, "metrics": {}, "containers": []},
+            )
+            container: ContainerSummary = {
+                "container_name": r["container_name"],
+                "samples": r["samples"],
+                "metrics": _averages(r, container_columns),
+            }
+            entry["containers"].append(container)
+    return {
+        "generated_at": int(time.time()),
+        "window": {"start": start, "end": now, "hours": hours},
+        "nodes": [nodes[n] for n in sorted(nodes)],
+    }
 
 
-def _averages(metrics: MetricStats, columns: tuple[str, ...]) -> MetricStats:
+def _averages(row: dict[str, Any], columns: tuple[str, ...]) -> MetricStats:
     return {
         column: {"avg": avg}
         for column in columns
-        if (avg := metrics.get(column, {}).get("avg")) is not None
+        if (avg := round_float(row[column], 4)) is not None
     }
 
 
@@ -137,6 +227,7 @@ ANALYSIS = Analysis[CurrentResult](
     run=current_values,
     serve=Served(refresh_seconds=10, metrics=METRICS, to_samples=to_samples),
     report=False,
+    incremental=CurrentState,
 )
 
 

@@ -28,8 +28,9 @@ from ..render import PRIORITY_COLOUR, STATUS_COLOUR, Text, when
 from ..samples import Sample, sample
 from ..schema import DISK_USED, INODES_USED, present_columns
 from ..vocabulary import Check as CheckName
+from ..vocabulary import Priority
 from .common import HOUR, NODE_ROW, Context, clean, round_float, window_rows
-from .hosts import cpu_count_of, node_spans
+from .hosts import cpu_count_of, newest_rows
 from .unit import Analysis, ResultView, Served
 
 LEVEL = {None: 0, "P3-ADVISORY": 1, "P2-WARNING": 2, "P1-CRITICAL": 3}
@@ -243,18 +244,6 @@ class NodeFacts(NamedTuple):
     interval: float  # median spacing of its node rows (`node_facts` says which)
 
 
-# The newest node row of each node: a backward walk of the (node_name, sample_time) index.
-# `since` (NULL: none) lets the planner skip older partitions; nodes without a node row
-# since then are asked again without it.
-_LAST_NODE_SQL = """
-SELECT p.node_name,
-       (SELECT max(sample_time) FROM {t} s
-         WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
-           AND (%(since)s::bigint IS NULL OR s.sample_time > %(since)s)
-           AND s.sample_time <= %(now)s) AS last_node
-  FROM unnest(%(nodes)s::text[]) AS p(node_name)
-"""
-
 # The median spacing of a node's node rows in (last - history, last]: its own sampling
 # interval, robust to jitter, late rows and missed samples. `node_facts` passes the start
 # of the hour of its newest node row as `last`, so the estimate changes once an hour.
@@ -297,20 +286,15 @@ def node_facts(ctx: Context, now: int) -> dict[str, NodeFacts]:
     with fewer than two stamps before that hour (a new one) learns from the rows up to its
     newest, cached per newest row. A late row in hours already learned from is seen at the
     next hour's estimate (a run with an empty cache sees it at once)."""
-    since = int(now - ctx.config.emergency.forget_after_hours * HOUR)
-    spans = node_spans(ctx, now, since=since)  # bounded walk on partitions
-    if not spans:
+    cfg = ctx.config.emergency
+    since = int(now - cfg.forget_after_hours * HOUR)
+    rows = newest_rows(ctx, now, window=cfg.window_seconds, since=since)
+    if not rows:
         return {}
     history = int(ctx.config.sli.interval_history_hours * HOUR)
     cache: dict[tuple[str, int, int, bool], float] = ctx.cache("node_intervals", dict)
     with ctx.store.read() as cur:
-        last_sql = sql.SQL(_LAST_NODE_SQL).format(t=ctx.store.table)
-        cur.execute(last_sql, {"nodes": sorted(spans), "now": now, "since": since})
-        lasts = {r["node_name"]: r["last_node"] for r in cur.fetchall()}
-        if older := sorted(n for n, t in lasts.items() if t is None):
-            cur.execute(last_sql, {"nodes": older, "now": now, "since": None})
-            lasts.update((r["node_name"], r["last_node"]) for r in cur.fetchall())
-        newest = {n: int(t) for n, t in lasts.items() if t is not None}
+        newest = {n: t for n, (_, _, t) in rows.items() if t is not None}
         hourly = {n: t // HOUR * HOUR for n, t in newest.items()}
         if len(cache) > 100_000:
             cache.clear()
@@ -322,8 +306,7 @@ def node_facts(ctx: Context, now: int) -> dict[str, NodeFacts]:
         for node, step in _intervals(cur, ctx, todo, history).items():
             cache[(node, todo[node], history, False)] = step
     facts = {}
-    for node, (first, last) in spans.items():
-        last_node = newest.get(node)
+    for node, (first, last, last_node) in rows.items():
         step = 0.0
         if last_node is not None:
             step = cache[(node, hourly[node], history, True)]
@@ -355,13 +338,18 @@ def emergency_health_check(
     cpus = cpu_count_of(ctx, now) if ctx.cpu_count is None else {}
 
     checks: list[Threat] = []
+    grades: dict[tuple[str, float | None], Grading] = {}
     for node in sorted(live):
         f = live[node]
         values = _values(recent.get(node), cpus.get(node, ctx.cpu_count), cfg)
         # never a node row: as old as the node's first row of any kind
         values["stale"] = (now - (f.first if f.last_node is None else f.last_node), 1)
         for name in CHECKS:
-            checks.append(_evaluate(node, name, *values.get(name, (None, 0)), cfg, f.interval))
+            key = (name, f.interval if name == "stale" else None)
+            if (grading := grades.get(key)) is None:
+                grading = grades[key] = _grading(CATALOGUE[name].levels(cfg, f.interval))
+            value, samples = values.get(name, (None, 0))
+            checks.append(_evaluate(node, name, value, samples, cfg, grading))
 
     threats = sorted(
         (c for c in checks if c["priority"] != "INFO"),
@@ -415,21 +403,36 @@ def _values(
     return values
 
 
+# A check's levels as (priority, limit) pairs, most severe first, and whether higher is
+# worse: grading two thousand checks a run through the configuration's objects was half
+# of a warm check's Python.
+Grading = tuple[tuple[tuple[Priority, float], ...], bool]
+
+
+def _grading(levels: Levels) -> Grading:
+    return tuple((p, levels.threshold(p)) for p in Priority), levels.higher_is_worse
+
+
 def _evaluate(
     node: str,
     name: str,
     value: float | None,
     samples: int,
     cfg: EmergencyConfig,
-    interval: float | None = None,
+    grading: Grading,
 ) -> Threat:
+    """The check's threat; `Levels.priority` and `Levels.threshold` by `grading`."""
     check = CATALOGUE[name]
-    levels = check.levels(cfg, interval)
     # a threat must be sustained: a node's first sample or two never raise one (staleness
     # is the age of the newest sample, one value by nature)
     needed = 1 if name == "stale" else cfg.min_samples
-    enough = samples >= needed and value is not None
-    priority = levels.priority(value) if enough and value is not None else None
+    priority, threshold = None, None
+    if samples >= needed and value is not None:
+        limits, higher = grading
+        for p, limit in limits:
+            if (value >= limit) if higher else (value <= limit):
+                priority, threshold = p, limit
+                break
     return {
         "node_name": node,
         "container_name": None,
@@ -437,7 +440,7 @@ def _evaluate(
         "priority": priority or "INFO",
         "level": LEVEL[priority],
         "value": round_float(value, 3),
-        "threshold": levels.threshold(priority) if priority else None,
+        "threshold": threshold,
         "unit": check.unit,
         "samples": samples,
         "message": f"{node}: {check.message.format(v=value)}" if priority else "",
