@@ -7,26 +7,21 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TypedDict
 
-from psycopg import sql
+import numpy as np
 
 from ..metricdef import CONTAINER, NODE, gauge
 from ..samples import CONTAINER_VALUE, Sample, sample
 from .common import (
-    CONTAINER_ROW,
     HOUR,
-    NODE_ROW,
     Context,
-    clean,
-    metric_columns,
     round_float,
-    window_rows,
     window_seconds,
 )
-from .emergency import node_facts
+from .emergency import KeptRows, node_facts
 from .sli import SliResult, SliState, ratios, system_availability_check
-from .summary import ContainerSummary, MetricStats, NodeSummary, SummaryResult
+from .summary import MetricStats, NodeSummary, SummaryResult
 from .unit import Analysis, ResultView, Served
 
 MIB = 2**20
@@ -40,10 +35,10 @@ class CurrentResult(TypedDict):
 
 @dataclass
 class CurrentState:
-    """The exporter's state between runs: the SLI's kept rows and the composed query."""
+    """The exporter's state between runs: the window's rows, and the SLI's."""
 
+    kept: KeptRows = field(default_factory=KeptRows)
     sli: SliState = field(default_factory=SliState)
-    query: tuple[Any, sql.Composed] = (None, sql.Composed([]))
 
 
 def current_values(ctx: Context, *, now: int, state: CurrentState | None = None) -> CurrentResult:
@@ -66,34 +61,6 @@ def current_values(ctx: Context, *, now: int, state: CurrentState | None = None)
     }
 
 
-# The served averages of every node and container over the window, in one statement: the
-# node rows' and the container rows' (each deduplicated as `window_rows` does, by the
-# valid values of its own columns, as the summary does).
-def _averages_query(ctx: Context) -> sql.Composed:
-    node = tuple(column for _, _, _, column, _ in NODE_VALUES)
-    container = tuple(column for _, _, _, column, _ in CONTAINER_VALUES)
-    every = (*node, *dict.fromkeys(c for c in container if c not in node))
-
-    def part(columns: tuple[str, ...], is_node: bool) -> sql.Composed:
-        return sql.SQL(
-            "SELECT node_name, {container} AS container_name, count(*) AS samples, {avgs}"
-            " FROM {rows} w WHERE {which} GROUP BY node_name{group}"
-        ).format(
-            container=sql.SQL("NULL::text" if is_node else "container_name"),
-            avgs=sql.SQL(", ").join(
-                sql.SQL("avg({}) AS {}").format(clean(c), sql.Identifier(c))
-                if c in columns
-                else sql.SQL("NULL::float8 AS {}").format(sql.Identifier(c))
-                for c in every
-            ),
-            rows=window_rows(ctx.store, metric_columns(is_node)),
-            which=NODE_ROW if is_node else CONTAINER_ROW,
-            group=sql.SQL("" if is_node else ", container_name"),
-        )
-
-    return sql.SQL("{} UNION ALL {}").format(part(node, True), part(container, False))
-
-
 def _averages_now(
     ctx: Context, hours: float, now: int, state: CurrentState | None
 ) -> SummaryResult:
@@ -101,39 +68,22 @@ def _averages_now(
     runs for every node of the table, and a node's full statistics were most of the
     exporter's memory (and of a run's time) when a table holds many nodes."""
     start = now - window_seconds(hours, HOUR, "hours")
-    key = (ctx.store, ctx.store.table)
-    if state is not None and state.query[0] == key:
-        query = state.query[1]
-    else:
-        query = _averages_query(ctx)  # composing it costs as much as running it
-        if state is not None:
-            state.query = (key, query)
+    kept = KeptRows() if state is None else state.kept
+    with ctx.store.read() as cur:
+        kept.refresh(cur, ctx, COLUMNS, start, now)
     node_columns = tuple(column for _, _, _, column, _ in NODE_VALUES)
     container_columns = tuple(column for _, _, _, column, _ in CONTAINER_VALUES)
-    with ctx.store.read() as cur:
-        cur.execute(query, {"start": start, "now": now})
-        rows = cur.fetchall()
     nodes: dict[str, NodeSummary] = {}
-    for r in sorted(rows, key=lambda r: (r["node_name"], r["container_name"] or "")):
-        if r["container_name"] is None:
-            nodes[r["node_name"]] = {
-                "node_name": r["node_name"],
-                "samples": r["samples"],
-                "metrics": _averages(r, node_columns),
-                "containers": [],
-            }
-    for r in sorted(rows, key=lambda r: (r["node_name"], r["container_name"] or "")):
-        if r["container_name"] is not None:
-            entry = nodes.setdefault(
-                r["node_name"],
-                {"node_name": r["node_name"], "samples": 0, "metrics": {}, "containers": []},
-            )
-            container: ContainerSummary = {
-                "container_name": r["container_name"],
-                "samples": r["samples"],
-                "metrics": _averages(r, container_columns),
-            }
-            entry["containers"].append(container)
+    for (node, _), samples, metrics in _means(kept, kept.is_node, node_columns):
+        nodes[node] = {"node_name": node, "samples": samples, "metrics": metrics, "containers": []}
+    containers = kept.is_other & np.array([c is not None for c in kept.container], bool)
+    for (node, container), samples, metrics in _means(kept, containers, container_columns):
+        entry = nodes.setdefault(
+            node, {"node_name": node, "samples": 0, "metrics": {}, "containers": []}
+        )
+        entry["containers"].append(
+            {"container_name": container, "samples": samples, "metrics": metrics}
+        )
     return {
         "generated_at": int(time.time()),
         "window": {"start": start, "end": now, "hours": hours},
@@ -141,12 +91,38 @@ def _averages_now(
     }
 
 
-def _averages(row: dict[str, Any], columns: tuple[str, ...]) -> MetricStats:
-    return {
-        column: {"avg": avg}
-        for column in columns
-        if (avg := round_float(row[column], 4)) is not None
-    }
+def _means(
+    kept: KeptRows, mask: np.ndarray, columns: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, str], int, MetricStats]]:
+    """((node, container), rows, {column: {"avg": mean}}) of the kept rows under `mask` per
+    node and container, sorted; a column without a value is left out."""
+    if not mask.any():
+        return
+    nodes, node_codes = np.unique(kept.node[mask].astype(str), return_inverse=True)
+    containers = np.array([c or "" for c in kept.container[mask]], str)
+    names, container_codes = np.unique(containers, return_inverse=True)
+    pairs, codes = np.unique(node_codes * len(names) + container_codes, return_inverse=True)
+    values = kept.values[mask][:, [COLUMNS.index(c) for c in columns]]
+    known = ~np.isnan(values)
+    groups = len(pairs)
+    counts = np.stack([np.bincount(codes, known[:, j], groups) for j in range(len(columns))], 1)
+    sums = np.stack(
+        [
+            np.bincount(codes, np.where(known[:, j], values[:, j], 0.0), groups)
+            for j in range(len(columns))
+        ],
+        1,
+    )
+    rows = np.bincount(codes, minlength=groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+    for i, pair in enumerate(pairs.tolist()):
+        node, container = str(nodes[pair // len(names)]), str(names[pair % len(names)])
+        metrics: MetricStats = {}
+        for j, column in enumerate(columns):
+            if counts[i, j] and (avg := round_float(means[i, j], 4)) is not None:
+                metrics[column] = {"avg": avg}
+        yield (node, container), int(rows[i]), metrics
 
 
 LAST_SAMPLE = gauge(
@@ -175,6 +151,8 @@ CONTAINER_VALUES = (
     ),
     ("container_memory_rss_bytes", "Container resident memory", "bytes", "c_rss_mb", MIB),
 )
+# the columns the kept rows hold: those the averages serve
+COLUMNS = tuple(dict.fromkeys(column for *_, column, _ in (*NODE_VALUES, *CONTAINER_VALUES)))
 SLI_NOW = gauge(
     "sli_current_ratio",
     "Share of the last 5 minutes in compliance, 0..1, per node and SLI: the short-window "

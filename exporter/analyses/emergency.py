@@ -17,9 +17,10 @@ Disk-full and inode-full are checked where the table has the optional host-fact 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypedDict
 
+import numpy as np
 from psycopg import Cursor, sql
 
 from ..config import EmergencyConfig, Levels
@@ -29,12 +30,13 @@ from ..samples import Sample, sample
 from ..schema import DISK_USED, INODES_USED, present_columns
 from ..vocabulary import Check as CheckName
 from ..vocabulary import Priority
-from .common import HOUR, NODE_ROW, Context, clean, round_float, window_rows
-from .hosts import cpu_count_of, newest_rows
+from .common import HOUR, VALID_RANGES, Context, clean, round_float
+from .hosts import cpu_count_of, newest_rows, read_recent, window_counts
 from .unit import Analysis, ResultView, Served
 
 LEVEL = {None: 0, "P3-ADVISORY": 1, "P2-WARNING": 2, "P1-CRITICAL": 3}
 CHECKS = tuple(c.value for c in CheckName)
+FIGURES = CHECKS[:-1]  # the checks of the window's figures; "stale" (the newest row's age) last
 
 
 class Threat(TypedDict):
@@ -179,59 +181,243 @@ CATALOGUE = {
 _NET = ("net_rx_errs_s", "net_tx_errs_s", "net_rx_drops_s", "net_tx_drops_s")
 
 
-def _median(expr: sql.Composable) -> sql.Composable:
-    return sql.SQL("percentile_cont(0.5) WITHIN GROUP (ORDER BY {})").format(expr)
-
-
 # Optional columns (host facts) read when the table has them: check name -> column.
 _FACTS = {"disk": DISK_USED.name, "inodes": INODES_USED.name}
 
 
-def _query(ctx: Context, facts: tuple[str, ...] = ()) -> sql.Composed:
-    """The window's medians per node; `facts` are the checks of optional columns present."""
-    net_values = [clean(c) for c in _NET]
-    net_sum = sql.SQL(" + ").join(sql.SQL("coalesce({}, 0)").format(v) for v in net_values)
-    net_any = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(v) for v in net_values)
-    return sql.SQL(
-        "SELECT node_name, count(*) AS samples,"
-        " {cpu} AS cpu, count({cpu_v}) AS cpu_n,"
-        " {iowait} AS iowait, count({iowait_v}) AS iowait_n,"
-        " {mem} AS memory, count({avail}) AS memory_n,"
-        " {temp} AS temperature, count({temp_v}) AS temperature_n,"
-        " {load} AS load, count({load_v}) AS load_n,"
-        " regr_slope({swap}, sample_time / 60.0) AS swap, count({swap}) AS swap_n,"
-        " {net} AS network_errors, count(*) FILTER (WHERE {net_any}) AS network_errors_n"
-        "{facts} FROM {rows} w WHERE {node} GROUP BY node_name"
-    ).format(
-        cpu=_median(clean("cpu_total_pct")),
-        cpu_v=clean("cpu_total_pct"),
-        iowait=_median(clean("cpu_iowait_pct")),
-        iowait_v=clean("cpu_iowait_pct"),
-        mem=_median(
-            sql.SQL("100.0 * {} / {}").format(clean("mem_available_mb"), clean("mem_total_mb"))
+# --------------------------------------------------------------------------- kept rows
+# A warm run reads only the rows stamped after the previous run (less a margin for rows
+# written a little late) and keeps the window's rows between runs. Rows that arrive later
+# than that, or vanish, are found by the newest-rows read of the same window, which counts
+# each node's rows and adds up their stamps: a node whose count or sum differs from the
+# kept rows' is read again whole. Rows changed in place (UPDATE) are not seen.
+LATE_MARGIN = 15  # seconds
+
+# The rows of (lo, now], one per (node, container, sample_time) as `window_rows` keeps them
+# (of duplicates, the copy with the most valid values), with their count of copies.
+_KEPT_SQL = """
+SELECT node_name, container_name, sample_time, node_flag, copies, {values}
+  FROM (SELECT DISTINCT ON (node_name, container_name, sample_time) *,
+               count(*) OVER (PARTITION BY node_name, container_name, sample_time) AS copies
+          FROM {t}
+         WHERE sample_time > %(lo)s AND sample_time <= %(now)s AND node_name IS NOT NULL
+           AND {shard} AND (%(nodes)s::text[] IS NULL OR node_name = ANY(%(nodes)s))
+         ORDER BY node_name, container_name, sample_time, {quality} DESC) w
+"""
+
+
+def _kept_query(ctx: Context, columns: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL(_KEPT_SQL).format(
+        values=sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(clean(c), sql.Identifier(c)) for c in columns
         ),
-        avail=clean("mem_available_mb"),
-        temp=_median(clean("temperature_c")),
-        temp_v=clean("temperature_c"),
-        load=_median(clean("load_1m")),
-        load_v=clean("load_1m"),
-        swap=clean("swap_used_mb"),
-        net=sql.SQL("percentile_cont(0.5) WITHIN GROUP (ORDER BY {}) FILTER (WHERE {})").format(
-            net_sum, net_any
+        t=ctx.store.table,
+        shard=ctx.store.shard_filter,
+        quality=sql.SQL("num_nonnulls({})").format(
+            sql.SQL(", ").join(clean(c) for c in VALID_RANGES)
         ),
-        net_any=net_any,
-        facts=sql.SQL("").join(
-            sql.SQL(", {} AS {}, count({}) AS {}").format(
-                _median(clean(_FACTS[f])),
-                sql.Identifier(f),
-                clean(_FACTS[f]),
-                sql.Identifier(f"{f}_n"),
-            )
-            for f in facts
-        ),
-        rows=window_rows(ctx.store),
-        node=NODE_ROW,
     )
+
+
+_EMPTY_TEXT = np.zeros(0, object)
+
+
+@dataclass
+class KeptRows:
+    """The rows of a moving window, kept between runs (notes above); `values` holds each
+    row's `columns` as `clean` reads them, NaN for NULL."""
+
+    key: Any = None
+    query: sql.Composed = field(default_factory=lambda: sql.Composed([]))
+    last: int | None = None  # the previous run's now
+    node: np.ndarray = field(default_factory=lambda: _EMPTY_TEXT)
+    container: np.ndarray = field(default_factory=lambda: _EMPTY_TEXT)
+    t: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    is_node: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # node_flag TRUE
+    is_other: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # FALSE
+    copies: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    values: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    reread: int = 0  # nodes read again whole (for tests)
+
+    def refresh(
+        self,
+        cur: Cursor[dict[str, Any]],
+        ctx: Context,
+        columns: tuple[str, ...],
+        start: int,
+        now: int,
+    ) -> None:
+        """Bring the rows of (start, now] up to date."""
+        key = (ctx.store.table, columns)
+        if key != self.key:
+            self.key, self.query, self.last = key, _kept_query(ctx, columns), None
+        if self.last is None or self.last > now or self.last - LATE_MARGIN < start:
+            self._keep(np.zeros(len(self.t), bool))
+            lo = start
+        else:
+            lo = self.last - LATE_MARGIN
+            self._keep((self.t > start) & (self.t <= lo))
+        self._add(self._read(cur, lo, now, None))
+        check = _window_counts(cur, ctx, start, now)
+        names, inverse = np.unique(self.node.astype(str), return_inverse=True)
+        n = np.bincount(inverse, self.copies, len(names))
+        s = np.bincount(inverse, self.copies * self.t, len(names))
+        kept = {str(x): (int(a), int(b)) for x, a, b in zip(names, n, s, strict=True)}
+        wrong = sorted(x for x in {*check, *kept} if check.get(x) != kept.get(x))
+        if wrong:
+            self.reread += len(wrong)
+            self._keep(~np.isin(self.node, wrong))
+            self._add(self._read(cur, start, now, wrong))
+        self.last = now
+
+    def _read(
+        self, cur: Cursor[dict[str, Any]], lo: int, now: int, nodes: list[str] | None
+    ) -> list[dict[str, Any]]:
+        cur.execute(self.query, {"lo": lo, "now": now, "nodes": nodes})
+        return cur.fetchall()
+
+    def _keep(self, mask: np.ndarray) -> None:
+        self.node, self.container, self.t = self.node[mask], self.container[mask], self.t[mask]
+        self.is_node, self.is_other = self.is_node[mask], self.is_other[mask]
+        self.copies = self.copies[mask]
+        self.values = self.values[mask] if len(self.values) else self.values
+
+    def _add(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        columns = self.key[1]
+        self.node = np.concatenate([self.node, np.array([r["node_name"] for r in rows], object)])
+        self.container = np.concatenate(
+            [self.container, np.array([r["container_name"] for r in rows], object)]
+        )
+        self.t = np.concatenate([self.t, np.array([r["sample_time"] for r in rows], np.int64)])
+        flags = [r["node_flag"] for r in rows]
+        self.is_node = np.concatenate([self.is_node, np.array([f is True for f in flags])])
+        self.is_other = np.concatenate([self.is_other, np.array([f is False for f in flags])])
+        self.copies = np.concatenate([self.copies, np.array([r["copies"] for r in rows], np.int64)])
+        new = np.array([[r[c] for c in columns] for r in rows], np.float64)
+        new = new.reshape(-1, len(columns))
+        self.values = np.concatenate([self.values, new]) if len(self.values) else new
+
+
+def _window_counts(
+    cur: Cursor[dict[str, Any]], ctx: Context, start: int, now: int
+) -> dict[str, tuple[int, int]]:
+    """{node: (rows, sum of their stamps)} in (start, now], from the newest-rows read of
+    the same window when `node_facts` made it."""
+    counts = window_counts(ctx, start, now)
+    if counts is None:
+        counts = read_recent(cur, ctx, start, now)[1]
+    return counts
+
+
+def medians(codes: np.ndarray, groups: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(median, count of values) per group and column, NaN (and 0) where a group has no
+    value: `percentile_cont(0.5)` of the values that are not NaN."""
+    size = np.bincount(codes, minlength=groups)
+    order = np.argsort(codes, kind="stable")
+    codes, values = codes[order], values[order]
+    position = np.arange(len(codes)) - (np.cumsum(size) - size)[codes]
+    table = np.full((groups, max(int(size.max(initial=0)), 1), values.shape[1]), np.nan)
+    table[codes, position] = values
+    table.sort(axis=1)  # NaN last
+    n = (~np.isnan(table)).sum(axis=1)
+    rank = 0.5 * np.maximum(n - 1, 0)
+    lo, hi = np.floor(rank).astype(np.int64), np.ceil(rank).astype(np.int64)
+    a = np.take_along_axis(table, lo[:, None, :], axis=1)[:, 0, :]
+    b = np.take_along_axis(table, hi[:, None, :], axis=1)[:, 0, :]
+    return np.where(n > 0, a + (b - a) * (rank - lo), np.nan), n
+
+
+def slopes(codes: np.ndarray, groups: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`regr_slope(y, x)` per group over the rows where y is not NaN (NaN: fewer than two
+    distinct x)."""
+    ok = ~np.isnan(y)
+    codes, x, y = codes[ok], x[ok], y[ok]
+    n = np.bincount(codes, minlength=groups).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = np.bincount(codes, x, groups) / n
+        my = np.bincount(codes, y, groups) / n
+        dx, dy = x - mx[codes], y - my[codes]
+        sxx = np.bincount(codes, dx * dx, groups)
+        sxy = np.bincount(codes, dx * dy, groups)
+        return np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1), np.nan)
+
+
+def _number(x: float) -> float | None:
+    return None if x != x else x  # NaN: unknown
+
+
+# The columns a check reads; network errors and drops are summed, memory is a ratio.
+_CHECK_COLUMNS = (
+    "cpu_total_pct",
+    "cpu_iowait_pct",
+    "mem_available_mb",
+    "mem_total_mb",
+    "temperature_c",
+    "load_1m",
+    "swap_used_mb",
+    *_NET,
+)
+
+
+def _window_values(kept: KeptRows, facts: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The window's figures per node from the kept node rows, as the check reads them:
+    {node: {"samples", "cpu", "cpu_n", ...}} (None where unknown)."""
+    mask = kept.is_node
+    if not mask.any():
+        return {}
+    names, codes = np.unique(kept.node[mask].astype(str), return_inverse=True)
+    columns = kept.key[1]
+    v = kept.values[mask]
+
+    def col(name: str) -> np.ndarray:
+        return v[:, columns.index(name)]
+
+    total = col("mem_total_mb")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        memory = np.where(total > 0, 100.0 * col("mem_available_mb") / total, np.nan)
+    nets = [col(c) for c in _NET]
+    net_any = ~np.all(np.isnan(np.stack(nets)), axis=0)
+    net = np.nan_to_num(nets[0])
+    for x in nets[1:]:
+        net = net + np.nan_to_num(x)
+    median_of = {
+        "cpu": col("cpu_total_pct"),
+        "iowait": col("cpu_iowait_pct"),
+        "memory": memory,
+        "temperature": col("temperature_c"),
+        "load": col("load_1m"),
+        "network_errors": np.where(net_any, net, np.nan),
+        **{f: col(_FACTS[f]) for f in facts},
+    }
+    counted = {
+        "cpu": col("cpu_total_pct"),
+        "iowait": col("cpu_iowait_pct"),
+        "memory": col("mem_available_mb"),
+        "temperature": col("temperature_c"),
+        "load": col("load_1m"),
+        "network_errors": np.where(net_any, 0.0, np.nan),
+        "swap": col("swap_used_mb"),
+        **{f: col(_FACTS[f]) for f in facts},
+    }
+    groups = len(names)
+    med, _ = medians(codes, groups, np.stack(list(median_of.values()), axis=1))
+    counts = np.stack(
+        [np.bincount(codes, ~np.isnan(x), groups) for x in counted.values()], axis=1
+    ).astype(np.int64)
+    swap = slopes(codes, groups, kept.t[mask] / 60.0, col("swap_used_mb"))
+    samples = np.bincount(codes, minlength=groups)
+    out: dict[str, dict[str, Any]] = {}
+    med_rows, count_rows = med.tolist(), counts.tolist()
+    swaps, sample_counts = swap.tolist(), samples.tolist()
+    median_names, count_names = list(median_of), [f"{name}_n" for name in counted]
+    for i, node in enumerate(names.tolist()):
+        row: dict[str, Any] = {"samples": sample_counts[i], "swap": _number(swaps[i])}
+        row.update(zip(median_names, map(_number, med_rows[i]), strict=True))
+        row.update(zip(count_names, count_rows[i], strict=True))
+        out[node] = row
+    return out
 
 
 DEFAULT_INTERVAL = 60  # seconds, for a node with fewer than two node rows in its history
@@ -293,18 +479,21 @@ def node_facts(ctx: Context, now: int) -> dict[str, NodeFacts]:
         return {}
     history = int(ctx.config.sli.interval_history_hours * HOUR)
     cache: dict[tuple[str, int, int, bool], float] = ctx.cache("node_intervals", dict)
-    with ctx.store.read() as cur:
-        newest = {n: t for n, (_, _, t) in rows.items() if t is not None}
-        hourly = {n: t // HOUR * HOUR for n, t in newest.items()}
-        if len(cache) > 100_000:
-            cache.clear()
-        todo = {n: a for n, a in hourly.items() if (n, a, history, True) not in cache}
-        for node, step in _intervals(cur, ctx, todo, history).items():
-            cache[(node, todo[node], history, True)] = step
-        young = {n: newest[n] for n, a in hourly.items() if cache[(n, a, history, True)] <= 0}
-        todo = {n: t for n, t in young.items() if (n, t, history, False) not in cache}
-        for node, step in _intervals(cur, ctx, todo, history).items():
-            cache[(node, todo[node], history, False)] = step
+    newest = {n: t for n, (_, _, t) in rows.items() if t is not None}
+    hourly = {n: t // HOUR * HOUR for n, t in newest.items()}
+    if len(cache) > 100_000:
+        cache.clear()
+    todo = {n: a for n, a in hourly.items() if (n, a, history, True) not in cache}
+    if todo:  # once an hour: a warm run opens no transaction here
+        with ctx.store.read() as cur:
+            for node, step in _intervals(cur, ctx, todo, history).items():
+                cache[(node, todo[node], history, True)] = step
+    young = {n: newest[n] for n, a in hourly.items() if cache[(n, a, history, True)] <= 0}
+    todo = {n: t for n, t in young.items() if (n, t, history, False) not in cache}
+    if todo:
+        with ctx.store.read() as cur:
+            for node, step in _intervals(cur, ctx, todo, history).items():
+                cache[(node, todo[node], history, False)] = step
     facts = {}
     for node, (first, last, last_node) in rows.items():
         step = 0.0
@@ -316,40 +505,70 @@ def node_facts(ctx: Context, now: int) -> dict[str, NodeFacts]:
     return facts
 
 
+@dataclass
+class EmergencyState:
+    """The exporter's state between runs: the window's rows, and each node's checks with
+    the figures they were graded from (the results share them: nothing changes a result)."""
+
+    kept: KeptRows = field(default_factory=KeptRows)
+    config: EmergencyConfig | None = None
+    checks: dict[str, tuple[Any, list[Threat], list[CheckLevel]]] = field(default_factory=dict)
+
+
 def emergency_health_check(
-    ctx: Context, *, now: int, facts: dict[str, NodeFacts] | None = None
+    ctx: Context,
+    *,
+    now: int,
+    facts: dict[str, NodeFacts] | None = None,
+    state: EmergencyState | None = None,
 ) -> EmergencyResult:
     """Threats of the last `window_seconds` per node, most severe first; `facts`: every
-    node's `node_facts` at `now` when the caller already has them."""
+    node's `node_facts` at `now` when the caller already has them; `state`: the exporter's,
+    kept between its runs (the same answer, reading only the new rows)."""
     cfg = ctx.config.emergency
     start = now - cfg.window_seconds
     facts = node_facts(ctx, now) if facts is None else facts
     forget = cfg.forget_after_hours * HOUR
     forgotten = sorted(n for n, f in facts.items() if now - f.last > forget)
     live = {n: f for n, f in facts.items() if now - f.last <= forget}
+    kept = KeptRows() if state is None else state.kept
     with ctx.store.read() as cur:
         present = present_columns(cur, ctx.store, tuple(_FACTS.values()))
         host_facts = tuple(f for f, column in _FACTS.items() if column in present)
-        queries: dict[tuple[str, ...], sql.Composed] = ctx.cache("emergency_queries", dict)
-        if host_facts not in queries:  # composed once: a tenth of a warm check
-            queries[host_facts] = _query(ctx, host_facts)
-        cur.execute(queries[host_facts], {"start": start, "now": now})
-        recent = {r["node_name"]: r for r in cur.fetchall()}
+        columns = (*_CHECK_COLUMNS, *(_FACTS[f] for f in host_facts))
+        kept.refresh(cur, ctx, columns, start, now)
+    recent = _window_values(kept, host_facts)
     cpus = cpu_count_of(ctx, now) if ctx.cpu_count is None else {}
 
     checks: list[Threat] = []
+    levels: list[CheckLevel] = []
     grades: dict[tuple[str, float | None], Grading] = {}
+    memo = {} if state is None or state.config is not cfg else state.checks
+    graded: dict[str, tuple[Any, list[Threat], list[CheckLevel]]] = {}
     for node in sorted(live):
         f = live[node]
         values = _values(recent.get(node), cpus.get(node, ctx.cpu_count), cfg)
         # never a node row: as old as the node's first row of any kind
         values["stale"] = (now - (f.first if f.last_node is None else f.last_node), 1)
-        for name in CHECKS:
-            key = (name, f.interval if name == "stale" else None)
-            if (grading := grades.get(key)) is None:
-                grading = grades[key] = _grading(CATALOGUE[name].levels(cfg, f.interval))
-            value, samples = values.get(name, (None, 0))
-            checks.append(_evaluate(node, name, value, samples, cfg, grading))
+        key = (tuple(values.get(name, (None, 0)) for name in FIGURES), f.interval)
+        if (hit := memo.get(node)) is None or hit[0] != key:
+            mine = []
+            for name in FIGURES:
+                if (grading := grades.get((name, None))) is None:
+                    grading = grades[name, None] = _grading(CATALOGUE[name].levels(cfg))
+                mine.append(_evaluate(node, name, *values.get(name, (None, 0)), cfg, grading))
+            hit = (key, mine, [_level(c) for c in mine])
+        graded[node] = hit
+        if (grading := grades.get(("stale", f.interval))) is None:
+            levels_of = CATALOGUE["stale"].levels(cfg, f.interval)
+            grading = grades["stale", f.interval] = _grading(levels_of)
+        age = _evaluate(node, "stale", *values["stale"], cfg, grading)
+        checks.extend(hit[1])
+        checks.append(age)
+        levels.extend(hit[2])
+        levels.append(_level(age))
+    if state is not None:  # a node's checks are built again only when its figures change
+        state.config, state.checks = cfg, graded
 
     threats = sorted(
         (c for c in checks if c["priority"] != "INFO"),
@@ -371,16 +590,17 @@ def emergency_health_check(
         "forgotten": forgotten,
         "threats": threats,
         "immediate_actions": actions,
-        "checks": [
-            {
-                "node_name": c["node_name"],
-                "check": c["check"],
-                "level": c["level"],
-                "value": c["value"],
-                "samples": c["samples"],
-            }
-            for c in checks
-        ],
+        "checks": levels,
+    }
+
+
+def _level(c: Threat) -> CheckLevel:
+    return {
+        "node_name": c["node_name"],
+        "check": c["check"],
+        "level": c["level"],
+        "value": c["value"],
+        "samples": c["samples"],
     }
 
 
@@ -397,7 +617,11 @@ def _values(
     }
     if cpus and row["load"] is not None:
         values["load"] = (row["load"] / cpus, row["load_n"])
-    memory_low = row["memory"] is not None and cfg.mem_available_pct.priority(row["memory"])
+    low = cfg.mem_available_pct  # any priority at all: the P3 level reached (levels worsen)
+    memory = row["memory"]
+    memory_low = memory is not None and (
+        memory >= low.p3 if low.higher_is_worse else memory <= low.p3
+    )
     if memory_low and row["swap"] is not None:  # swap growth matters only while memory is low
         values["swap"] = (row["swap"], row["swap_n"])
     return values
@@ -524,4 +748,5 @@ ANALYSIS = Analysis[EmergencyResult](
     run=emergency_health_check,
     render_text=render_text,
     serve=Served(refresh_seconds=10, metrics=(THREAT, FORGOTTEN), to_samples=to_samples),
+    incremental=EmergencyState,
 )

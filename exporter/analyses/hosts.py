@@ -114,7 +114,8 @@ def all_node_spans(ctx: Context, now: int, *, since: int | None = None) -> Spans
 # partitions the window touches) instead of three index probes per node.
 _RECENT_SQL = """
 SELECT node_name, min(sample_time) AS first, max(sample_time) AS last,
-       max(sample_time) FILTER (WHERE node_flag IS TRUE) AS last_node
+       max(sample_time) FILTER (WHERE node_flag IS TRUE) AS last_node,
+       count(*) AS n, sum(sample_time) AS s
   FROM {t} WHERE sample_time > %(start)s AND sample_time <= %(now)s
    AND node_name IS NOT NULL AND {shard}
  GROUP BY node_name
@@ -143,6 +144,26 @@ SELECT p.node_name,
 """
 
 Newest = dict[str, tuple[int, int, int | None]]  # node: (first row, newest, newest node row)
+Counts = dict[str, tuple[int, int]]  # node: (rows, sum of their stamps)
+
+
+def read_recent(
+    cur: Cursor[dict[str, Any]], ctx: Context, start: int, now: int
+) -> tuple[dict[str, dict[str, Any]], Counts]:
+    """The `_RECENT_SQL` rows of (start, now] by node, and each node's rows and sum of
+    their stamps (kept for `window_counts` at the same window)."""
+    query = sql.SQL(_RECENT_SQL).format(t=ctx.store.table, shard=ctx.store.shard_filter)
+    cur.execute(query, {"start": start, "now": now})
+    recent = {r["node_name"]: r for r in cur.fetchall()}
+    counts = {n: (int(r["n"]), int(r["s"])) for n, r in recent.items()}
+    ctx.caches["window_counts"] = (start, now, counts)
+    return recent, counts
+
+
+def window_counts(ctx: Context, start: int, now: int) -> Counts | None:
+    """`read_recent`'s counts of (start, now] if it was the last window read."""
+    cached = ctx.caches.get("window_counts")
+    return cached[2] if cached and cached[:2] == (start, now) else None
 
 
 def _last_node_rows(
@@ -186,9 +207,7 @@ def newest_rows(ctx: Context, now: int, *, window: int, since: int) -> Newest:
         count = len(walked)
         if kept is not None:
             walked = {n: w for n, w in walked.items() if n in kept}
-        query = sql.SQL(_RECENT_SQL).format(t=table, shard=ctx.store.shard_filter)
-        cur.execute(query, {"start": now - window, "now": now})
-        recent = {r["node_name"]: r for r in cur.fetchall()}
+        recent = read_recent(cur, ctx, now - window, now)[0]
         new = [n for n in recent if n not in walked]
         count += len(new)
         # nodes not forgotten without a row in the window: a late row may have come
