@@ -31,7 +31,7 @@ from ..schema import DISK_USED, INODES_USED, present_columns
 from ..vocabulary import Check as CheckName
 from ..vocabulary import Priority
 from .common import HOUR, VALID_RANGES, Context, clean, round_float
-from .hosts import cpu_count_of, newest_rows, read_recent, window_counts
+from .hosts import cpu_count_of, newest_rows, read_recent, rendered, window_counts
 from .unit import Analysis, ResultView, Served
 
 LEVEL = {None: 0, "P3-ADVISORY": 1, "P2-WARNING": 2, "P1-CRITICAL": 3}
@@ -228,7 +228,6 @@ class KeptRows:
     row's `columns` as `clean` reads them, NaN for NULL."""
 
     key: Any = None
-    query: sql.Composed = field(default_factory=lambda: sql.Composed([]))
     last: int | None = None  # the previous run's now
     node: np.ndarray = field(default_factory=lambda: _EMPTY_TEXT)
     container: np.ndarray = field(default_factory=lambda: _EMPTY_TEXT)
@@ -250,14 +249,14 @@ class KeptRows:
         """Bring the rows of (start, now] up to date."""
         key = (ctx.store.table, columns)
         if key != self.key:
-            self.key, self.query, self.last = key, _kept_query(ctx, columns), None
+            self.key, self.last = key, None
         if self.last is None or self.last > now or self.last - LATE_MARGIN < start:
             self._keep(np.zeros(len(self.t), bool))
             lo = start
         else:
             lo = self.last - LATE_MARGIN
             self._keep((self.t > start) & (self.t <= lo))
-        self._add(self._read(cur, lo, now, None))
+        self._add(self._read(cur, ctx, lo, now, None))
         check = _window_counts(cur, ctx, start, now)
         names, inverse = np.unique(self.node.astype(str), return_inverse=True)
         n = np.bincount(inverse, self.copies, len(names))
@@ -267,13 +266,20 @@ class KeptRows:
         if wrong:
             self.reread += len(wrong)
             self._keep(~np.isin(self.node, wrong))
-            self._add(self._read(cur, start, now, wrong))
+            self._add(self._read(cur, ctx, start, now, wrong))
         self.last = now
 
     def _read(
-        self, cur: Cursor[dict[str, Any]], lo: int, now: int, nodes: list[str] | None
+        self,
+        cur: Cursor[dict[str, Any]],
+        ctx: Context,
+        lo: int,
+        now: int,
+        nodes: list[str] | None,
     ) -> list[dict[str, Any]]:
-        cur.execute(self.query, {"lo": lo, "now": now, "nodes": nodes})
+        columns = self.key[1]
+        query = rendered(ctx, cur, ("kept", columns), lambda: _kept_query(ctx, columns))
+        cur.execute(query, {"lo": lo, "now": now, "nodes": nodes})
         return cur.fetchall()
 
     def _keep(self, mask: np.ndarray) -> None:

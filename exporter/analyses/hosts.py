@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -143,6 +143,21 @@ SELECT p.node_name,
   FROM unnest(%(nodes)s::text[]) AS p(node_name)
 """
 
+
+def rendered(
+    ctx: Context, cur: Cursor[dict[str, Any]], name: Any, compose: Callable[[], sql.Composable]
+) -> bytes:
+    """The query `compose()` as bytes, kept per `name` and node-guard choice (which
+    `Store.shard_filter` renders): turning a composed query into bytes on every run cost
+    more Python than running it."""
+    kept = ctx.store.node_guard.kept
+    cache: dict[Any, tuple[Any, bytes]] = ctx.cache("rendered_queries", dict)
+    hit = cache.get(name)
+    if hit is None or hit[0] is not kept:
+        hit = cache[name] = (kept, compose().as_bytes(cur))
+    return hit[1]
+
+
 Newest = dict[str, tuple[int, int, int | None]]  # node: (first row, newest, newest node row)
 Counts = dict[str, tuple[int, int]]  # node: (rows, sum of their stamps)
 
@@ -152,7 +167,12 @@ def read_recent(
 ) -> tuple[dict[str, dict[str, Any]], Counts]:
     """The `_RECENT_SQL` rows of (start, now] by node, and each node's rows and sum of
     their stamps (kept for `window_counts` at the same window)."""
-    query = sql.SQL(_RECENT_SQL).format(t=ctx.store.table, shard=ctx.store.shard_filter)
+    query = rendered(
+        ctx,
+        cur,
+        "recent",
+        lambda: sql.SQL(_RECENT_SQL).format(t=ctx.store.table, shard=ctx.store.shard_filter),
+    )
     cur.execute(query, {"start": start, "now": now})
     recent = {r["node_name"]: r for r in cur.fetchall()}
     counts = {n: (int(r["n"]), int(r["s"])) for n, r in recent.items()}
@@ -234,6 +254,8 @@ def newest_rows(ctx: Context, now: int, *, window: int, since: int) -> Newest:
         )
         for node, last_node in _last_node_rows(cur, ctx, quiet, now, since).items():
             answer[node] = (*answer[node][:2], last_node)
+    for node in new:  # known from now on, as if walked: a later run probes it once silent
+        cached[2][node] = answer[node]
     with guard.lock:
         if guard.key is not None and guard.key[2] != count:
             guard.key = None  # the table's node count changed: choose again before the next run
