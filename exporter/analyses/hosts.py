@@ -121,14 +121,21 @@ SELECT node_name, min(sample_time) AS first, max(sample_time) AS last,
  GROUP BY node_name
 """
 
-# The first and newest row of the nodes given: two index probes each.
+# The first row (of the nodes new since the walk) and the newest row (of those and the
+# silent ones) of the nodes given: an index probe each. A silent node's newest is looked
+# for from its newest known row on, so that on a partitioned table the executor skips the
+# older partitions.
 _PROBE_SQL = """
 SELECT p.node_name,
-       (SELECT min(sample_time) FROM {t} s
-         WHERE s.node_name = p.node_name AND s.sample_time <= %(now)s) AS first,
-       (SELECT max(sample_time) FROM {t} s
-         WHERE s.node_name = p.node_name AND s.sample_time <= %(now)s) AS last
-  FROM unnest(%(nodes)s::text[]) AS p(node_name)
+       CASE WHEN p.new THEN (SELECT min(sample_time) FROM {t} s
+         WHERE s.node_name = p.node_name AND s.sample_time <= %(now)s) END AS first,
+       CASE WHEN p.new THEN (SELECT max(sample_time) FROM {t} s
+         WHERE s.node_name = p.node_name AND s.sample_time <= %(now)s)
+       ELSE (SELECT max(sample_time) FROM {t} s
+         WHERE s.node_name = p.node_name AND s.sample_time <= %(now)s
+           AND s.sample_time >= p.floor) END AS last
+  FROM unnest(%(nodes)s::text[], %(new)s::boolean[], %(floors)s::bigint[])
+       AS p(node_name, new, floor)
 """
 
 # The newest node row of each node given: a backward walk of its index entries.
@@ -187,14 +194,21 @@ def window_counts(ctx: Context, start: int, now: int) -> Counts | None:
 
 
 def _last_node_rows(
-    cur: Cursor[dict[str, Any]], ctx: Context, nodes: list[str], now: int, since: int
+    cur: Cursor[dict[str, Any]],
+    ctx: Context,
+    nodes: list[str],
+    now: int,
+    since: int,
+    again: set[str] | None = None,
 ) -> dict[str, int | None]:
+    """{node: its newest node row}, looked for after `since`, then without the bound for
+    the nodes in `again` (None: all) that have none there."""
     if not nodes:
         return {}
     query = sql.SQL(_LAST_NODE_SQL).format(t=ctx.store.table)
     cur.execute(query, {"nodes": nodes, "now": now, "since": since})
     lasts = {r["node_name"]: r["last_node"] for r in cur.fetchall()}
-    if older := sorted(n for n, t in lasts.items() if t is None):
+    if older := sorted(n for n, t in lasts.items() if t is None and (again is None or n in again)):
         cur.execute(query, {"nodes": older, "now": now, "since": None})
         lasts.update((r["node_name"], r["last_node"]) for r in cur.fetchall())
     return {n: None if t is None else int(t) for n, t in lasts.items()}
@@ -234,7 +248,15 @@ def newest_rows(ctx: Context, now: int, *, window: int, since: int) -> Newest:
         silent = [n for n, w in walked.items() if n not in recent and w[1] >= since]
         probed = {}
         if new or silent:
-            cur.execute(sql.SQL(_PROBE_SQL).format(t=table), {"nodes": new + silent, "now": now})
+            cur.execute(
+                sql.SQL(_PROBE_SQL).format(t=table),
+                {
+                    "nodes": new + silent,
+                    "new": [True] * len(new) + [False] * len(silent),
+                    "floors": [0] * len(new) + [walked[n][1] for n in silent],
+                    "now": now,
+                },
+            )
             probed = {r["node_name"]: r for r in cur.fetchall()}
         answer: Newest = {}
         for node in sorted({*walked, *recent}):
@@ -252,10 +274,16 @@ def newest_rows(ctx: Context, now: int, *, window: int, since: int) -> Newest:
             for n, (_, last, _) in answer.items()
             if last >= since and (n not in recent or recent[n]["last_node"] is None)
         )
-        for node, last_node in _last_node_rows(cur, ctx, quiet, now, since).items():
-            answer[node] = (*answer[node][:2], last_node)
-    for node in new:  # known from now on, as if walked: a later run probes it once silent
-        cached[2][node] = answer[node]
+        # newer node rows than the walk's are after `since`; new nodes are looked for whole
+        lasts = _last_node_rows(cur, ctx, quiet, now, since, again=set(new))
+        for node, last_node in lasts.items():
+            if last_node is not None or node not in walked:
+                answer[node] = (*answer[node][:2], last_node)
+    # known from now on as if walked (a new node is probed once silent, a silent node from
+    # its newest row); the walk's `now` moves on with them, so a step back walks again
+    cached[2].update(answer)
+    latest = ctx.caches.get("newest_walk") or cached
+    ctx.caches["newest_walk"] = (hour, max(now, latest[1]), cached[2])
     with guard.lock:
         if guard.key is not None and guard.key[2] != count:
             guard.key = None  # the table's node count changed: choose again before the next run
