@@ -16,6 +16,7 @@ Disk-full and inode-full are checked where the table has the optional host-fact 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypedDict
@@ -237,6 +238,7 @@ class KeptRows:
     copies: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     values: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     reread: int = 0  # nodes read again whole (for tests)
+    changed: set[str] | None = None  # nodes whose rows the last refresh changed (None: all)
 
     def refresh(
         self,
@@ -246,17 +248,28 @@ class KeptRows:
         start: int,
         now: int,
     ) -> None:
-        """Bring the rows of (start, now] up to date."""
+        """Bring the rows of (start, now] up to date; `changed` then names the nodes whose
+        rows changed (None: all may have)."""
         key = (ctx.store.table, columns)
         if key != self.key:
             self.key, self.last = key, None
+        changed: set[str] | None = set()
         if self.last is None or self.last > now or self.last - LATE_MARGIN < start:
             self._keep(np.zeros(len(self.t), bool))
-            lo = start
+            lo, changed, margin = start, None, set()
         else:
             lo = self.last - LATE_MARGIN
+            leaving = self.t <= start
+            margin = self._rows(self.t > lo)
+            changed = set(self.node[leaving].tolist())
             self._keep((self.t > start) & (self.t <= lo))
-        self._add(self._read(cur, ctx, lo, now, None))
+        rows = self._read(cur, ctx, lo, now, None)
+        if changed is not None:
+            last = self.last or lo
+            changed.update(r["node_name"] for r in rows if r["sample_time"] > last)
+            again = {_row(r, self.key[1]) for r in rows if r["sample_time"] <= last}
+            changed.update(r[0] for r in again ^ margin)  # the margin's rows, read again
+        self._add(rows)
         check = _window_counts(cur, ctx, start, now)
         names, inverse = np.unique(self.node.astype(str), return_inverse=True)
         n = np.bincount(inverse, self.copies, len(names))
@@ -267,7 +280,26 @@ class KeptRows:
             self.reread += len(wrong)
             self._keep(~np.isin(self.node, wrong))
             self._add(self._read(cur, ctx, start, now, wrong))
-        self.last = now
+            if changed is not None:
+                changed.update(wrong)
+        self.last, self.changed = now, changed
+
+    def _rows(self, mask: np.ndarray) -> set[tuple[Any, ...]]:
+        """The rows under `mask` as `_row` makes them from a read."""
+        values = self.values[mask].tolist() if len(self.values) else []
+        return {
+            (node, container, t, flag, other, copies, *(None if x != x else x for x in v))
+            for node, container, t, flag, other, copies, v in zip(
+                self.node[mask].tolist(),
+                self.container[mask].tolist(),
+                self.t[mask].tolist(),
+                self.is_node[mask].tolist(),
+                self.is_other[mask].tolist(),
+                self.copies[mask].tolist(),
+                values,
+                strict=True,
+            )
+        }
 
     def _read(
         self,
@@ -304,6 +336,20 @@ class KeptRows:
         new = np.array([[r[c] for c in columns] for r in rows], np.float64)
         new = new.reshape(-1, len(columns))
         self.values = np.concatenate([self.values, new]) if len(self.values) else new
+
+
+def _row(r: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
+    flag = r["node_flag"]
+    values = (None if r[c] is None else float(r[c]) for c in columns)
+    return (
+        r["node_name"],
+        r["container_name"],
+        r["sample_time"],
+        flag is True,
+        flag is False,
+        r["copies"],
+        *values,
+    )
 
 
 def _window_counts(
@@ -367,10 +413,15 @@ _CHECK_COLUMNS = (
 )
 
 
-def _window_values(kept: KeptRows, facts: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+def _window_values(
+    kept: KeptRows, facts: tuple[str, ...], only: set[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """The window's figures per node from the kept node rows, as the check reads them:
-    {node: {"samples", "cpu", "cpu_n", ...}} (None where unknown)."""
+    {node: {"samples", "cpu", "cpu_n", ...}} (None where unknown); of the nodes `only`
+    names (None: all)."""
     mask = kept.is_node
+    if only is not None:
+        mask = mask & np.isin(kept.node, list(only))
     if not mask.any():
         return {}
     names, codes = np.unique(kept.node[mask].astype(str), return_inverse=True)
@@ -517,6 +568,7 @@ class EmergencyState:
     the figures they were graded from (the results share them: nothing changes a result)."""
 
     kept: KeptRows = field(default_factory=KeptRows)
+    figures: tuple[Any, dict[str, dict[str, Any]]] = (None, {})  # each node's, by `_values`
     config: EmergencyConfig | None = None
     checks: dict[str, tuple[Any, list[Threat], list[CheckLevel]]] = field(default_factory=dict)
 
@@ -530,7 +582,22 @@ def emergency_health_check(
 ) -> EmergencyResult:
     """Threats of the last `window_seconds` per node, most severe first; `facts`: every
     node's `node_facts` at `now` when the caller already has them; `state`: the exporter's,
-    kept between its runs (the same answer, reading only the new rows)."""
+    kept between its runs (the same answer, reading only the new rows). Without one, the
+    context's own state is used when no other thread is using it (a library's repeated
+    checks, the SLI's each minute), else a new one."""
+    if state is None:
+        lock, shared = ctx.cache("emergency_state", lambda: (threading.Lock(), EmergencyState()))
+        if lock.acquire(blocking=False):
+            try:
+                return _check(ctx, now, facts, shared)
+            finally:
+                lock.release()
+    return _check(ctx, now, facts, state or EmergencyState())
+
+
+def _check(
+    ctx: Context, now: int, facts: dict[str, NodeFacts] | None, state: EmergencyState
+) -> EmergencyResult:
     cfg = ctx.config.emergency
     start = now - cfg.window_seconds
     facts = node_facts(ctx, now) if facts is None else facts
@@ -543,7 +610,16 @@ def emergency_health_check(
         host_facts = tuple(f for f, column in _FACTS.items() if column in present)
         columns = (*_CHECK_COLUMNS, *(_FACTS[f] for f in host_facts))
         kept.refresh(cur, ctx, columns, start, now)
-    recent = _window_values(kept, host_facts)
+    if state is None:
+        recent = _window_values(kept, host_facts)
+    else:  # the figures of the nodes whose rows changed, computed again
+        changed = None if state.figures[0] != (kept.key, host_facts) else kept.changed
+        recent = state.figures[1] if changed is not None else {}
+        if changed is None or changed:
+            for node in changed or ():
+                recent.pop(node, None)
+            recent.update(_window_values(kept, host_facts, changed))
+        state.figures = ((kept.key, host_facts), recent)
     cpus = cpu_count_of(ctx, now) if ctx.cpu_count is None else {}
 
     checks: list[Threat] = []
@@ -553,26 +629,28 @@ def emergency_health_check(
     graded: dict[str, tuple[Any, list[Threat], list[CheckLevel]]] = {}
     for node in sorted(live):
         f = live[node]
-        values = _values(recent.get(node), cpus.get(node, ctx.cpu_count), cfg)
-        # never a node row: as old as the node's first row of any kind
-        values["stale"] = (now - (f.first if f.last_node is None else f.last_node), 1)
-        key = (tuple(values.get(name, (None, 0)) for name in FIGURES), f.interval)
-        if (hit := memo.get(node)) is None or hit[0] != key:
+        row, count = recent.get(node), cpus.get(node, ctx.cpu_count)
+        # the same figures (kept between runs, the same object) grade the same
+        hit = memo.get(node)
+        if hit is None or hit[0][0] is not row or hit[0][1:] != (count, f.interval):
+            values = _values(row, count, cfg)
             mine = []
             for name in FIGURES:
                 if (grading := grades.get((name, None))) is None:
                     grading = grades[name, None] = _grading(CATALOGUE[name].levels(cfg))
                 mine.append(_evaluate(node, name, *values.get(name, (None, 0)), cfg, grading))
-            hit = (key, mine, [_level(c) for c in mine])
+            hit = ((row, count, f.interval), mine, [_level(c) for c in mine])
         graded[node] = hit
         if (grading := grades.get(("stale", f.interval))) is None:
             levels_of = CATALOGUE["stale"].levels(cfg, f.interval)
             grading = grades["stale", f.interval] = _grading(levels_of)
-        age = _evaluate(node, "stale", *values["stale"], cfg, grading)
+        # never a node row: as old as the node's first row of any kind
+        age = now - (f.first if f.last_node is None else f.last_node)
+        newest = _evaluate(node, "stale", age, 1, cfg, grading)
         checks.extend(hit[1])
-        checks.append(age)
+        checks.append(newest)
         levels.extend(hit[2])
-        levels.append(_level(age))
+        levels.append(_level(newest))
     if state is not None:  # a node's checks are built again only when its figures change
         state.config, state.checks = cfg, graded
 
