@@ -37,7 +37,8 @@ from .unit import Analysis, ResultView, Served
 
 LEVEL = {None: 0, "P3-ADVISORY": 1, "P2-WARNING": 2, "P1-CRITICAL": 3}
 CHECKS = tuple(c.value for c in CheckName)
-FIGURES = CHECKS[:-1]  # the checks of the window's figures; "stale" (the newest row's age) last
+# the checks of the window's figures; a node's checks are these, then "stale"
+FIGURES = tuple(c for c in CHECKS if c != "stale")
 
 
 class Threat(TypedDict):
@@ -267,15 +268,20 @@ class KeptRows:
         if changed is not None:
             last = self.last or lo
             changed.update(r["node_name"] for r in rows if r["sample_time"] > last)
-            again = {_row(r, self.key[1]) for r in rows if r["sample_time"] <= last}
+            again = {_row(r) for r in rows if r["sample_time"] <= last}
             changed.update(r[0] for r in again ^ margin)  # the margin's rows, read again
         self._add(rows)
         check = _window_counts(cur, ctx, start, now)
         names, inverse = np.unique(self.node.astype(str), return_inverse=True)
         n = np.bincount(inverse, self.copies, len(names))
         s = np.bincount(inverse, self.copies * self.t, len(names))
-        kept = {str(x): (int(a), int(b)) for x, a, b in zip(names, n, s, strict=True)}
-        wrong = sorted(x for x in {*check, *kept} if check.get(x) != kept.get(x))
+        sums = zip(n.astype(np.int64).tolist(), s.astype(np.int64).tolist(), strict=True)
+        kept = dict(zip(names.tolist(), sums, strict=True))
+        wrong = (
+            []
+            if kept == check
+            else sorted(x for x in {*check, *kept} if check.get(x) != kept.get(x))
+        )
         if wrong:
             self.reread += len(wrong)
             self._keep(~np.isin(self.node, wrong))
@@ -285,21 +291,17 @@ class KeptRows:
         self.last, self.changed = now, changed
 
     def _rows(self, mask: np.ndarray) -> set[tuple[Any, ...]]:
-        """The rows under `mask` as `_row` makes them from a read."""
-        values = self.values[mask].tolist() if len(self.values) else []
-        return {
-            (node, container, t, flag, other, copies, *(None if x != x else x for x in v))
-            for node, container, t, flag, other, copies, v in zip(
+        """The rows under `mask` as `_row` makes them from a read: a late row, or a better
+        copy of one, changes its node's set (a row changed in place is not seen)."""
+        return set(
+            zip(
                 self.node[mask].tolist(),
                 self.container[mask].tolist(),
                 self.t[mask].tolist(),
-                self.is_node[mask].tolist(),
-                self.is_other[mask].tolist(),
                 self.copies[mask].tolist(),
-                values,
                 strict=True,
             )
-        }
+        )
 
     def _read(
         self,
@@ -338,18 +340,8 @@ class KeptRows:
         self.values = np.concatenate([self.values, new]) if len(self.values) else new
 
 
-def _row(r: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
-    flag = r["node_flag"]
-    values = (None if r[c] is None else float(r[c]) for c in columns)
-    return (
-        r["node_name"],
-        r["container_name"],
-        r["sample_time"],
-        flag is True,
-        flag is False,
-        r["copies"],
-        *values,
-    )
+def _row(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["node_name"], r["container_name"], r["sample_time"], r["copies"])
 
 
 def _window_counts(
@@ -665,7 +657,7 @@ def _check(
     ]
     worst = max((t["level"] for t in threats), default=0)
     status = "CRITICAL" if worst == 3 else "WARNING" if worst == 2 else "OK"
-    stale = {c["node_name"] for c in checks if c["check"] == "stale" and c["level"]}
+    stale = {c["node_name"] for c in checks[len(FIGURES) :: len(FIGURES) + 1] if c["level"]}
     return {
         "status": status if live else "NO_DATA",
         "window": {"start": start, "end": now, "seconds": cfg.window_seconds},
