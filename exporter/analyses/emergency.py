@@ -1,8 +1,9 @@
 """Emergency health check: what is about to break right now, node by node.
 
-One indexed query over the last few minutes of node rows (the window's median of each
-metric, so one odd sample neither raises nor hides a threat) plus the newest node row of
-every node (freshness first: a silent node is the worst threat of all).
+The window's median of each metric over the last few minutes of node rows (so one odd
+sample neither raises nor hides a threat) plus the newest node row of every node
+(freshness first: a silent node is the worst threat of all). The exporter keeps the
+window's rows between its runs and reads only the new ones ("kept rows" below).
 
 Freshness is judged on node rows only (container rows still arriving do not prove the node
 sampler alive) and in multiples of the node's own sampling interval, learned from its recent
@@ -23,6 +24,7 @@ from typing import Any, NamedTuple, TypedDict
 
 import numpy as np
 from psycopg import Cursor, sql
+from psycopg.rows import tuple_row
 
 from ..config import EmergencyConfig, Levels
 from ..metricdef import NODE, gauge
@@ -267,8 +269,8 @@ class KeptRows:
         rows = self._read(cur, ctx, lo, now, None)
         if changed is not None:
             last = self.last or lo
-            changed.update(r["node_name"] for r in rows if r["sample_time"] > last)
-            again = {_row(r) for r in rows if r["sample_time"] <= last}
+            changed.update(r[0] for r in rows if r[2] > last)
+            again = {_row(r) for r in rows if r[2] <= last}
             changed.update(r[0] for r in again ^ margin)  # the margin's rows, read again
         self._add(rows)
         check = _window_counts(cur, ctx, start, now)
@@ -310,11 +312,14 @@ class KeptRows:
         lo: int,
         now: int,
         nodes: list[str] | None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[tuple[Any, ...]]:
+        """The rows of (lo, now] (of `nodes`; None: all), as tuples: building a dict per
+        row was a fifth of a warm check."""
         columns = self.key[1]
         query = rendered(ctx, cur, ("kept", columns), lambda: _kept_query(ctx, columns))
-        cur.execute(query, {"lo": lo, "now": now, "nodes": nodes})
-        return cur.fetchall()
+        with cur.connection.cursor(row_factory=tuple_row) as rows:
+            rows.execute(query, {"lo": lo, "now": now, "nodes": nodes})
+            return rows.fetchall()
 
     def _keep(self, mask: np.ndarray) -> None:
         self.node, self.container, self.t = self.node[mask], self.container[mask], self.t[mask]
@@ -322,26 +327,24 @@ class KeptRows:
         self.copies = self.copies[mask]
         self.values = self.values[mask] if len(self.values) else self.values
 
-    def _add(self, rows: list[dict[str, Any]]) -> None:
+    def _add(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rows as `_KEPT_SQL` returns them: node, container, time, node flag, copies, then
+        the values."""
         if not rows:
             return
-        columns = self.key[1]
-        self.node = np.concatenate([self.node, np.array([r["node_name"] for r in rows], object)])
-        self.container = np.concatenate(
-            [self.container, np.array([r["container_name"] for r in rows], object)]
-        )
-        self.t = np.concatenate([self.t, np.array([r["sample_time"] for r in rows], np.int64)])
-        flags = [r["node_flag"] for r in rows]
+        node, container, t, flags, copies = list(zip(*rows, strict=True))[:5]
+        self.node = np.concatenate([self.node, np.array(node, object)])
+        self.container = np.concatenate([self.container, np.array(container, object)])
+        self.t = np.concatenate([self.t, np.array(t, np.int64)])
         self.is_node = np.concatenate([self.is_node, np.array([f is True for f in flags])])
         self.is_other = np.concatenate([self.is_other, np.array([f is False for f in flags])])
-        self.copies = np.concatenate([self.copies, np.array([r["copies"] for r in rows], np.int64)])
-        new = np.array([[r[c] for c in columns] for r in rows], np.float64)
-        new = new.reshape(-1, len(columns))
+        self.copies = np.concatenate([self.copies, np.array(copies, np.int64)])
+        new = np.array([r[5:] for r in rows], np.float64).reshape(-1, len(self.key[1]))
         self.values = np.concatenate([self.values, new]) if len(self.values) else new
 
 
-def _row(r: dict[str, Any]) -> tuple[Any, ...]:
-    return (r["node_name"], r["container_name"], r["sample_time"], r["copies"])
+def _row(r: tuple[Any, ...]) -> tuple[Any, ...]:
+    return r[0], r[1], r[2], r[4]  # node, container, time, copies
 
 
 def _window_counts(
