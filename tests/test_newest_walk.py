@@ -8,7 +8,6 @@ import dataclasses
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg import sql
 
 from exporter import PerformanceAnalyzer, registry
@@ -90,7 +89,6 @@ def _partitions_read(conn: psycopg.Connection[Any], statements: list[tuple[Any, 
     return found
 
 
-@pytest.mark.slow
 def test_warm_runs_on_partitions_read_only_the_partitions_they_need(fresh_dsn, monkeypatch):
     """On a table partitioned by day the exporter's warm emergency and current runs answer
     what runs from scratch answer, and read only the partitions that can hold a row they
