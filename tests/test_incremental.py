@@ -404,3 +404,139 @@ def test_worker_renders_equal_samples_once(monkeypatch):
     assert again[1] is first[1]  # the same text, not rendered again
     assert changed[1] != first[1]
     assert any(b'check="cpu"' in text and b"} 2" in text for text in changed[1].values())
+
+
+def rows_in(dsn: str, where: str, params: tuple[Any, ...]) -> int:
+    """Rows of the table matching `where`, counted by this test's own SQL."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT node_name, container_name, sample_time"
+            f" FROM monitor_samples_ring WHERE node_name IS NOT NULL AND {where}) d",
+            params,
+        ).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+@pytest.mark.slow
+def test_emergency_and_current_incremental_equal_from_scratch(dsn, fleet, monkeypatch):
+    """The 10-second analyses, run every 10 s with their kept rows, answer what a run from
+    scratch answers (a fresh context: no cached walk either) through late, duplicate,
+    removed and invalid rows, a new node, a node going silent, and `now` stepping back or
+    far ahead; a warm run reads only the rows after the previous run, less the margin."""
+    checks = (registry.get("emergency"), registry.get("current"))
+    states = {a.name: a.incremental() for a in checks}
+    assert isinstance(states["emergency"], emergency.EmergencyState)
+    read: list[int] = []  # rows read by the warm runs
+    original = emergency.KeptRows._read
+    warm_rows = (states["emergency"].kept, states["current"].kept)
+
+    def counted(self: Any, *args: Any) -> list[dict[str, Any]]:
+        rows = original(self, *args)
+        if any(self is kept for kept in warm_rows):
+            read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(emergency.KeptRows, "_read", counted)
+    node = sorted(fleet.truth["nodes"])[1]
+    with PerformanceAnalyzer(dsn) as analyzer:
+
+        def check(now: int, silent: bool = False) -> None:
+            for analysis in checks:
+                window = registry.served_window(analysis, analyzer.ctx.config)
+                warm = registry.run(analysis, analyzer.ctx, window, now, states[analysis.name])
+                fresh = dataclasses.replace(analyzer.ctx, caches={})
+                scratch = registry.run(analysis, fresh, window, now)
+                if analysis.name == "current":
+                    warm["summary"].pop("generated_at")
+                    scratch["summary"].pop("generated_at")
+                    assert bool(scratch["summary"]["nodes"]) is not silent
+                else:
+                    assert scratch["nodes"] >= len(fleet.truth["nodes"])
+                same(warm, scratch, analysis.name)
+
+        t0 = DAY_START + 600
+        check(t0)  # cold
+        for step in (10, 20, 30, 70):  # warm, with the fleet's rows arriving by the minute
+            read.clear()
+            check(t0 + step)
+            margin = emergency.LATE_MARGIN
+            expected = rows_in(
+                dsn,
+                "sample_time > %s AND sample_time <= %s",
+                (t0 + step - 10 - margin if step != 70 else t0 + 30 - margin, t0 + step),
+            )
+            assert read == [expected, expected]  # one read each, no node read again
+        kept = states["emergency"].kept
+        before = kept.reread
+        late_rows(dsn, node, [t0 + 70 - 200])  # late: older than the margin, in the window
+        check(t0 + 80)
+        assert kept.reread == before + 1  # that node alone is read again
+        invalid_row(dsn, node, t0 + 70 - 100)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            # a second copy of a row with fewer valid values: it never wins
+            conn.execute(
+                "INSERT INTO monitor_samples_ring (sample_time, node_name, node_flag)"
+                " SELECT sample_time, node_name, true FROM monitor_samples_ring"
+                " WHERE node_name = %s AND node_flag AND sample_time <= %s"
+                " ORDER BY sample_time DESC LIMIT 1",
+                (node, t0 + 40),
+            )
+            conn.execute(  # a removed row
+                "DELETE FROM monitor_samples_ring WHERE ctid = (SELECT ctid FROM"
+                " monitor_samples_ring WHERE node_name <> %s AND sample_time BETWEEN %s AND %s"
+                " LIMIT 1)",
+                (node, t0 - 200, t0),
+            )
+            # a new node, its node flag NULL on one row, a container row with a NULL value
+            for t, flag, container, cpu in (
+                (t0 + 20, True, None, 40.0),
+                (t0 + 50, None, None, 90.0),
+                (t0 + 60, True, None, 60.0),
+                (t0 + 60, False, "app", None),
+                (t0 + 75, True, None, 50.0),
+            ):
+                conn.execute(
+                    "INSERT INTO monitor_samples_ring (sample_time, node_name, node_flag,"
+                    " container_name, cpu_total_pct, mem_total_mb, mem_available_mb, c_rss_mb)"
+                    " VALUES (%s, 'em-new', %s, %s, %s, 8000, 500, 12)",
+                    (t, flag, container, cpu),
+                )
+        check(t0 + 90)
+        check(t0 + 100)
+        check(t0 + 400)  # em-new silent, the window past its rows
+        check(t0 + 300)  # `now` stepped back: from scratch
+        check(t0 + 3 * HOUR, silent=True)  # far ahead, past the fleet's end
+        check(t0 + 3 * HOUR + 10, silent=True)
+
+
+def test_check_figures_by_hand(dsn):
+    """The window's medians, counts and swap slope of one node, against figures worked
+    out by hand: invalid and NULL values are left out, the oldest row is outside the
+    window, and an odd count takes the middle value, an even one the mean of the two."""
+    now = 1_800_000_000
+    rows = [  # seconds before now, CPU %, free MiB of 10,000, swap MiB, network errors/s
+        (330, 99.0, 100, 0, None),  # outside the 5-minute window
+        (290, 10.0, 200, 100, None),
+        (230, 250.0, 300, 110, 1.0),  # CPU invalid
+        (170, 50.0, 400, None, None),
+        (110, 20.0, 500, 130, 3.0),
+        (50, 40.0, None, 140, None),
+    ]
+    with Store(dsn) as store, psycopg.connect(dsn, autocommit=True) as conn:
+        for ago, cpu, free, swap, errors in rows:
+            conn.execute(
+                "INSERT INTO monitor_samples_ring (sample_time, node_name, node_flag,"
+                " cpu_total_pct, mem_total_mb, mem_available_mb, swap_used_mb, net_rx_errs_s)"
+                " VALUES (%s, 'hand', true, %s, 10000, %s, %s, %s)",
+                (now - ago, cpu, free, swap, errors),
+            )
+        with PerformanceAnalyzer(store) as analyzer:
+            result = emergency.emergency_health_check(analyzer.ctx, now=now)
+    figures = {c["check"]: (c["value"], c["samples"]) for c in result["checks"]}
+    assert figures["cpu"] == (30.0, 4)  # 10, 20, 40, 50
+    assert figures["memory"] == (3.5, 4)  # 2, 3, 4, 5 % free
+    assert figures["network_errors"] == (2.0, 2)  # 1 and 3
+    # memory is low (P1 at 5 %), so swap growth counts: 100, 110, 130, 140 MiB at -290,
+    # -230, -110, -50 s; least squares over minutes: 10 MiB per minute
+    assert figures["swap"] == (10.0, 4)

@@ -4,15 +4,24 @@ Served by the exporter only; `report summary` prints the same averages for a per
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TypedDict
+
+import numpy as np
 
 from ..metricdef import CONTAINER, NODE, gauge
 from ..samples import CONTAINER_VALUE, Sample, sample
-from .common import Context
-from .emergency import node_facts
-from .sli import SliResult, ratios, system_availability_check
-from .summary import MetricStats, SummaryResult, export_metrics_summary
+from .common import (
+    HOUR,
+    Context,
+    round_float,
+    window_seconds,
+)
+from .emergency import KeptRows, node_facts
+from .sli import SliResult, SliState, ratios, system_availability_check
+from .summary import MetricStats, NodeSummary, SummaryResult
 from .unit import Analysis, ResultView, Served
 
 MIB = 2**20
@@ -24,39 +33,96 @@ class CurrentResult(TypedDict):
     sli: SliResult
 
 
-def current_values(ctx: Context, *, now: int) -> CurrentResult:
+@dataclass
+class CurrentState:
+    """The exporter's state between runs: the window's rows, and the SLI's."""
+
+    kept: KeptRows = field(default_factory=KeptRows)
+    sli: SliState = field(default_factory=SliState)
+
+
+def current_values(ctx: Context, *, now: int, state: CurrentState | None = None) -> CurrentResult:
     """The last `exporter.current_window_seconds` of every node, and its newest node row
     (container rows do not prove the node sampler alive)."""
     window = ctx.config.exporter.current_window_seconds / 3600
-    facts = node_facts(ctx, now)  # once for both: the newest-row walks are most of a run
+    facts = node_facts(ctx, now)  # once for both
     return {
-        "summary": _served_only(export_metrics_summary(ctx, hours=window, now=now)),
+        "summary": _averages_now(ctx, window, now, state),
         "spans": {n: (f.first, f.last_node) for n, f in facts.items() if f.last_node is not None},
         # a threat is not an outage: the short-window grades ignore the emergency check
-        "sli": system_availability_check(ctx, hours=window, now=now, threats=[], facts=facts),
+        "sli": system_availability_check(
+            ctx,
+            hours=window,
+            now=now,
+            threats=[],
+            facts=facts,
+            state=None if state is None else state.sli,
+        ),
     }
 
 
-def _served_only(summary: SummaryResult) -> SummaryResult:
-    """The summary with only the averages `to_samples` serves, and none that is unknown:
-    the result is held between runs for every node of the table, and a node's full
-    statistics (every column, four figures each) were most of the exporter's memory when
-    a table holds many nodes."""
+def _averages_now(
+    ctx: Context, hours: float, now: int, state: CurrentState | None
+) -> SummaryResult:
+    """The summary of the served averages only, none unknown: the result is held between
+    runs for every node of the table, and a node's full statistics were most of the
+    exporter's memory (and of a run's time) when a table holds many nodes."""
+    start = now - window_seconds(hours, HOUR, "hours")
+    kept = KeptRows() if state is None else state.kept
+    with ctx.store.read() as cur:
+        kept.refresh(cur, ctx, COLUMNS, start, now)
     node_columns = tuple(column for _, _, _, column, _ in NODE_VALUES)
     container_columns = tuple(column for _, _, _, column, _ in CONTAINER_VALUES)
-    for n in summary["nodes"]:
-        n["metrics"] = _averages(n["metrics"], node_columns)
-        for c in n["containers"]:
-            c["metrics"] = _averages(c["metrics"], container_columns)
-    return summary
-
-
-def _averages(metrics: MetricStats, columns: tuple[str, ...]) -> MetricStats:
+    nodes: dict[str, NodeSummary] = {}
+    for (node, _), samples, metrics in _means(kept, kept.is_node, node_columns):
+        nodes[node] = {"node_name": node, "samples": samples, "metrics": metrics, "containers": []}
+    containers = kept.is_other & np.array([c is not None for c in kept.container], bool)
+    for (node, container), samples, metrics in _means(kept, containers, container_columns):
+        entry = nodes.setdefault(
+            node, {"node_name": node, "samples": 0, "metrics": {}, "containers": []}
+        )
+        entry["containers"].append(
+            {"container_name": container, "samples": samples, "metrics": metrics}
+        )
     return {
-        column: {"avg": avg}
-        for column in columns
-        if (avg := metrics.get(column, {}).get("avg")) is not None
+        "generated_at": int(time.time()),
+        "window": {"start": start, "end": now, "hours": hours},
+        "nodes": [nodes[n] for n in sorted(nodes)],
     }
+
+
+def _means(
+    kept: KeptRows, mask: np.ndarray, columns: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, str], int, MetricStats]]:
+    """((node, container), rows, {column: {"avg": mean}}) of the kept rows under `mask` per
+    node and container, sorted; a column without a value is left out."""
+    if not mask.any():
+        return
+    nodes, node_codes = np.unique(kept.node[mask].astype(str), return_inverse=True)
+    containers = np.array([c or "" for c in kept.container[mask]], str)
+    names, container_codes = np.unique(containers, return_inverse=True)
+    pairs, codes = np.unique(node_codes * len(names) + container_codes, return_inverse=True)
+    values = kept.values[mask][:, [COLUMNS.index(c) for c in columns]]
+    known = ~np.isnan(values)
+    groups = len(pairs)
+    counts = np.stack([np.bincount(codes, known[:, j], groups) for j in range(len(columns))], 1)
+    sums = np.stack(
+        [
+            np.bincount(codes, np.where(known[:, j], values[:, j], 0.0), groups)
+            for j in range(len(columns))
+        ],
+        1,
+    )
+    rows = np.bincount(codes, minlength=groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+    for i, pair in enumerate(pairs.tolist()):
+        node, container = str(nodes[pair // len(names)]), str(names[pair % len(names)])
+        metrics: MetricStats = {}
+        for j, column in enumerate(columns):
+            if counts[i, j] and (avg := round_float(means[i, j], 4)) is not None:
+                metrics[column] = {"avg": avg}
+        yield (node, container), int(rows[i]), metrics
 
 
 LAST_SAMPLE = gauge(
@@ -85,6 +151,8 @@ CONTAINER_VALUES = (
     ),
     ("container_memory_rss_bytes", "Container resident memory", "bytes", "c_rss_mb", MIB),
 )
+# the columns the kept rows hold: those the averages serve
+COLUMNS = tuple(dict.fromkeys(column for *_, column, _ in (*NODE_VALUES, *CONTAINER_VALUES)))
 SLI_NOW = gauge(
     "sli_current_ratio",
     "Share of the last 5 minutes in compliance, 0..1, per node and SLI: the short-window "
@@ -137,6 +205,7 @@ ANALYSIS = Analysis[CurrentResult](
     run=current_values,
     serve=Served(refresh_seconds=10, metrics=METRICS, to_samples=to_samples),
     report=False,
+    incremental=CurrentState,
 )
 
 

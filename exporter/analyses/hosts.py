@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -107,6 +107,187 @@ def all_node_spans(ctx: Context, now: int, *, since: int | None = None) -> Spans
     for node, (first, last) in recent.items():
         spans[node] = (min(first, full[node][0]) if node in full else first, last)
     return dict(sorted(spans.items()))
+
+
+# The first and newest row, and the newest node row, of each node with a row in the
+# window: one range read of the (sample_time) index (on a partitioned table, of the
+# partitions the window touches) instead of three index probes per node.
+_RECENT_SQL = """
+SELECT node_name, min(sample_time) AS first, max(sample_time) AS last,
+       max(sample_time) FILTER (WHERE node_flag IS TRUE) AS last_node,
+       count(*) AS n, sum(sample_time) AS s
+  FROM {t} WHERE sample_time > %(start)s AND sample_time <= %(now)s
+   AND node_name IS NOT NULL AND {shard}
+ GROUP BY node_name
+"""
+
+# The first row (of the nodes new since the walk) and the newest row (of those and the
+# silent ones) of the nodes given: an index probe each. A silent node's newest is looked
+# for from its newest known row on, so that on a partitioned table the executor skips the
+# older partitions.
+_PROBE_SQL = """
+SELECT p.node_name,
+       CASE WHEN p.new THEN (SELECT min(sample_time) FROM {t} s
+         WHERE s.node_name = p.node_name AND s.sample_time <= %(now)s) END AS first,
+       CASE WHEN p.new THEN (SELECT max(sample_time) FROM {t} s
+         WHERE s.node_name = p.node_name AND s.sample_time <= %(now)s)
+       ELSE (SELECT max(sample_time) FROM {t} s
+         WHERE s.node_name = p.node_name AND s.sample_time <= %(now)s
+           AND s.sample_time >= p.floor) END AS last
+  FROM unnest(%(nodes)s::text[], %(new)s::boolean[], %(floors)s::bigint[])
+       AS p(node_name, new, floor)
+"""
+
+# The newest node row of each node given: a backward walk of its index entries.
+# `since` (NULL: none) lets the planner skip older partitions; nodes without a node row
+# since then are asked again without it.
+_LAST_NODE_SQL = """
+SELECT p.node_name,
+       (SELECT max(sample_time) FROM {t} s
+         WHERE s.node_name = p.node_name AND s.node_flag IS TRUE
+           AND (%(since)s::bigint IS NULL OR s.sample_time > %(since)s)
+           AND s.sample_time <= %(now)s) AS last_node
+  FROM unnest(%(nodes)s::text[]) AS p(node_name)
+"""
+
+
+def rendered(
+    ctx: Context, cur: Cursor[dict[str, Any]], name: Any, compose: Callable[[], sql.Composable]
+) -> bytes:
+    """The query `compose()` as bytes, kept per `name` and node-guard choice (which
+    `Store.shard_filter` renders): turning a composed query into bytes on every run cost
+    more Python than running it."""
+    kept = ctx.store.node_guard.kept
+    cache: dict[Any, tuple[Any, bytes]] = ctx.cache("rendered_queries", dict)
+    hit = cache.get(name)
+    if hit is None or hit[0] is not kept:
+        hit = cache[name] = (kept, compose().as_bytes(cur))
+    return hit[1]
+
+
+Newest = dict[str, tuple[int, int, int | None]]  # node: (first row, newest, newest node row)
+Counts = dict[str, tuple[int, int]]  # node: (rows, sum of their stamps)
+
+
+def read_recent(
+    cur: Cursor[dict[str, Any]], ctx: Context, start: int, now: int
+) -> tuple[dict[str, dict[str, Any]], Counts]:
+    """The `_RECENT_SQL` rows of (start, now] by node, and each node's rows and sum of
+    their stamps (kept for `window_counts` at the same window)."""
+    query = rendered(
+        ctx,
+        cur,
+        "recent",
+        lambda: sql.SQL(_RECENT_SQL).format(t=ctx.store.table, shard=ctx.store.shard_filter),
+    )
+    cur.execute(query, {"start": start, "now": now})
+    recent = {r["node_name"]: r for r in cur.fetchall()}
+    counts = {n: (int(r["n"]), int(r["s"])) for n, r in recent.items()}
+    ctx.caches["window_counts"] = (start, now, counts)
+    return recent, counts
+
+
+def window_counts(ctx: Context, start: int, now: int) -> Counts | None:
+    """`read_recent`'s counts of (start, now] if it was the last window read."""
+    cached = ctx.caches.get("window_counts")
+    return cached[2] if cached and cached[:2] == (start, now) else None
+
+
+def _last_node_rows(
+    cur: Cursor[dict[str, Any]],
+    ctx: Context,
+    nodes: list[str],
+    now: int,
+    since: int,
+    again: set[str] | None = None,
+) -> dict[str, int | None]:
+    """{node: its newest node row}, looked for after `since`, then without the bound for
+    the nodes in `again` (None: all) that have none there."""
+    if not nodes:
+        return {}
+    query = sql.SQL(_LAST_NODE_SQL).format(t=ctx.store.table)
+    cur.execute(query, {"nodes": nodes, "now": now, "since": since})
+    lasts = {r["node_name"]: r["last_node"] for r in cur.fetchall()}
+    if older := sorted(n for n, t in lasts.items() if t is None and (again is None or n in again)):
+        cur.execute(query, {"nodes": older, "now": now, "since": None})
+        lasts.update((r["node_name"], r["last_node"]) for r in cur.fetchall())
+    return {n: None if t is None else int(t) for n, t in lasts.items()}
+
+
+def newest_rows(ctx: Context, now: int, *, window: int, since: int) -> Newest:
+    """{node: (first row, newest row, newest node row or None)} up to `now`, of the nodes
+    `node_spans` lists, sorted by node.
+
+    Every node, its first row and the newest rows of the nodes silent since `since` come
+    from a walk of the whole index cached per hour (`since` is a promise that those nodes
+    matter less: they are forgotten); a warm run reads the rows of the last `window`
+    seconds only, and probes the index for the few nodes that are not forgotten but have
+    no row (or no node row) there. The answer is the same as a walk's, except that rows
+    arriving late, older than `since` or than a node's first row, and a new node whose
+    every row is older than the window, count from the next hour's walk."""
+    hour = now // 3600
+    table = ctx.store.table
+    guard = ctx.store.node_guard
+    with guard.lock:
+        kept = guard.kept
+    cached = ctx.caches.get("newest_walk")
+    with ctx.store.read() as cur:
+        if not cached or cached[0] != hour or cached[1] > now:
+            spans = _spans(cur, ctx, now, None)
+            lasts = _last_node_rows(cur, ctx, sorted(spans), now, since)
+            walked = {n: (f, last, lasts.get(n)) for n, (f, last) in spans.items()}
+            cached = ctx.caches["newest_walk"] = (hour, now, walked)
+        walked = cached[2]
+        count = len(walked)
+        if kept is not None:
+            walked = {n: w for n, w in walked.items() if n in kept}
+        recent = read_recent(cur, ctx, now - window, now)[0]
+        new = [n for n in recent if n not in walked]
+        count += len(new)
+        # nodes not forgotten without a row in the window: a late row may have come
+        silent = [n for n, w in walked.items() if n not in recent and w[1] >= since]
+        probed = {}
+        if new or silent:
+            cur.execute(
+                sql.SQL(_PROBE_SQL).format(t=table),
+                {
+                    "nodes": new + silent,
+                    "new": [True] * len(new) + [False] * len(silent),
+                    "floors": [0] * len(new) + [walked[n][1] for n in silent],
+                    "now": now,
+                },
+            )
+            probed = {r["node_name"]: r for r in cur.fetchall()}
+        answer: Newest = {}
+        for node in sorted({*walked, *recent}):
+            first, last, last_node = walked.get(node, (0, 0, None))
+            if node in probed and probed[node]["last"] is not None:
+                first = int(probed[node]["first"]) if node in recent else first
+                last = int(probed[node]["last"])
+            if (r := recent.get(node)) is not None:
+                last = int(r["last"])
+                if r["last_node"] is not None:
+                    last_node = int(r["last_node"])
+            answer[node] = (first, last, last_node)
+        quiet = sorted(
+            n
+            for n, (_, last, _) in answer.items()
+            if last >= since and (n not in recent or recent[n]["last_node"] is None)
+        )
+        # newer node rows than the walk's are after `since`; new nodes are looked for whole
+        lasts = _last_node_rows(cur, ctx, quiet, now, since, again=set(new))
+        for node, last_node in lasts.items():
+            if last_node is not None or node not in walked:
+                answer[node] = (*answer[node][:2], last_node)
+    # known from now on as if walked (a new node is probed once silent, a silent node from
+    # its newest row); the walk's `now` moves on with them, so a step back walks again
+    cached[2].update(answer)
+    latest = ctx.caches.get("newest_walk") or cached
+    ctx.caches["newest_walk"] = (hour, max(now, latest[1]), cached[2])
+    with guard.lock:
+        if guard.key is not None and guard.key[2] != count:
+            guard.key = None  # the table's node count changed: choose again before the next run
+    return answer
 
 
 # --------------------------------------------------------------------------- node guard
