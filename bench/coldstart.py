@@ -2,8 +2,8 @@
 query, and the CPU seconds (this process and its PostgreSQL backends) and wall time of
 reading the whole history of both kinds, newest day first, as the worker's first runs do.
 With `--first-runs`, instead: the worker's cold sequence on a fresh context, in the
-worker's order (the first runs wait for older history until `--budget` seconds after the
-first of them started, then the partial ones run again with all of it), with the CPU
+worker's order (the first runs spend `--budget` seconds reading rollups at most, all
+together, then the partial ones run again with all of it), with the CPU
 seconds (this process and the backends) and wall time at which each result is there, and
 the history it read. The analyses whose first run the exporter does itself are left out.
 
@@ -29,7 +29,7 @@ from common import BENCH_DATA
 
 from exporter import registry
 from exporter.analyzer import PerformanceAnalyzer
-from exporter.collector import STARTED_LAST, WARM_IN_PROCESS, WORKER_ANALYSES, _left
+from exporter.collector import STARTED_LAST, WARM_IN_PROCESS, WORKER_ANALYSES, _left, _spent
 from exporter.embedded import EmbeddedPostgres
 from exporter.rollups import FETCH_SECONDS, HourlyRollups, reading
 from exporter.store import Store
@@ -136,6 +136,7 @@ def first_runs(store: Store, postmaster: int, budget: float | None) -> list[dict
             registry.run(
                 analysis, analyzer.ctx, window, int(time.time()), states.get(analysis.name)
             )
+        _spent(served, cold)
         row = {
             "analysis": analysis.name,
             "wall_s": time.perf_counter() - t0,

@@ -21,11 +21,11 @@
   spawned worker process that keeps its own rollups and connection: one at a time (bounded
   memory), and their numpy and result building never hold the interpreter lock that the
   scrapes need. Results come back pickled; the collector turns them into text as before.
-- A cold start's first runs of the rollup-based analyses wait for older history until
-  `exporter.cold_start_seconds` after the first of them started (one budget for all, not
-  one each), answer from the newest days read so far (served with the seconds of history
-  they read, `perf_analyzer_analysis_history_seconds`), and run again at once, with the
-  whole history.
+- A cold start's first runs of the rollup-based analyses spend `exporter.cold_start_seconds`
+  reading rollups at most (one budget for all of them, not one each), answer from the
+  newest days read by then (served with the seconds of history they read,
+  `perf_analyzer_analysis_history_seconds`), and run again at once, with the whole
+  history.
 """
 
 from __future__ import annotations
@@ -126,17 +126,22 @@ _worker: PerformanceAnalyzer | None = None  # the worker process's analyzer
 _worker_states: dict[str, Any] = {}
 # the worker's latest samples and text per analysis: equal samples are not rendered again
 _worker_texts: dict[str, tuple[list[Sample], dict[str, bytes]]] = {}
-_worker_cold: list[float] = []  # monotonic start of the worker's first run with a budget
+_worker_cold: list[float] = []  # what the worker's first runs left of the reading budget
 
 
 def _left(budget: float | None, cold: list[float]) -> float | None:
-    """What is left of the cold start's one reading budget, counted from its first use
-    (recorded in `cold`); None (no limit) stays None."""
+    """What is left of the cold start's one reading budget (`cold` holds it once used);
+    None (no limit) stays None."""
     if budget is None:
         return None
-    if not cold:
-        cold.append(time.monotonic())
-    return max(0.0, budget - (time.monotonic() - cold[0]))
+    return cold[0] if cold else budget
+
+
+def _spent(served: Reading, cold: list[float]) -> None:
+    """Keep what a run left of the reading budget for the next first run (runs at once in
+    the exporter's threads each take off their own reading: the least left is kept)."""
+    if served.left is not None:
+        cold[:] = [min(cold[0], served.left) if cold else served.left]
 
 
 def _worker_start(spec: WorkerSpec) -> None:
@@ -178,6 +183,7 @@ def _worker_run(
     try:
         with reading(_left(budget, _worker_cold)) as served:
             result = registry.run(analysis, _worker.ctx, window, now, _worker_states.get(name))
+        _spent(served, _worker_cold)
         if served.partial:  # state built on part of the history: the rerun starts afresh
             _worker_states.pop(name, None)
         seconds = time.monotonic() - started
@@ -279,7 +285,7 @@ class Scheduler:
         self._ticker: threading.Thread | None = None
         self._worker: ProcessPoolExecutor | None = None
         self._worker_history: dict[str, int] = {}
-        self._cold: list[float] = []  # when the first in-process run with a budget started
+        self._cold: list[float] = []  # what in-process first runs left of the reading budget
         self._rendered: dict[str, tuple[Any, list[Sample], dict[str, bytes]]] = {}
         # threads that only wait for the worker, so that a queue of long-window runs never
         # holds the pool the every-few-seconds analyses run in
@@ -432,6 +438,7 @@ class Scheduler:
                     result = registry.run(
                         analysis, self.analyzer.ctx, window, resolve_now(None), job.state
                     )
+                _spent(served, self._cold)
             ok, reached = True, True
         except StoreError as exc:
             result, ok, reached = None, False, not exc.unreachable

@@ -449,8 +449,9 @@ class ExporterConfig:
     # machine the scrapes get a core before the analyses do
     worker_niceness: Niceness = 10
     statement_timeout_seconds: Positive = 30
-    # a rollup-based analysis's first run waits this long at most for older history (the
-    # newest day is always read), answers from what is read, then reruns with all of it
+    # the first runs of the rollup-based analyses spend this long reading rollups at most,
+    # all together (the newest day is always read), answer from what is read, then rerun
+    # with all of it
     cold_start_seconds: NonNegative = 5
     current_window_seconds: Count = 300  # the "last 5 minutes" of the current values
 

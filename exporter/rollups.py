@@ -9,10 +9,10 @@ Asking for an earlier `now` (a replay) reuses the stored hours before it, reads 
 partial hour as of `now`, and so sees exactly what it would have seen at that moment.
 
 A cold start reads a month, which takes a while at a few hundred nodes. A run inside
-`reading(budget)` waits for older days for at most `budget` seconds (the newest day is
-always read), answers from the history read so far and says how much that was
-(`Reading.history`), so a first result comes before the month is read; the collector then
-runs it again with the whole history.
+`reading(budget)` spends at most `budget` seconds reading (the newest day is always read),
+answers from the history read so far and says how much that was (`Reading.history`), so a
+first result comes before the month is read; the collector then runs it again with the
+whole history.
 
 Duplicate rows are not removed here (de-duplicating a month costs 3x the aggregation
 itself, measured in docs/performance.md): an exact duplicate leaves min and max unchanged
@@ -87,9 +87,10 @@ class RollupView:
 
 @dataclass
 class Reading:
-    """How long the views of one run may wait for older history, and what they served."""
+    """How long the views of one run may spend reading, and what history they served."""
 
-    deadline: float | None = None  # monotonic; past it only the newest day is still read
+    left: float | None = None  # seconds of reading left (None: no limit); at 0 or below,
+    # only the newest day is still read
     history: int | None = None  # seconds of history of the shortest view served
     partial: bool = False  # a view served less history than it asked for
 
@@ -99,9 +100,9 @@ _READING: ContextVar[Reading | None] = ContextVar("rollups_reading", default=Non
 
 @contextmanager
 def reading(budget: float | None = None) -> Iterator[Reading]:
-    """Views inside wait for older days for at most `budget` seconds (None: for all of
-    them) and record in the yielded `Reading` how much history they served."""
-    record = Reading(None if budget is None else time.monotonic() + budget)
+    """Views inside spend at most about `budget` seconds reading (None: no limit; what is
+    left is `Reading.left` afterwards) and record how much history they served."""
+    record = Reading(budget)
     token = _READING.set(record)
     try:
         yield record
@@ -168,7 +169,7 @@ class HourlyRollups:
         settled = min(now // HOUR * HOUR, (int(time.time()) - SETTLE_SECONDS) // HOUR * HOUR)
         record = _READING.get()
         self._probe()
-        self._extend(kind, first, max(first, settled), None if record is None else record.deadline)
+        self._extend(kind, first, max(first, settled), record)
         with self._lock:
             store = self._kinds[kind]
             keep = (store.hours >= first) & (store.hours < settled)
@@ -204,21 +205,25 @@ class HourlyRollups:
         with self._lock:
             return {kind: store.hi - store.lo for kind, store in self._kinds.items()}
 
-    def _extend(self, kind: str, first: int, settled: int, deadline: float | None = None) -> None:
+    def _extend(self, kind: str, first: int, settled: int, record: Reading | None = None) -> None:
         """Store the complete hours [first, settled), the newest first and a day at a time.
         The building lock is let go between days, so a view whose hours are already stored
         (a week, while another view reads the month) is served at once instead of waiting.
-        Past `deadline` (monotonic) only the newest day is still read."""
+        The time each read takes comes off `record.left`; once none is left, only the
+        newest day is still read."""
 
         def late() -> bool:
-            return deadline is not None and time.monotonic() >= deadline
+            return record is not None and record.left is not None and record.left <= 0
 
         while (todo := self._missing(kind, first, settled, late())) is not None:
             with self._building[kind]:
                 if (todo := self._missing(kind, first, settled, late())) is None:
                     return  # another thread read it meanwhile
                 lo, hi = todo
+                started = time.monotonic()
                 chunk = self._fetch(kind, lo, hi - 1)
+                if record is not None and record.left is not None:
+                    record.left -= time.monotonic() - started
                 with self._lock:
                     store = self._kinds[kind]
                     store.add(*chunk, older=lo < store.lo)
