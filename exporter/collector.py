@@ -173,8 +173,8 @@ def _worker_run(
     name: str, window: float | None, now: int, budget: float | None = None
 ) -> tuple[Any, float, dict[str, int], Rendered, Reading]:
     """(result, seconds, rollup history, samples and text, history it was computed from) of
-    one analysis run in the worker process, which waits at most `budget` seconds for older
-    rollups (None: for all it needs)."""
+    one analysis run in the worker process, which spends on reading rollups at most what the
+    first runs before it left of `budget` (None: no limit)."""
     assert _worker is not None
     started = time.monotonic()
     analysis = registry.get(name)
@@ -424,7 +424,7 @@ class Scheduler:
         ran: float | None = None
         rendered: Rendered = None
         served = Reading()
-        # a first run waits for older rollups only so long; later runs read all they need
+        # a first run reads rollups only so long; later runs read all they need
         budget = self.config.exporter.cold_start_seconds if job.result is None else None
         try:
             analysis = job.analysis
