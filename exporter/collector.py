@@ -287,11 +287,11 @@ class Scheduler:
         self._worker_history: dict[str, int] = {}
         self._cold: list[float] = []  # what in-process first runs left of the reading budget
         self._rendered: dict[str, tuple[Any, list[Sample], dict[str, bytes]]] = {}
-        # threads that only wait for the worker, so that a queue of long-window runs never
-        # holds the pool the every-few-seconds analyses run in
-        self._waiters = ThreadPoolExecutor(
-            max_workers=len(WORKER_ANALYSES), thread_name_prefix="worker-wait"
-        )
+        # the thread that waits for the worker, so that a queue of long-window runs never
+        # holds the pool the every-few-seconds analyses run in; one, as the worker runs one
+        # analysis at a time: its queue keeps the order the runs were started in (several
+        # threads would race to submit), and each run's `now` is taken as it starts
+        self._waiters = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-wait")
 
     @staticmethod
     def _spec(analyzer: PerformanceAnalyzer, config: Config) -> WorkerSpec | None:
