@@ -1,8 +1,14 @@
 """The rollups' cold read on a persistent fleet: EXPLAIN ANALYZE of one day's aggregation
 query, and the CPU seconds (this process and its PostgreSQL backends) and wall time of
 reading the whole history of both kinds, newest day first, as the worker's first runs do.
+With `--first-runs`, instead: the worker's cold sequence on a fresh context, in the
+worker's order (the first runs spend `--budget` seconds reading rollups at most, all
+together, then the partial ones run again with all of it), with the CPU
+seconds (this process and the backends) and wall time at which each result is there, and
+the history it read. The analyses whose first run the exporter does itself are left out.
 
     python bench/coldstart.py --nodes 200 [--days 31] [--label after]
+    python bench/coldstart.py --nodes 200 --first-runs [--budget 5] [--label after]
 
 Run it with PYTHONPATH pointing at another tree (say an export of an older commit) to
 measure that tree's rollups on the same data. Figures go to
@@ -21,8 +27,11 @@ from typing import Any
 import psycopg
 from common import BENCH_DATA
 
+from exporter import registry
+from exporter.analyzer import PerformanceAnalyzer
+from exporter.collector import STARTED_LAST, WARM_IN_PROCESS, WORKER_ANALYSES, _left, _spent
 from exporter.embedded import EmbeddedPostgres
-from exporter.rollups import FETCH_SECONDS, HourlyRollups
+from exporter.rollups import FETCH_SECONDS, HourlyRollups, reading
 from exporter.store import Store
 
 HERE = Path(__file__).parent
@@ -109,6 +118,42 @@ def backend_cpu(postmaster: int) -> float:
     return total
 
 
+def first_runs(store: Store, postmaster: int, budget: float | None) -> list[dict[str, Any]]:
+    """The worker's cold sequence: first runs in the scheduler's order, then the reruns of
+    those that answered from part of the history; when each result is there."""
+    analyzer = PerformanceAnalyzer(store)
+    worker = [a for a in registry.served() if a.name in WORKER_ANALYSES - WARM_IN_PROCESS]
+    order = sorted(worker, key=lambda a: a.name in STARTED_LAST)
+    states = {a.name: a.incremental() for a in order if a.incremental}
+    cpu0, db0, t0 = time.process_time(), backend_cpu(postmaster), time.perf_counter()
+    out: list[dict[str, Any]] = []
+    todo = [(a, budget) for a in order]
+    cold: list[float] = []
+    while todo:
+        analysis, limit = todo.pop(0)
+        window = registry.served_window(analysis, analyzer.ctx.config)
+        with reading(_left(limit, cold)) as served:
+            registry.run(
+                analysis, analyzer.ctx, window, int(time.time()), states.get(analysis.name)
+            )
+        _spent(served, cold)
+        row = {
+            "analysis": analysis.name,
+            "wall_s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - cpu0,
+            "backend_cpu_s": backend_cpu(postmaster) - db0,
+            "history_days": None if served.history is None else served.history / 86400,
+            "partial": served.partial,
+        }
+        print(row, flush=True)
+        out.append(row)
+        if served.partial:  # as the worker: the rerun starts from a fresh state
+            todo.append((analysis, None))
+            if analysis.incremental:
+                states[analysis.name] = analysis.incremental()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=200)
@@ -117,6 +162,8 @@ def main() -> None:
     parser.add_argument("--no-explain", action="store_true")
     parser.add_argument("--explain-only", action="store_true")
     parser.add_argument("--explain-age", type=float, default=1, help="days before the end")
+    parser.add_argument("--first-runs", action="store_true", help="the worker's cold sequence")
+    parser.add_argument("--budget", type=float, default=None, help="seconds; none: no limit")
     args = parser.parse_args()
     pg = EmbeddedPostgres(
         BENCH_DATA / f"fleet-{args.nodes}x30" / "data",
@@ -129,13 +176,16 @@ def main() -> None:
             with psycopg.connect(pg.dsn) as conn:
                 row = conn.execute("SELECT max(sample_time) FROM monitor_samples_ring").fetchone()
             end = int(row[0]) // 3600 * 3600 if row and row[0] else int(time.time())
-            if not args.no_explain:
+            if args.first_runs:
+                out["budget_s"] = args.budget
+                out["first_runs"] = first_runs(store, postmaster, args.budget)
+            elif not args.no_explain:
                 for kind in ("node", "container"):
                     plan = explain(store, kind, end - int(args.explain_age * FETCH_SECONDS))
                     out[f"explain_{kind}"] = plan
                     print(plan.splitlines()[-1], f"({kind}, one day)")
             rollups = HourlyRollups(store, max_days=args.days + 1)
-            for kind in () if args.explain_only else ("node", "container"):
+            for kind in () if args.explain_only or args.first_runs else ("node", "container"):
                 cpu0, db0, t0 = time.process_time(), backend_cpu(postmaster), time.perf_counter()
                 rollups.view(kind, end - int(args.days * 86400), end)
                 out[kind] = {
@@ -144,12 +194,14 @@ def main() -> None:
                     "backend_cpu_s": backend_cpu(postmaster) - db0,
                 }
                 print(kind, out[kind], flush=True)
-            out["rows_read"] = rollups.rows_read
+            if not args.first_runs:
+                out["rows_read"] = rollups.rows_read
     finally:
         pg.stop()
     (HERE / "results").mkdir(exist_ok=True)
     suffix = f"-{args.label}" if args.label else ""
-    path = HERE / "results" / f"coldstart-{args.nodes}{suffix}.json"
+    kind = "coldstart-first-runs" if args.first_runs else "coldstart"
+    path = HERE / "results" / f"{kind}-{args.nodes}{suffix}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
 
 

@@ -285,7 +285,9 @@ def quantiles(ms: list[float]) -> dict[str, float]:
     }
 
 
-def measure(dsn: str, minutes: float, n_scrapers: int, config: str) -> dict[str, Any]:
+def measure(
+    dsn: str, minutes: float, n_scrapers: int, config: str, settle: float = 0
+) -> dict[str, Any]:
     appender = Appender(dsn)
     appender.catch_up()
     stop = threading.Event()
@@ -303,7 +305,9 @@ def measure(dsn: str, minutes: float, n_scrapers: int, config: str) -> dict[str,
                 time.sleep(0.5)
             out["ready_s"] = ready
             out["warmup_s"] = max(ready.values())
-            time.sleep(5)  # let the first runs' listeners finish
+            # let the first runs' listeners finish, and the reruns of results from part of
+            # the history (exporter.cold_start_seconds) when asked to
+            time.sleep(5 + settle)
             out["rss_warm_mib"] = rss_mib(descendants(process.pid))[0]
             out["rss_warm_by_process_mib"] = {
                 str(pid): rss_mib([pid])[0] for pid in descendants(process.pid)
@@ -354,13 +358,17 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10, help="of steady state")
     parser.add_argument("--scrapers", type=int, default=4)
     parser.add_argument("--label", default="", help="suffix of the results file")
+    parser.add_argument(
+        "--settle", type=float, default=0, help="seconds after warm-up before the steady window"
+    )
     parser.add_argument("--config", default="{}", help="the exporter's YAML configuration, inline")
     args = parser.parse_args()
     print(f"machine: {machine()}; fleet {args.nodes} nodes x 2 containers x {args.days:g} days")
     pg = fleet_database(args.nodes, args.days)
     try:
         result = {"nodes": args.nodes, "days": args.days, "machine": machine()}
-        result |= measure(pg.dsn, args.minutes, args.scrapers, args.config)
+        result |= measure(pg.dsn, args.minutes, args.scrapers, args.config, args.settle)
+        result["settle_s"] = args.settle
         result["config"] = args.config
     finally:
         pg.stop()

@@ -21,6 +21,11 @@
   spawned worker process that keeps its own rollups and connection: one at a time (bounded
   memory), and their numpy and result building never hold the interpreter lock that the
   scrapes need. Results come back pickled; the collector turns them into text as before.
+- A cold start's first runs of the rollup-based analyses spend `exporter.cold_start_seconds`
+  reading rollups at most (one budget for all of them, not one each), answer from the
+  newest days read by then (served with the seconds of history they read,
+  `perf_analyzer_analysis_history_seconds`), and run again at once, with the whole
+  history.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ from .exposition import (
     same,
     shorten_names,
 )
-from .rollups import HourlyRollups
+from .rollups import HourlyRollups, Reading, reading
 from .samples import Sample, sample
 from .shard import Shard
 from .store import Store, StoreError
@@ -80,9 +85,15 @@ WORKER_ANALYSES = frozenset(
     {"availability", "anomalies", "contention", "correlation", "capacity", "patterns",
      "alert-config"}
 )  # fmt: skip
-# Worker analyses over a short raw window (no rollups): their first run is done here, at
-# once, while the worker process is still busy with the rollup-based analyses' cold runs.
-WARM_IN_PROCESS = frozenset({"availability", "contention"})
+# Worker analyses that read the table, not the rollups, with little work of their own in
+# Python: their first run is done here, at once, while the worker process is still busy
+# with the rollup-based analyses' cold runs (the learned thresholds' is mostly the
+# database's sorts, which this overlaps with the worker's).
+WARM_IN_PROCESS = frozenset({"availability", "contention", "alert-config"})
+# Started after the others when several are due at once (a cold start): the worker runs
+# one analysis at a time, and this one's first run (a day of raw rows) costs several
+# times the others' first runs from the newest rollups, so it goes last in its queue.
+STARTED_LAST = frozenset({"correlation"})
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,22 @@ _worker: PerformanceAnalyzer | None = None  # the worker process's analyzer
 _worker_states: dict[str, Any] = {}
 # the worker's latest samples and text per analysis: equal samples are not rendered again
 _worker_texts: dict[str, tuple[list[Sample], dict[str, bytes]]] = {}
+_worker_cold: list[float] = []  # what the worker's first runs left of the reading budget
+
+
+def _left(budget: float | None, cold: list[float]) -> float | None:
+    """What is left of the cold start's one reading budget (`cold` holds it once used);
+    None (no limit) stays None."""
+    if budget is None:
+        return None
+    return cold[0] if cold else budget
+
+
+def _spent(served: Reading, cold: list[float]) -> None:
+    """Keep what a run left of the reading budget for the next first run (runs at once in
+    the exporter's threads each take off their own reading: the least left is kept)."""
+    if served.left is not None:
+        cold[:] = [min(cold[0], served.left) if cold else served.left]
 
 
 def _worker_start(spec: WorkerSpec) -> None:
@@ -143,17 +170,22 @@ Rendered = tuple[list[Sample], dict[str, bytes]] | None
 
 
 def _worker_run(
-    name: str, window: float | None, now: int
-) -> tuple[Any, float, dict[str, int], Rendered]:
-    """(result, seconds, rollup history, samples and text) of one analysis run in the worker
-    process."""
+    name: str, window: float | None, now: int, budget: float | None = None
+) -> tuple[Any, float, dict[str, int], Rendered, Reading]:
+    """(result, seconds, rollup history, samples and text, history it was computed from) of
+    one analysis run in the worker process, which spends on reading rollups at most what the
+    first runs before it left of `budget` (None: no limit)."""
     assert _worker is not None
     started = time.monotonic()
     analysis = registry.get(name)
     if analysis.incremental is not None and name not in _worker_states:
         _worker_states[name] = analysis.incremental()
     try:
-        result = registry.run(analysis, _worker.ctx, window, now, _worker_states.get(name))
+        with reading(_left(budget, _worker_cold)) as served:
+            result = registry.run(analysis, _worker.ctx, window, now, _worker_states.get(name))
+        _spent(served, _worker_cold)
+        if served.partial:  # state built on part of the history: the rerun starts afresh
+            _worker_states.pop(name, None)
         seconds = time.monotonic() - started
         rendered = _worker_render(analysis, result)
     except StoreError as exc:
@@ -162,7 +194,7 @@ def _worker_run(
         raise AnalysisFailed(type(exc).__name__, str(exc)) from None
     finally:
         allocator.trim()
-    return result, seconds, _history(_worker), rendered
+    return result, seconds, _history(_worker), rendered, served
 
 
 def _worker_render(analysis: Analysis[Any], result: Any) -> Rendered:
@@ -213,6 +245,10 @@ class JobState:
     runs: int = 0
     future: Future[None] | None = field(default=None, repr=False)
     state: Any = field(default=None, repr=False)  # the analysis's incremental state
+    # seconds of rollup history the result was computed from (None: it read none), and
+    # whether that was less than it asked for (a cold start's first run: run again at once)
+    history: int | None = None
+    partial: bool = False
 
     @property
     def name(self) -> str:
@@ -236,6 +272,8 @@ class Scheduler:
             )
             for a in registry.served()
         }
+        # the order due runs are started in: the worker's queue is first come, first served
+        self._order = sorted(self.jobs.values(), key=lambda j: j.name in STARTED_LAST)
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(
             max_workers=config.exporter.workers, thread_name_prefix="analysis"
@@ -247,12 +285,13 @@ class Scheduler:
         self._ticker: threading.Thread | None = None
         self._worker: ProcessPoolExecutor | None = None
         self._worker_history: dict[str, int] = {}
+        self._cold: list[float] = []  # what in-process first runs left of the reading budget
         self._rendered: dict[str, tuple[Any, list[Sample], dict[str, bytes]]] = {}
-        # threads that only wait for the worker, so that a queue of long-window runs never
-        # holds the pool the every-few-seconds analyses run in
-        self._waiters = ThreadPoolExecutor(
-            max_workers=len(WORKER_ANALYSES), thread_name_prefix="worker-wait"
-        )
+        # the thread that waits for the worker, so that a queue of long-window runs never
+        # holds the pool the every-few-seconds analyses run in; one, as the worker runs one
+        # analysis at a time: its queue keeps the order the runs were started in (several
+        # threads would race to submit), and each run's `now` is taken as it starts
+        self._waiters = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-wait")
 
     @staticmethod
     def _spec(analyzer: PerformanceAnalyzer, config: Config) -> WorkerSpec | None:
@@ -283,10 +322,12 @@ class Scheduler:
                 return dict(self._worker_history)
         return _history(self.analyzer)
 
-    def _in_worker(self, name: str, window: float | None, now: int) -> tuple[Any, float, Rendered]:
+    def _in_worker(
+        self, name: str, window: float | None, now: int, budget: float | None = None
+    ) -> tuple[Any, float, Rendered, Reading]:
         """Run one analysis in the worker process (started on first use, and again if it
-        died): (result, seconds of the run itself, not of the wait for the worker, and its
-        samples and text when the worker built them)."""
+        died): (result, seconds of the run itself, not of the wait for the worker, its
+        samples and text when the worker built them, and the rollup history it read)."""
         assert self._worker_spec is not None
         with self._lock:
             if self._worker is None:
@@ -298,8 +339,8 @@ class Scheduler:
                 )
             worker = self._worker
         try:
-            result, seconds, history, rendered = worker.submit(
-                _worker_run, name, window, now
+            result, seconds, history, rendered, served = worker.submit(
+                _worker_run, name, window, now, budget
             ).result()
         except BrokenProcessPool:
             with self._lock:
@@ -309,7 +350,7 @@ class Scheduler:
             raise
         with self._lock:
             self._worker_history = history
-        return result, seconds, rendered
+        return result, seconds, rendered, served
 
     def take_rendered(self) -> dict[str, tuple[Any, list[Sample], dict[str, bytes]]]:
         """analysis -> (result, its samples, their text per content type) built in the worker
@@ -329,7 +370,7 @@ class Scheduler:
         with self._lock:
             waits = [
                 future
-                for job in self.jobs.values()
+                for job in self._order
                 if (future := self._start_if_due(job)) and (job.interval == 0 or job.result is None)
             ]
         if waits:
@@ -345,7 +386,7 @@ class Scheduler:
                 with self._lock:
                     if self._stop.is_set():
                         return
-                    for job in self.jobs.values():
+                    for job in self._order:
                         if job.interval > 0:
                             self._start_if_due(job)
 
@@ -356,11 +397,10 @@ class Scheduler:
         if job.future is not None:
             return job.future  # single flight: share the run in progress
         if job.started is not None:
-            wait_for = (
-                job.interval
-                if job.last_ok
-                else min(job.interval, self.config.exporter.retry_seconds)
-            )
+            if job.last_ok:
+                wait_for = 0 if job.partial else job.interval  # partial: the whole history next
+            else:
+                wait_for = min(job.interval, self.config.exporter.retry_seconds)
             if time.monotonic() - job.started < wait_for:
                 return None
         job.started = time.monotonic()
@@ -372,8 +412,8 @@ class Scheduler:
 
     def _in_worker_now(self, job: JobState) -> bool:
         """Whether this run of `job` goes to the worker process: its analyses do, except the
-        first runs of the short-window ones (`WARM_IN_PROCESS`), which would otherwise wait
-        behind the rollup-based analyses' cold runs there."""
+        first runs of those that read the table only (`WARM_IN_PROCESS`), which would
+        otherwise wait behind the rollup-based analyses' cold runs there."""
         if self._worker_spec is None or job.name not in WORKER_ANALYSES:
             return False
         return not (job.name in WARM_IN_PROCESS and job.result is None)
@@ -383,15 +423,22 @@ class Scheduler:
         reached: bool | None = None
         ran: float | None = None
         rendered: Rendered = None
+        served = Reading()
+        # a first run reads rollups only so long; later runs read all they need
+        budget = self.config.exporter.cold_start_seconds if job.result is None else None
         try:
             analysis = job.analysis
             window = registry.served_window(analysis, self.config)
             if in_worker:
-                result, ran, rendered = self._in_worker(job.name, window, resolve_now(None))
-            else:
-                result = registry.run(
-                    analysis, self.analyzer.ctx, window, resolve_now(None), job.state
+                result, ran, rendered, served = self._in_worker(
+                    job.name, window, resolve_now(None), budget
                 )
+            else:
+                with reading(_left(budget, self._cold)) as served:
+                    result = registry.run(
+                        analysis, self.analyzer.ctx, window, resolve_now(None), job.state
+                    )
+                _spent(served, self._cold)
             ok, reached = True, True
         except StoreError as exc:
             result, ok, reached = None, False, not exc.unreachable
@@ -420,6 +467,9 @@ class Scheduler:
             if ok:
                 job.result = result
                 job.last_success = time.time()
+                job.history, job.partial = served.history, served.partial
+                if served.partial and not in_worker and job.analysis.incremental:
+                    job.state = job.analysis.incremental()  # built on part of the history
                 if rendered is not None:
                     self._rendered[job.name] = (result, *rendered)
             else:
@@ -727,6 +777,8 @@ class PerfAnalyzerCollector:
                         "analysis_last_success_timestamp_seconds", j.last_success, analysis=j.name
                     )
                 )
+            if j.history is not None:
+                out.append(sample("analysis_history_seconds", j.history, analysis=j.name))
         return out
 
 

@@ -449,6 +449,10 @@ class ExporterConfig:
     # machine the scrapes get a core before the analyses do
     worker_niceness: Niceness = 10
     statement_timeout_seconds: Positive = 30
+    # the first runs of the rollup-based analyses spend this long reading rollups at most,
+    # all together (the newest day is always read), answer from what is read, then rerun
+    # with all of it
+    cold_start_seconds: NonNegative = 5
     current_window_seconds: Count = 300  # the "last 5 minutes" of the current values
 
     def __hash__(self) -> int:  # the refresh mapping is a dict; the rest hashes as fields

@@ -60,6 +60,14 @@ OWN: tuple[Metric, ...] = (
         unit="s",
     ),
     _m(
+        "analysis_history_seconds",
+        "Seconds of history (hourly rollups) the served result of each rollup-based analysis "
+        "was computed from: less than its window while a cold start is still reading older "
+        "days.",
+        ("analysis",),
+        unit="s",
+    ),
+    _m(
         "exposition_errors_total",
         "Results of each analysis that could not be turned into metrics (a bug: the "
         "analysis's metric families are missing from the scrape).",

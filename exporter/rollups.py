@@ -8,6 +8,12 @@ younger than `SETTLE_SECONDS`, to let late samples land) is read fresh on every 
 Asking for an earlier `now` (a replay) reuses the stored hours before it, reads only the
 partial hour as of `now`, and so sees exactly what it would have seen at that moment.
 
+A cold start reads a month, which takes a while at a few hundred nodes. A run inside
+`reading(budget)` spends at most `budget` seconds reading (the newest day is always read),
+answers from the history read so far and says how much that was (`Reading.history`), so a
+first result comes before the month is read; the collector then runs it again with the
+whole history.
+
 Duplicate rows are not removed here (de-duplicating a month costs 3x the aggregation
 itself, measured in docs/performance.md): an exact duplicate leaves min and max unchanged
 and moves an hourly mean by a sixtieth of its distance from it. Bounded-window analyses
@@ -20,6 +26,8 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -101,6 +109,31 @@ class RollupParts:
         return RollupView(self.metrics, self.keys, *columns)
 
 
+@dataclass
+class Reading:
+    """How long the views of one run may spend reading, and what history they served."""
+
+    left: float | None = None  # seconds of reading left (None: no limit); at 0 or below,
+    # only the newest day is still read
+    history: int | None = None  # seconds of history of the shortest view served
+    partial: bool = False  # a view served less history than it asked for
+
+
+_READING: ContextVar[Reading | None] = ContextVar("rollups_reading", default=None)
+
+
+@contextmanager
+def reading(budget: float | None = None) -> Iterator[Reading]:
+    """Views inside spend at most about `budget` seconds reading (None: no limit; what is
+    left is `Reading.left` afterwards) and record how much history they served."""
+    record = Reading(budget)
+    token = _READING.set(record)
+    try:
+        yield record
+    finally:
+        _READING.reset(token)
+
+
 class _Kind:
     """Stored complete hours of one kind of series: contiguous range [lo, hi)."""
 
@@ -157,7 +190,8 @@ class HourlyRollups:
 
     def view(self, kind: str, start: int, now: int) -> RollupView:
         """Hourly rows with hour start in [floor(start), now]; the last, partial hour holds
-        the samples up to `now` only."""
+        the samples up to `now` only. Inside `reading(budget)`, once the budget is spent the
+        view starts at the oldest hour read so far (a day at least)."""
         return self.parts(kind, start, now).view()
 
     def parts(self, kind: str, start: int, now: int) -> RollupParts:
@@ -166,12 +200,19 @@ class HourlyRollups:
         `settled`) need not copy them again."""
         first = start // HOUR * HOUR
         settled = min(now // HOUR * HOUR, (int(time.time()) - SETTLE_SECONDS) // HOUR * HOUR)
+        record = _READING.get()
         self._probe()
-        self._extend(kind, first, max(first, settled))
+        self._extend(kind, first, max(first, settled), record)
         with self._lock:
             store = self._kinds[kind]
             stored: tuple[np.ndarray, ...] = (store.ids, store.hours, store.samples, store.stats)
             generation = store.generation
+            served = first if first >= settled else max(first, store.lo)
+            wanted = max(first, self._oldest(store))
+        if record is not None:
+            seconds = now - served
+            record.history = seconds if record.history is None else min(record.history, seconds)
+            record.partial |= served > wanted
         fresh = self._fetch(kind, max(first, settled), now)  # not stored: still changing
         with self._lock:
             keys = list(self._keys)
@@ -196,36 +237,53 @@ class HourlyRollups:
         with self._lock:
             return {kind: store.hi - store.lo for kind, store in self._kinds.items()}
 
-    def _extend(self, kind: str, first: int, settled: int) -> None:
+    def _extend(self, kind: str, first: int, settled: int, record: Reading | None = None) -> None:
         """Store the complete hours [first, settled), the newest first and a day at a time.
         The building lock is let go between days, so a view whose hours are already stored
-        (a week, while another view reads the month) is served at once instead of waiting."""
-        while (todo := self._missing(kind, first, settled)) is not None:
+        (a week, while another view reads the month) is served at once instead of waiting.
+        The time each read takes comes off `record.left`; once none is left, only the
+        newest day is still read."""
+
+        def late() -> bool:
+            return record is not None and record.left is not None and record.left <= 0
+
+        while (todo := self._missing(kind, first, settled, late())) is not None:
             with self._building[kind]:
-                if (todo := self._missing(kind, first, settled)) is None:
+                if (todo := self._missing(kind, first, settled, late())) is None:
                     return  # another thread read it meanwhile
                 lo, hi = todo
+                started = time.monotonic()
                 chunk = self._fetch(kind, lo, hi - 1)
+                if record is not None and record.left is not None:
+                    record.left -= time.monotonic() - started
                 with self._lock:
                     store = self._kinds[kind]
                     store.add(*chunk, older=lo < store.lo)
                     store.lo, store.hi = min(store.lo, lo), max(store.hi, hi)
                     store.forget_before(store.hi - self.max_seconds)
 
-    def _missing(self, kind: str, first: int, settled: int) -> tuple[int, int] | None:
+    def _missing(
+        self, kind: str, first: int, settled: int, late: bool = False
+    ) -> tuple[int, int] | None:
         """The next range of hours to read: the new hours since the last read in one go,
-        then older hours a day at a time, or None when [first, settled) is stored."""
+        then older hours a day at a time, or None when [first, settled) is stored (when
+        `late`, when the newest day of it is)."""
         with self._lock:
             store = self._kinds[kind]
             if store.lo == store.hi:  # empty: read backwards from the newest hour
                 store.lo = store.hi = settled
             if settled > store.hi:
                 return store.hi, settled
-            oldest = -(-(store.hi - self.max_seconds) // HOUR) * HOUR  # older is not kept
-            first = max(first, oldest)
+            first = max(first, self._oldest(store))
+            if late:
+                first = max(first, settled - FETCH_SECONDS)
             if first < store.lo:
                 return max(first, store.lo - FETCH_SECONDS), store.lo
             return None
+
+    def _oldest(self, store: _Kind) -> int:
+        """The oldest hour kept: older hours are never read (call with the lock held)."""
+        return -(-(store.hi - self.max_seconds) // HOUR) * HOUR
 
     def _fetch(
         self, kind: str, start: int, now: int

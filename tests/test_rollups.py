@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from exporter.rollups import PLAN_SETTINGS, HourlyRollups
+from exporter.rollups import PLAN_SETTINGS, HourlyRollups, reading
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
 
@@ -140,6 +140,38 @@ def test_a_short_view_is_served_while_a_long_one_reads(fleet, monkeypatch):
         ).fetchone()[0]
     expected = set(range(end - DAY, end, HOUR)) | ({end} if fresh else set())
     assert set(np.unique(short.hours)) == expected
+
+
+def assert_equal_hours(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for key, (n, mean, *_) in want.items():
+        assert got[key][0] == n, key
+        if n:
+            assert got[key][1] == pytest.approx(mean, rel=1e-6, abs=1e-4), key
+
+
+def test_a_run_out_of_time_answers_from_the_newest_day_and_says_so(fleet):
+    """Inside `reading(0)` a five-day view reads the newest day only and serves exactly the
+    hours of that day, recording one day of history served; the next view without a budget
+    reads the other four days and serves all five."""
+    dsn, end = fleet
+    start = end - 5 * DAY
+    with Store(dsn) as store:
+        rollups = HourlyRollups(store)
+        with reading(0) as short:
+            first = rollups.view("node", start, end)
+        assert rollups.history()["node"] == DAY
+        with reading(None) as full:
+            later = rollups.view("node", start, end)
+    # `end` is a settled hour: the newest day is the 24 hours before it, plus its own rows
+    assert (short.history, short.partial) == (DAY, True)
+    assert_equal_hours(
+        by_series_hour(first, "cpu_total_pct"), raw_hours(dsn, end - DAY, end, "cpu_total_pct")
+    )
+    assert (full.history, full.partial) == (5 * DAY, False)
+    assert_equal_hours(
+        by_series_hour(later, "cpu_total_pct"), raw_hours(dsn, start, end, "cpu_total_pct")
+    )
 
 
 def test_a_day_is_aggregated_in_one_hashed_pass(fleet):

@@ -16,10 +16,11 @@ from exporter.collector import (
     DEFAULT_FORMATS,
     WARM_IN_PROCESS,
     WORKER_ANALYSES,
+    PerfAnalyzerCollector,
     Scheduler,
     _worker_stateful,
 )
-from exporter.config import Config, ExporterConfig
+from exporter.config import Config, ExporterConfig, PatternConfig
 from exporter.exposition import SampleCache, families, render
 from exporter.simulate import FleetSpec, load_fleet
 from exporter.store import Store
@@ -51,7 +52,7 @@ def test_worker_results_equal_in_process_results(live):
                 analysis = registry.get(name)
                 window = registry.served_window(analysis, WORKER)
                 here = registry.run(analysis, PerformanceAnalyzer(live).ctx, window, now)
-                there, seconds, rendered = scheduler._in_worker(name, window, now)
+                there, seconds, rendered, _ = scheduler._in_worker(name, window, now)
                 assert there == here, name
                 assert seconds > 0
                 # samples and text built in the worker are those the exporter would build
@@ -89,7 +90,7 @@ def test_worker_keeps_incremental_state_across_runs(live):
                 state = analysis.incremental()
                 for at in (now, now + 60):
                     here = registry.run(analysis, here_ctx, window, at, state)
-                    there, _, _ = scheduler._in_worker(name, window, at)
+                    there, _, _, _ = scheduler._in_worker(name, window, at)
                     assert there == here, (name, at)
             assert scheduler._worker is not None
             assert scheduler._worker.submit(_worker_stateful).result() == stateful
@@ -150,6 +151,63 @@ def test_close_without_waiting_stops_the_worker(live):
         processes[0].join(10)
         assert not processes[0].is_alive()
         assert time.monotonic() - started < 10
+
+
+@pytest.mark.slow
+def test_a_cold_first_run_answers_from_the_newest_day_then_from_all_of_it(live):
+    """With no time to wait for older rollups, the worker's first patterns run answers from
+    the newest day read, served as such (one day and the current hour of history, every
+    node short of the 48 hours a pattern needs); the job is due again at once, and that run
+    reads the whole five days of weekly history and counts every node row of the window."""
+    config = Config(
+        exporter=ExporterConfig(worker_process=True, cold_start_seconds=0),
+        patterns=PatternConfig(days=2, weekly_history_days=5),
+    )
+    day = 86400
+    with PerformanceAnalyzer(live, config=config) as analyzer:
+        scheduler = Scheduler(analyzer, config)
+        collector = PerfAnalyzerCollector(scheduler)
+        job = scheduler.jobs["patterns"]
+        try:
+            scheduler._run(job, in_worker=True)
+            assert job.last_ok and job.partial
+            short = job.result
+            assert short is not None and short["nodes"] == []
+            assert len(short["insufficient_data"]) == 4
+            end = short["window"]["end"]  # the current hour's start
+            # the newest settled day: the day before the current hour, or before the one
+            # before it in an hour's first minutes (its rows may still arrive)
+            assert job.history is not None
+            assert day <= job.history - (time.time() - end) + 60 <= day + 3600 + 60
+
+            def served() -> dict[str, float]:
+                return {
+                    dict(s.labels)["analysis"]: s.value
+                    for s in collector._self_samples(scheduler.snapshot())
+                    if s.metric == "analysis_history_seconds"
+                }
+
+            assert served() == {"patterns": job.history}
+            with scheduler._lock:
+                rerun = scheduler._start_if_due(job)
+            assert rerun is not None
+            started = time.time()
+            rerun.result()
+            assert job.last_ok and not job.partial
+            full = job.result
+            end = full["window"]["end"]
+            assert started - 1 <= job.history + end - 5 * day <= time.time() + 1
+            assert served() == {"patterns": job.history}
+        finally:
+            scheduler.close()
+    with Store(live) as store, store.read() as cur:
+        cur.execute(
+            "SELECT node_name, count(*) AS n FROM monitor_samples_ring WHERE node_flag"
+            " AND sample_time >= %s AND sample_time < %s GROUP BY node_name",
+            (end - 2 * day, end),
+        )
+        counts = {r["node_name"]: r["n"] for r in cur}
+    assert {n["node_name"]: n["samples"] for n in full["nodes"]} == counts
 
 
 def _niceness(pid: int) -> int:
