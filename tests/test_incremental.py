@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import types
 from typing import Any
 
@@ -81,7 +82,9 @@ def late_rows(dsn: str, node: str, times: list[int]) -> None:
 @pytest.mark.slow
 def test_anomalies_incremental_equals_from_scratch(dsn, fleet, monkeypatch):
     clock = [0]
-    monkeypatch.setattr(rollups, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(
+        rollups, "time", types.SimpleNamespace(time=lambda: clock[0], monotonic=time.monotonic)
+    )
     seasonal_fits = [0]
     fit_seasonal = anomalies_module._seasonal
 
@@ -226,7 +229,9 @@ def test_anomaly_candidates_follow_their_bounds(dsn, fleet, monkeypatch):
     change, not only when the hour's rows do: here two runs share one state across a
     stricter score threshold (in the exporter the bounds move when the baselines refit)."""
     now = DAY_START + 1800
-    monkeypatch.setattr(rollups, "time", types.SimpleNamespace(time=lambda: now))
+    monkeypatch.setattr(
+        rollups, "time", types.SimpleNamespace(time=lambda: now, monotonic=time.monotonic)
+    )
     analysis = registry.get("anomalies")
     state = AnomalyState()
     loose = Config()
