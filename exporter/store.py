@@ -359,6 +359,7 @@ class Store:
         self._last_probe: tuple[float, StoreError] = (-PROBE_REUSE_SECONDS, StoreError(""))
         self._borrowed: psycopg.Connection[Any] | None = None
         self._pool: ConnectionPool | None = None
+        self._lent_here = 0  # connections of this store's pool in use now
         self._owns_pool = False
         self.dsn = ""
         if isinstance(source, psycopg.Connection):
@@ -445,6 +446,17 @@ class Store:
             self._last_probe = (time.monotonic(), error)
             return error
 
+    def _fail_fast(self, pool: ConnectionPool) -> None:
+        """Raise at once when the server is unreachable and the pool holds no connection:
+        waiting the pool's whole timeout then only delays the same answer, and every
+        analysis of a scrape waited it in turn. A connection lent out, or one idle in the
+        pool, means the server answered: then the pool is waited for as usual."""
+        if self._lent_here or pool.get_stats().get("pool_available", 0):
+            return
+        error = self._connect_error()
+        if error.unreachable:
+            raise error
+
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         if self._borrowed is not None:
@@ -452,18 +464,22 @@ class Store:
                 yield self._borrowed
             return
         pool = self._ensure_pool()
+        if self._owns_pool:
+            self._fail_fast(pool)
         try:
             conn = pool.getconn(timeout=self.connect_timeout)
         except PoolTimeout:
             raise self._connect_error() from None
         with _lent_lock:
             _lent.add(conn)
+            self._lent_here += 1
         try:
             self._refuse_bad_encoding(conn)
             yield conn
         finally:
             with _lent_lock:
                 _lent.discard(conn)
+                self._lent_here -= 1
             pool.putconn(conn)  # the pool discards a broken connection and makes a new one
 
     # -- transactions ---------------------------------------------------------------------
