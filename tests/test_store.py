@@ -3,6 +3,8 @@ errors are sentences without secrets."""
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
@@ -117,6 +119,18 @@ def test_unreachable_server_is_one_sentence_without_password() -> None:
     message = str(err.value)
     assert message.startswith("cannot reach PostgreSQL at alice@127.0.0.1:1/metrics")
     assert "s3cr3t" not in message and "\n" not in message
+
+
+def test_a_refused_server_fails_a_read_at_once_not_after_the_pool_timeout() -> None:
+    """Nothing listens on port 1: each read fails in well under the 5 s connect timeout,
+    the first one (the pool empty, one probe refused) and the later ones alike."""
+    with Store("postgresql://127.0.0.1:1/metrics", connect_timeout=5) as store:
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(StoreError) as err, store.read():
+                pass
+            assert time.monotonic() - started < 1.0
+            assert err.value.unreachable
 
 
 def test_malformed_dsn_is_refused_without_password() -> None:
