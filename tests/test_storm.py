@@ -18,7 +18,7 @@ def test_scrape_storm_leaks_nothing(pg_server):
     try:
         with Store(dsn) as store:
             load_fleet(store, FleetSpec(nodes=6, containers=2, days=2))
-        r = storm.run(dsn, scrapers=50, seconds=20)
+        r = storm.run(dsn, scrapers=50, seconds=12)
     finally:
         pg_server.drop_database(name)
     assert r["scrapes"] > 50 and r["failed"] == 0
